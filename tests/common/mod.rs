@@ -1,0 +1,175 @@
+//! Helpers shared by the integration tests: run the toolkit binary, and make
+//! scratch copies of the project to change without touching the checkout.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub struct Run {
+    cmd: Command,
+}
+
+pub struct Done {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: Option<i32>,
+}
+
+impl Run {
+    pub fn env_remove(mut self, key: &str) -> Run {
+        self.cmd.env_remove(key);
+        self
+    }
+    fn output(mut self) -> Done {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.cmd.output().expect("running xtask");
+        Done {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            code: status.code(),
+        }
+    }
+    pub fn success(self) -> Done {
+        self.code(0)
+    }
+    pub fn code(self, expected: i32) -> Done {
+        let out = self.output();
+        assert_eq!(
+            out.code,
+            Some(expected),
+            "stdout:\n{}\nstderr:\n{}",
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+    pub fn failure(self) -> Done {
+        let out = self.output();
+        assert!(
+            out.code.is_some_and(|c| c != 0),
+            "expected failure; stdout:\n{}",
+            out.stdout
+        );
+        out
+    }
+}
+
+fn command(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.arg("--root").arg(root).args(args).current_dir(root);
+    // Tests see plain output whatever the environment they run in.
+    cmd.env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_STEP_SUMMARY");
+    cmd
+}
+
+pub fn xtask(args: &[&str]) -> Run {
+    Run {
+        cmd: command(&repo_root(), args),
+    }
+}
+
+pub fn xtask_env(args: &[&str], env: &[(&str, &OsStr)]) -> Run {
+    let mut cmd = command(&repo_root(), args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Run { cmd }
+}
+
+/// A project tree: the checkout itself, or a scratch copy of the files the
+/// toolkit reads and generates.
+pub struct Project {
+    pub root: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Project {
+    pub fn repo() -> Project {
+        Project {
+            root: repo_root(),
+            _dir: None,
+        }
+    }
+
+    pub fn copy() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let src = repo_root();
+        for rel in ["spack-env", "spack-repo", "modules", ".github", "README.md"] {
+            copy_tree(&src.join(rel), &dir.path().join(rel));
+        }
+        Project {
+            root: dir.path().to_path_buf(),
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        Run {
+            cmd: command(&self.root, args),
+        }
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root.join(rel)).unwrap()
+    }
+
+    pub fn edit(&self, rel: &str, f: impl FnOnce(&str) -> String) {
+        let path = self.root.join(rel);
+        let old = std::fs::read_to_string(&path).unwrap();
+        let new = f(&old);
+        assert_ne!(old, new, "the edit of {rel} changed nothing");
+        std::fs::write(path, new).unwrap();
+    }
+
+    /// Real actionlint (with shellcheck) over the tree's workflows: zero findings.
+    pub fn actionlint(&self) {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.root.join(".github/workflows"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3, "{files:?}");
+        let out = Command::new("actionlint")
+            .current_dir(&self.root)
+            .args(["-shellcheck", "shellcheck"])
+            .args(&files)
+            .output()
+            .expect("actionlint is not installed: run `sudo bash .ci/install`");
+        assert!(
+            out.status.success(),
+            "actionlint findings:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+pub fn copy_tree(src: &Path, dst: &Path) {
+    if src.is_file() {
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+        return;
+    }
+    if !src.exists() {
+        return;
+    }
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        copy_tree(&entry.path(), &dst.join(entry.file_name()));
+    }
+}

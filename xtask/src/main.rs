@@ -1,0 +1,124 @@
+//! `cargo xtask`: the Slurm Factory toolkit. This file only parses the command
+//! line and dispatches; each stage of the pipeline lives in its own module.
+
+mod codegen;
+mod flags;
+mod gha;
+mod matrix;
+mod plan;
+mod workflows;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use flags::{Cli, Command, MatrixCmd, UsageError};
+use matrix::{Matrix, Stage};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(usage) = err.downcast_ref::<UsageError>() {
+                eprintln!("error: {usage}");
+                return ExitCode::from(2);
+            }
+            let message = format!("{err:#}");
+            gha::error_annotation(&message);
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = matrix::project_root(cli.root)?;
+    let matrix = Matrix::load(&root)?;
+    match cli.command {
+        Command::Matrix(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
+        Command::Workflows(cmd) => cmd.run(&root, &matrix),
+        Command::Plan(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+impl MatrixCmd {
+    fn run(self, matrix: &Matrix) -> Result<()> {
+        let cells = matrix.cells(Stage::Slurm, &self.filter)?;
+        if self.json {
+            let list: Vec<_> = cells
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "version": c.release.map(|r| &r.version),
+                        "spack_version": c.release.map(|r| &r.spack_version),
+                        "toolchain": c.toolchain.name,
+                        "variant": c.variant,
+                        "os": c.toolchain.os,
+                        "image": c.toolchain.image,
+                        "gcc": c.toolchain.gcc,
+                        "glibc": c.toolchain.glibc,
+                        "runs-on": c.runner(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else {
+            let rows: Vec<[String; 6]> = cells
+                .iter()
+                .map(|c| {
+                    [
+                        c.release.map_or(String::new(), |r| r.version.clone()),
+                        c.toolchain.name.clone(),
+                        c.variant.to_string(),
+                        c.toolchain.image.clone(),
+                        format!("gcc@{}", c.toolchain.gcc),
+                        c.runner().join(","),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                text_table(
+                    &[
+                        "version",
+                        "toolchain",
+                        "variant",
+                        "image",
+                        "compiler",
+                        "runner"
+                    ],
+                    &rows
+                )
+            );
+            println!("{} cells", cells.len());
+        }
+        Ok(())
+    }
+}
+
+/// A plain left-aligned text table, columns two spaces apart.
+pub fn text_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let joined: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(joined.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}

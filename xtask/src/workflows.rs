@@ -1,0 +1,900 @@
+//! The GitHub Actions workflows, built as typed values from the matrix and
+//! serialized with serde_yaml: CI, the dependency build and the Slurm build.
+
+use anyhow::Result;
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_yaml::Value;
+
+use crate::codegen::{Generated, header};
+use crate::matrix::{ActionPin, Matrix};
+
+// ---------------------------------------------------------------------------
+// The model: the subset of GitHub's workflow syntax these workflows use.
+
+#[derive(Debug, Serialize)]
+struct Workflow {
+    name: String,
+    #[serde(rename = "on")]
+    triggers: Triggers,
+    permissions: Permissions,
+    concurrency: Concurrency,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    env: IndexMap<String, String>,
+    jobs: IndexMap<String, Job>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Triggers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pull_request: Option<Branches>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<Branches>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    schedule: Vec<Cron>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_dispatch: Option<Dispatch>,
+}
+
+#[derive(Debug, Serialize)]
+struct Branches {
+    branches: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Cron {
+    cron: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Dispatch {
+    inputs: IndexMap<String, Input>,
+}
+
+#[derive(Debug, Serialize)]
+struct Input {
+    description: String,
+    required: bool,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    default: Value,
+}
+
+/// `permissions:`; empty serializes as `{}` (no access at all).
+type Permissions = IndexMap<&'static str, &'static str>;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Concurrency {
+    group: String,
+    cancel_in_progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Job {
+    name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    needs: Vec<&'static str>,
+    #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
+    condition: Option<String>,
+    runs_on: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<&'static str>,
+    permissions: Permissions,
+    timeout_minutes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<Concurrency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategy: Option<Strategy>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    outputs: IndexMap<&'static str, String>,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Strategy {
+    fail_fast: bool,
+    matrix: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Step {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'static str>,
+    #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
+    condition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uses: Option<String>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    with: IndexMap<&'static str, Value>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    env: IndexMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
+}
+
+impl Step {
+    fn run(name: &str, script: &str) -> Step {
+        Step {
+            name: name.into(),
+            run: Some(script.into()),
+            ..Default::default()
+        }
+    }
+    fn uses(name: &str, pin: &ActionPin) -> Step {
+        Step {
+            name: name.into(),
+            uses: Some(pin.reference()),
+            ..Default::default()
+        }
+    }
+    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Step {
+        self.with.insert(key, value.into());
+        self
+    }
+    fn env(mut self, key: &str, value: &str) -> Step {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+    fn id(mut self, id: &'static str) -> Step {
+        self.id = Some(id);
+        self
+    }
+}
+
+fn perms(list: &[(&'static str, &'static str)]) -> Permissions {
+    list.iter().copied().collect()
+}
+
+fn expr(s: &str) -> String {
+    format!("${{{{ {s} }}}}")
+}
+
+fn labels(list: &[String]) -> Value {
+    match list {
+        [one] => Value::from(one.as_str()),
+        many => Value::Sequence(many.iter().map(|l| Value::from(l.as_str())).collect()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering.
+
+pub const CI: &str = ".github/workflows/ci.yml";
+pub const DEPS: &str = ".github/workflows/build-and-publish-slurm-dependencies.yml";
+pub const SLURM: &str = ".github/workflows/build-and-publish-slurm.yml";
+
+/// Where the toolkit binary lands in jobs that download it.
+const TOOLKIT: &str = ".xtask/xtask";
+
+pub fn render_all(matrix: &Matrix) -> Result<Vec<Generated>> {
+    let ctx = Ctx { m: matrix };
+    Ok(vec![
+        render(
+            matrix,
+            CI,
+            "Continuous integration: formatting, lints, tests, generated files, actionlint.",
+            &ctx.ci(),
+        )?,
+        render(
+            matrix,
+            DEPS,
+            "Stage 1: build each toolchain's Slurm dependencies with Spack and push them to its signed buildcache.",
+            &ctx.deps(),
+        )?,
+        render(
+            matrix,
+            SLURM,
+            "Stage 2: build Slurm for every version x toolchain x variant, package, sign and release it.",
+            &ctx.slurm(),
+        )?,
+    ])
+}
+
+fn render(matrix: &Matrix, path: &str, what: &str, workflow: &Workflow) -> Result<Generated> {
+    let yaml = serde_yaml::to_string(workflow)?;
+    Ok(Generated {
+        path: path.into(),
+        contents: header(what) + &annotate_pins(matrix, &yaml),
+    })
+}
+
+/// YAML comments cannot be serialized, so the tag each pinned SHA stands for is
+/// appended to its `uses:` line afterwards, where reviewers and Dependabot look.
+fn annotate_pins(matrix: &Matrix, yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len() + 512);
+    for line in yaml.lines() {
+        out.push_str(line);
+        if let Some(pin) = matrix
+            .actions
+            .all()
+            .into_iter()
+            .map(|(_, p)| p)
+            .find(|p| line.ends_with(&format!("uses: {}", p.reference())))
+        {
+            out.push_str(&format!(" # {}", pin.tag));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+struct Ctx<'m> {
+    m: &'m Matrix,
+}
+
+impl Ctx<'_> {
+    /// Jobs that are not build cells run on the matrix-wide CPU runner.
+    fn control_runner(&self) -> Value {
+        labels(&self.m.runners.cpu)
+    }
+
+    fn checkout(&self) -> Step {
+        Step::uses("Check out", &self.m.actions.checkout).with("persist-credentials", false)
+    }
+
+    fn fetch_toolkit(&self) -> Vec<Step> {
+        vec![
+            Step::uses(
+                "Fetch the toolkit binary",
+                &self.m.actions.download_artifact,
+            )
+            .with("name", "xtask")
+            .with("path", ".xtask"),
+            Step::run(
+                "Make the toolkit executable",
+                &format!("chmod +x {TOOLKIT}\n{TOOLKIT} --version\n"),
+            ),
+        ]
+    }
+
+    fn aws(&self) -> Step {
+        Step::uses(
+            "AWS credentials (OIDC)",
+            &self.m.actions.configure_aws_credentials,
+        )
+        .with("role-to-assume", expr("secrets.AWS_ROLE_ARN"))
+        .with("aws-region", expr("vars.AWS_REGION"))
+        .with("role-duration-seconds", 21600)
+    }
+
+    fn rust(&self, components: Option<&str>) -> Vec<Step> {
+        let mut toolchain = Step::uses("Rust toolchain", &self.m.actions.rust_toolchain)
+            .with("toolchain", self.m.rust_toolchain.as_str());
+        if let Some(c) = components {
+            toolchain = toolchain.with("components", c);
+        }
+        vec![
+            toolchain,
+            Step::uses("Rust cache", &self.m.actions.rust_cache),
+        ]
+    }
+
+    /// Builds the toolkit once per run; matrix jobs download it instead of compiling.
+    fn toolkit_job(&self) -> Job {
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.rust(None));
+        steps.push(Step::run(
+            "Build the toolkit",
+            "cargo build --release --locked --package xtask\n",
+        ));
+        steps.push(
+            Step::uses(
+                "Hand the toolkit to later jobs",
+                &self.m.actions.upload_artifact,
+            )
+            .with("name", "xtask")
+            .with("path", "target/release/xtask")
+            .with("if-no-files-found", "error")
+            .with("retention-days", 3),
+        );
+        Job {
+            name: "Build the toolkit".into(),
+            needs: vec![],
+            condition: None,
+            runs_on: self.control_runner(),
+            environment: None,
+            permissions: perms(&[("contents", "read")]),
+            timeout_minutes: 30,
+            concurrency: None,
+            strategy: None,
+            outputs: IndexMap::new(),
+            steps,
+        }
+    }
+
+    fn plan_job(&self, stage: &str, with_versions: bool) -> Job {
+        let mut script = format!("args=(--stage {stage} --github-output)\n");
+        script.push_str(
+            "if [ -n \"$TOOLCHAINS\" ]; then args+=(--toolchain \"${TOOLCHAINS// /}\"); fi\n",
+        );
+        if with_versions {
+            script.push_str(
+                "if [ -n \"$VERSIONS\" ]; then args+=(--slurm \"${VERSIONS// /}\"); fi\n",
+            );
+        }
+        script
+            .push_str("if [ -n \"$VARIANTS\" ]; then args+=(--variant \"${VARIANTS// /}\"); fi\n");
+        script.push_str("if [ \"$FORCE\" = true ]; then args+=(--force); fi\n");
+        script.push_str(&format!("{TOOLKIT} plan \"${{args[@]}}\"\n"));
+        let mut plan = Step::run("Plan the cells", &script)
+            .id("plan")
+            .env("TOOLCHAINS", &expr("inputs.toolchains"))
+            .env("VARIANTS", &expr("inputs.variants"))
+            .env("FORCE", &expr("inputs.force"));
+        if with_versions {
+            plan = plan.env("VERSIONS", &expr("inputs.versions"));
+        }
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.push(plan);
+        Job {
+            name: "Plan".into(),
+            needs: vec!["toolkit"],
+            condition: None,
+            runs_on: self.control_runner(),
+            environment: None,
+            permissions: perms(&[("contents", "read")]),
+            timeout_minutes: 10,
+            concurrency: None,
+            strategy: None,
+            outputs: [
+                ("matrix", expr("steps.plan.outputs.matrix")),
+                ("count", expr("steps.plan.outputs.count")),
+                ("mirrors", expr("steps.plan.outputs.mirrors")),
+            ]
+            .into_iter()
+            .collect(),
+            steps,
+        }
+    }
+
+    /// The Spack source and misc caches persist between runs of a cell.
+    fn spack_cache(&self, key: &str) -> Step {
+        Step::uses("Spack download cache", &self.m.actions.cache)
+            .with("path", "target/slurm-factory/cache")
+            .with("key", format!("spack-{key}-{}", expr("github.run_id")))
+            .with("restore-keys", format!("spack-{key}-"))
+    }
+
+    fn matrix_job(
+        &self,
+        name: String,
+        needs: Vec<&'static str>,
+        build: Step,
+        after: Vec<Step>,
+    ) -> Job {
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.push(self.aws());
+        steps.push(build);
+        steps.extend(after);
+        Job {
+            name,
+            needs,
+            condition: Some("needs.plan.outputs.count != '0'".into()),
+            runs_on: Value::from(expr("matrix.runs-on")),
+            environment: Some("release"),
+            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
+            timeout_minutes: 360,
+            concurrency: None,
+            strategy: Some(Strategy {
+                fail_fast: false,
+                matrix: expr("fromJSON(needs.plan.outputs.matrix)"),
+            }),
+            outputs: IndexMap::new(),
+            steps,
+        }
+    }
+
+    /// One writer per mirror: build jobs push without touching the index, this
+    /// job rebuilds it once per mirror, serialized by a concurrency group.
+    fn index_job(
+        &self,
+        needs: Vec<&'static str>,
+        mirror: &str,
+        args: &str,
+        with_version: bool,
+    ) -> Job {
+        let mut index = Step::run(
+            "Rebuild the buildcache index",
+            &format!("{TOOLKIT} index {args}\n"),
+        )
+        .env("TOOLCHAIN", &expr("matrix.toolchain"))
+        .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
+        if with_version {
+            index = index.env("VERSION", &expr("matrix.version"));
+        }
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.push(self.aws());
+        steps.push(index);
+        Job {
+            name: format!("Index {mirror}"),
+            needs,
+            condition: Some("!cancelled() && needs.plan.outputs.count != '0'".into()),
+            runs_on: self.control_runner(),
+            environment: Some("release"),
+            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
+            timeout_minutes: 60,
+            concurrency: Some(Concurrency {
+                group: format!("slurm-factory-index-{mirror}"),
+                cancel_in_progress: false,
+            }),
+            strategy: Some(Strategy {
+                fail_fast: false,
+                matrix: expr("fromJSON(needs.plan.outputs.mirrors)"),
+            }),
+            outputs: IndexMap::new(),
+            steps,
+        }
+    }
+
+    /// Always runs; its table is the run's summary and it fails when any job failed.
+    fn summary_job(&self, title: &str, jobs: &[&'static str]) -> Job {
+        let mut step =
+            Step::run("Summarise the run", "").env("COUNT", &expr("needs.plan.outputs.count"));
+        let mut script = String::from("{\n");
+        script.push_str(&format!("  echo \"### {title}\"\n"));
+        script.push_str("  echo \"Cells planned: ${COUNT:-0}\"\n  echo\n");
+        script.push_str("  echo \"| job | result |\"\n  echo \"|---|---|\"\n");
+        let mut failed = Vec::new();
+        for job in jobs {
+            let var = format!("RESULT_{}", job.replace('-', "_").to_uppercase());
+            step = step.env(&var, &expr(&format!("needs.{job}.result")));
+            script.push_str(&format!("  echo \"| {job} | ${var} |\"\n"));
+            failed.push(format!("[ \"${var}\" != failure ]"));
+        }
+        script.push_str("} >> \"$GITHUB_STEP_SUMMARY\"\n");
+        script.push_str(&failed.join(" && "));
+        script.push('\n');
+        step.run = Some(script);
+        Job {
+            name: "Summary".into(),
+            needs: jobs.to_vec(),
+            condition: Some("always()".into()),
+            runs_on: self.control_runner(),
+            environment: None,
+            permissions: perms(&[]),
+            timeout_minutes: 5,
+            concurrency: None,
+            strategy: None,
+            outputs: IndexMap::new(),
+            steps: vec![step],
+        }
+    }
+
+    fn dispatch(&self, with_versions: bool) -> Dispatch {
+        let list = |items: Vec<&str>| items.join(", ");
+        let mut inputs = IndexMap::new();
+        inputs.insert(
+            "toolchains".to_string(),
+            Input {
+                description: format!(
+                    "Comma-separated toolchains, empty for all ({})",
+                    list(self.m.toolchains.iter().map(|t| t.name.as_str()).collect())
+                ),
+                required: false,
+                kind: "string",
+                default: Value::from(""),
+            },
+        );
+        if with_versions {
+            inputs.insert(
+                "versions".to_string(),
+                Input {
+                    description: format!(
+                        "Comma-separated Slurm versions, empty for all ({})",
+                        list(self.m.slurm.iter().map(|s| s.version.as_str()).collect())
+                    ),
+                    required: false,
+                    kind: "string",
+                    default: Value::from(""),
+                },
+            );
+        }
+        inputs.insert(
+            "variants".to_string(),
+            Input {
+                description: format!(
+                    "Comma-separated variants, empty for all ({})",
+                    list(self.m.variants.iter().map(|v| v.as_str()).collect())
+                ),
+                required: false,
+                kind: "string",
+                default: Value::from(""),
+            },
+        );
+        inputs.insert(
+            "force".to_string(),
+            Input {
+                description: "Build the selected cells even if they are already published".into(),
+                required: false,
+                kind: "boolean",
+                default: Value::from(false),
+            },
+        );
+        Dispatch { inputs }
+    }
+
+    fn ci(&self) -> Workflow {
+        let main = || {
+            Some(Branches {
+                branches: vec!["main".into()],
+            })
+        };
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.rust(Some("rustfmt, clippy")));
+        steps.extend([
+            Step::run(
+                "Install the test tools (Podman, Lmod, GnuPG, actionlint)",
+                "sudo bash .ci/install\n",
+            ),
+            Step::run("Formatting", "cargo fmt --all --check\n"),
+            Step::run(
+                "Lints",
+                "cargo clippy --locked --all-targets -- -D warnings\n",
+            ),
+            Step::run("Tests", "cargo test --locked --workspace\n"),
+            Step::run(
+                "Generated files are up to date",
+                "cargo xtask workflows --check\n",
+            ),
+            Step::run("actionlint", "actionlint\n"),
+        ]);
+        let mut jobs = IndexMap::new();
+        jobs.insert(
+            "checks".to_string(),
+            Job {
+                name: "fmt, clippy, tests, generated files, actionlint".into(),
+                needs: vec![],
+                condition: None,
+                runs_on: self.control_runner(),
+                environment: None,
+                permissions: perms(&[("contents", "read")]),
+                timeout_minutes: 90,
+                concurrency: None,
+                strategy: None,
+                outputs: IndexMap::new(),
+                steps,
+            },
+        );
+        Workflow {
+            name: "CI".into(),
+            triggers: Triggers {
+                pull_request: main(),
+                push: main(),
+                ..Default::default()
+            },
+            permissions: perms(&[]),
+            concurrency: Concurrency {
+                group: format!("ci-{}", expr("github.ref")),
+                cancel_in_progress: true,
+            },
+            env: [("CARGO_TERM_COLOR".to_string(), "always".to_string())]
+                .into_iter()
+                .collect(),
+            jobs,
+        }
+    }
+
+    fn build_env(step: Step) -> Step {
+        step.env("TOOLCHAIN", &expr("matrix.toolchain"))
+            .env("GPU", &expr("matrix.gpu"))
+            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
+            .env(
+                "SLURM_FACTORY_PUBLIC_URL",
+                &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
+            )
+            .env(
+                "SLURM_FACTORY_GPG_PRIVATE_KEY",
+                &expr("secrets.SLURM_FACTORY_GPG_PRIVATE_KEY"),
+            )
+            .env(
+                "SLURM_FACTORY_GPG_PASSPHRASE",
+                &expr("secrets.SLURM_FACTORY_GPG_PASSPHRASE"),
+            )
+    }
+
+    fn deps(&self) -> Workflow {
+        let build = Self::build_env(Step::run(
+            "Build and push the dependency buildcache",
+            &format!(
+                "args=(--toolchain \"$TOOLCHAIN\")\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{TOOLKIT} build-deps \"${{args[@]}}\"\n"
+            ),
+        ));
+        let mut jobs = IndexMap::new();
+        jobs.insert("toolkit".to_string(), self.toolkit_job());
+        jobs.insert("plan".to_string(), self.plan_job("deps", false));
+        jobs.insert(
+            "build-deps".to_string(),
+            self.matrix_job(
+                format!(
+                    "Dependencies {} {}",
+                    expr("matrix.toolchain"),
+                    expr("matrix.variant")
+                ),
+                vec!["toolkit", "plan"],
+                build,
+                vec![],
+            ),
+        );
+        jobs["build-deps"].steps.insert(
+            4,
+            self.spack_cache(&format!("{}-deps", expr("matrix.toolchain"))),
+        );
+        jobs.insert(
+            "index".to_string(),
+            self.index_job(
+                vec!["toolkit", "plan", "build-deps"],
+                &format!("{}-deps", expr("matrix.toolchain")),
+                "--toolchain \"$TOOLCHAIN\"",
+                false,
+            ),
+        );
+        jobs.insert(
+            "summary".to_string(),
+            self.summary_job(
+                "Build and publish Slurm dependencies",
+                &["plan", "build-deps", "index"],
+            ),
+        );
+        Workflow {
+            name: "Build and publish Slurm dependencies".into(),
+            triggers: Triggers {
+                schedule: vec![Cron {
+                    cron: "17 2 * * 1".into(),
+                }],
+                workflow_dispatch: Some(self.dispatch(false)),
+                ..Default::default()
+            },
+            permissions: perms(&[]),
+            concurrency: Concurrency {
+                group: "slurm-factory-deps".into(),
+                cancel_in_progress: false,
+            },
+            env: IndexMap::new(),
+            jobs,
+        }
+    }
+
+    fn slurm(&self) -> Workflow {
+        let cell = format!(
+            "{}-{}-{}",
+            expr("matrix.version"),
+            expr("matrix.toolchain"),
+            expr("matrix.variant")
+        );
+        let build = Self::build_env(Step::run(
+            "Build, package and sign Slurm",
+            &format!(
+                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist)\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
+            ),
+        ))
+        .env("VERSION", &expr("matrix.version"));
+        let upload = Step::uses(
+            "Hand the package to the release job",
+            &self.m.actions.upload_artifact,
+        )
+        .with("name", format!("slurm-{cell}"))
+        .with("path", "dist/")
+        .with("if-no-files-found", "error")
+        .with("retention-days", 7);
+        let mut jobs = IndexMap::new();
+        jobs.insert("toolkit".to_string(), self.toolkit_job());
+        jobs.insert("plan".to_string(), self.plan_job("slurm", true));
+        jobs.insert(
+            "build-slurm".to_string(),
+            self.matrix_job(
+                format!("Slurm {}", cell.replace('-', " ")),
+                vec!["toolkit", "plan"],
+                build,
+                vec![upload],
+            ),
+        );
+        jobs["build-slurm"].steps.insert(
+            4,
+            self.spack_cache(&format!("{}-slurm", expr("matrix.toolchain"))),
+        );
+        let index = self.index_job(
+            vec!["toolkit", "plan", "build-slurm"],
+            &format!("{}-{}", expr("matrix.toolchain"), expr("matrix.version")),
+            "--toolchain \"$TOOLCHAIN\" --slurm \"$VERSION\"",
+            true,
+        );
+        jobs.insert("index".to_string(), index);
+        jobs.insert("release".to_string(), self.release_job());
+        jobs.insert(
+            "summary".to_string(),
+            self.summary_job(
+                "Build and publish Slurm",
+                &["plan", "build-slurm", "index", "release"],
+            ),
+        );
+        Workflow {
+            name: "Build and publish Slurm".into(),
+            triggers: Triggers {
+                schedule: vec![Cron {
+                    cron: "17 8 * * 1".into(),
+                }],
+                workflow_dispatch: Some(self.dispatch(true)),
+                ..Default::default()
+            },
+            permissions: perms(&[]),
+            concurrency: Concurrency {
+                group: "slurm-factory-slurm".into(),
+                cancel_in_progress: false,
+            },
+            env: IndexMap::new(),
+            jobs,
+        }
+    }
+
+    /// Gathers every cell's package, attests its provenance and publishes it.
+    /// The only job with `contents: write`.
+    fn release_job(&self) -> Job {
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.push(
+            Step::uses("Gather the packages", &self.m.actions.download_artifact)
+                .with("pattern", "slurm-*")
+                .with("path", "dist")
+                .with("merge-multiple", true),
+        );
+        steps.push(
+            Step::uses(
+                "Attest build provenance",
+                &self.m.actions.attest_build_provenance,
+            )
+            .with("subject-path", "dist/*.tar.gz*"),
+        );
+        steps.push(self.aws());
+        steps.push(
+            Step::run(
+                "Publish to S3",
+                &format!("{TOOLKIT} publish --to s3 --dir dist\n"),
+            )
+            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
+            .env(
+                "SLURM_FACTORY_PUBLIC_URL",
+                &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
+            ),
+        );
+        steps.push(
+            Step::run(
+                "Publish to GitHub Releases",
+                &format!("{TOOLKIT} publish --to github --dir dist\n"),
+            )
+            .env("GITHUB_TOKEN", &expr("github.token")),
+        );
+        Job {
+            name: "Release".into(),
+            needs: vec!["toolkit", "plan", "build-slurm", "index"],
+            condition: Some("!cancelled() && needs.build-slurm.result != 'skipped'".into()),
+            runs_on: self.control_runner(),
+            environment: Some("release"),
+            permissions: perms(&[
+                ("contents", "write"),
+                ("id-token", "write"),
+                ("attestations", "write"),
+            ]),
+            timeout_minutes: 120,
+            concurrency: Some(Concurrency {
+                group: "slurm-factory-release".into(),
+                cancel_in_progress: false,
+            }),
+            strategy: None,
+            outputs: IndexMap::new(),
+            steps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn rendered() -> Vec<Generated> {
+        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        render_all(&m).unwrap()
+    }
+
+    fn parsed(file: &Generated) -> serde_yaml::Value {
+        serde_yaml::from_str(&file.contents).unwrap()
+    }
+
+    #[test]
+    fn every_job_has_permissions_and_timeout() {
+        for file in rendered() {
+            let doc = parsed(&file);
+            assert_eq!(
+                doc["permissions"],
+                serde_yaml::from_str::<Value>("{}").unwrap(),
+                "{}",
+                file.path.display()
+            );
+            for (name, job) in doc["jobs"].as_mapping().unwrap() {
+                let at = format!("{} job {:?}", file.path.display(), name);
+                assert!(job["permissions"].is_mapping(), "{at} has no permissions");
+                assert!(
+                    job["timeout-minutes"].as_u64().is_some_and(|t| t > 0),
+                    "{at} has no timeout"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_uses_is_pinned_by_full_sha_with_its_tag() {
+        for file in rendered() {
+            for line in file.contents.lines().filter(|l| l.contains("uses: ")) {
+                let after = line.split("uses: ").nth(1).unwrap();
+                let (reference, comment) = after.split_once(" # ").expect("tag comment");
+                let sha = reference.split('@').nth(1).unwrap();
+                assert!(
+                    sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{line}"
+                );
+                assert!(!comment.is_empty(), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_release_job_may_write_contents_and_id_token_only_where_aws_is_used() {
+        for file in rendered() {
+            let doc = parsed(&file);
+            for (name, job) in doc["jobs"].as_mapping().unwrap() {
+                let name = name.as_str().unwrap();
+                let perms = &job["permissions"];
+                let uses_aws = serde_yaml::to_string(job)
+                    .unwrap()
+                    .contains("configure-aws-credentials");
+                assert_eq!(perms["contents"] == "write", name == "release", "{name}");
+                if name != "release" {
+                    assert_eq!(perms["id-token"] == "write", uses_aws, "{name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_reach_only_jobs_in_the_release_environment() {
+        for file in rendered() {
+            let doc = parsed(&file);
+            for (name, job) in doc["jobs"].as_mapping().unwrap() {
+                if serde_yaml::to_string(job).unwrap().contains("secrets.") {
+                    assert_eq!(
+                        job["environment"],
+                        "release",
+                        "{name:?} in {}",
+                        file.path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matrix_jobs_do_not_compile_the_toolkit() {
+        for file in rendered().iter().skip(1) {
+            let doc = parsed(file);
+            for (name, job) in doc["jobs"].as_mapping().unwrap() {
+                let text = serde_yaml::to_string(job).unwrap();
+                if name.as_str() != Some("toolkit") {
+                    assert!(!text.contains("cargo "), "{name:?} runs cargo");
+                }
+            }
+            let build = ["build-deps", "build-slurm"]
+                .iter()
+                .find_map(|j| doc["jobs"].get(*j))
+                .unwrap();
+            assert_eq!(build["strategy"]["fail-fast"], false);
+            assert_eq!(build["if"], "needs.plan.outputs.count != '0'");
+        }
+    }
+}
