@@ -14,7 +14,7 @@ use crate::matrix::{CellFilter, Stage};
     bin_name = "cargo xtask",
     version,
     about = "Slurm Factory: build, package and publish relocatable Slurm with Spack",
-    after_help = "Examples:\n  cargo xtask matrix --toolchain noble\n  cargo xtask workflows --check\n  cargo xtask plan --stage slurm --slurm 25.11 --json"
+    after_help = "Examples:\n  cargo xtask matrix --toolchain noble\n  cargo xtask workflows --check\n  cargo xtask plan --stage slurm --slurm 25.11 --json\n  cargo xtask spack-env --stage slurm --slurm 25.11 --toolchain noble --gpu --out /tmp/env"
 )]
 pub struct Cli {
     /// Project root (default: the nearest parent directory holding spack-env/matrix.yaml)
@@ -30,6 +30,7 @@ pub enum Command {
     Matrix(MatrixCmd),
     Workflows(WorkflowsCmd),
     Plan(PlanCmd),
+    SpackEnv(SpackEnvCmd),
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -76,6 +77,35 @@ pub struct PlanCmd {
     /// Write the plan to $GITHUB_OUTPUT (matrix, count, mirrors) and a table to $GITHUB_STEP_SUMMARY
     #[arg(long)]
     pub github_output: bool,
+}
+
+/// Render the Spack environment (spack.yaml, module template) of one cell into a directory
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo xtask spack-env --stage deps --toolchain jammy --out /tmp/env\n  cargo xtask spack-env --stage slurm --slurm 25.11 --toolchain noble --gpu --out /tmp/env"
+)]
+pub struct SpackEnvCmd {
+    /// Which stage's environment
+    #[arg(long, value_enum)]
+    pub stage: Stage,
+    /// The toolchain (OS) the environment builds for
+    #[arg(long, value_name = "T")]
+    pub toolchain: String,
+    /// The Slurm version (slurm stage only)
+    #[arg(long, value_name = "V")]
+    pub slurm: Option<String>,
+    /// The GPU variant (adds CUDA/NVML and ROCm SMI)
+    #[arg(long)]
+    pub gpu: bool,
+    /// Spack target microarchitecture [default: the matrix's `target`]
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// S3 bucket holding the mirrors [default: the local directory store]
+    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Directory to write spack.yaml and templates/ into (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// A mistake in what the user asked for (an unknown toolchain, a flag that does

@@ -5,7 +5,9 @@ mod codegen;
 mod flags;
 mod gha;
 mod matrix;
+mod module;
 mod plan;
+mod spack_env;
 mod workflows;
 
 use std::process::ExitCode;
@@ -40,6 +42,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Matrix(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
         Command::Workflows(cmd) => cmd.run(&root, &matrix),
         Command::Plan(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
+        Command::SpackEnv(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

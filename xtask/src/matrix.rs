@@ -70,6 +70,9 @@ impl Variant {
             Variant::Gpu => "gpu",
         }
     }
+    pub fn from_gpu(gpu: bool) -> Self {
+        if gpu { Variant::Gpu } else { Variant::Cpu }
+    }
 }
 
 impl fmt::Display for Variant {
@@ -181,6 +184,14 @@ pub struct Cell<'m> {
 }
 
 impl<'m> Cell<'m> {
+    pub fn stage(&self) -> Stage {
+        if self.release.is_some() {
+            Stage::Slurm
+        } else {
+            Stage::Deps
+        }
+    }
+
     pub fn runner(&self) -> &'m [String] {
         let runners = self
             .toolchain
