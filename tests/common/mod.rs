@@ -90,6 +90,13 @@ pub fn xtask_env(args: &[&str], env: &[(&str, &OsStr)]) -> Run {
     Run { cmd }
 }
 
+impl Run {
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Run {
+        self.cmd.env(key, value);
+        self
+    }
+}
+
 /// A project tree: the checkout itself, or a scratch copy of the files the
 /// toolkit reads and generates.
 pub struct Project {
@@ -172,4 +179,22 @@ pub fn copy_tree(src: &Path, dst: &Path) {
         let entry = entry.unwrap();
         copy_tree(&entry.path(), &dst.join(entry.file_name()));
     }
+}
+
+pub mod gpg;
+
+/// Runs a command, asserting success; returns stdout.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn fixtures() -> PathBuf {
+    repo_root().join("../shared/fixtures")
 }

@@ -31,6 +31,8 @@ pub enum Command {
     Workflows(WorkflowsCmd),
     Plan(PlanCmd),
     SpackEnv(SpackEnvCmd),
+    Package(PackageCmd),
+    Bench(BenchCmd),
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -106,6 +108,75 @@ pub struct SpackEnvCmd {
     /// Directory to write spack.yaml and templates/ into (created if missing)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+/// Turn a built Slurm view into the release artifact: tarball, checksum, signature, manifest, SBOM
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The signing key comes from SLURM_FACTORY_GPG_PRIVATE_KEY (armored, or base64 of armored)\n\
+and SLURM_FACTORY_GPG_PASSPHRASE, or from --signing-key-file.\n\n\
+Examples:\n  cargo xtask package --view out/view --lock out/spack.lock --slurm 25.11 --toolchain noble --out dist\n  \
+cargo xtask package --view v --lock spack.lock --slurm 24.11 --toolchain jammy --gpu --out dist --unsigned --split-size 64M"
+)]
+pub struct PackageCmd {
+    /// The Spack view to ship (its bin, sbin, lib, ...)
+    #[arg(long, value_name = "DIR")]
+    pub view: PathBuf,
+    /// The slurm stage's spack.lock (the manifest lists its packages)
+    #[arg(long, value_name = "FILE")]
+    pub lock: PathBuf,
+    /// Slurm version of the cell
+    #[arg(long, value_name = "V")]
+    pub slurm: String,
+    /// Toolchain of the cell
+    #[arg(long, value_name = "T")]
+    pub toolchain: String,
+    /// The GPU variant
+    #[arg(long)]
+    pub gpu: bool,
+    /// Machine architecture in the file name [default: the matrix's `arch`]
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// Directory for the outputs (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The cell's input fingerprint, recorded in the manifest
+    #[arg(long, value_name = "HEX")]
+    pub fingerprint: Option<String>,
+    /// Split the tarball into ordered parts of at most this size (GitHub's asset limit is 2 GiB)
+    #[arg(long, value_name = "SIZE", default_value_t = crate::package::DEFAULT_SPLIT, value_parser = crate::package::parse_size)]
+    pub split_size: u64,
+    /// Armored private key file (instead of SLURM_FACTORY_GPG_PRIVATE_KEY)
+    #[arg(long, value_name = "PATH")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Make an unsigned package (local testing only: download refuses it)
+    #[arg(long)]
+    pub unsigned: bool,
+    /// Check the inputs and print what would be written, without writing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Measure the toolkit against the peer tools on the same data, in one run
+#[derive(Debug, Args)]
+#[command(after_help = "Run optimized: `cargo xtask-release bench package`.\n\n\
+Examples:\n  cargo xtask-release bench package\n  cargo xtask-release bench package --size-mib 256 --dir /tmp/bench")]
+pub struct BenchCmd {
+    /// What to measure
+    #[arg(value_enum)]
+    pub what: BenchWhat,
+    /// Size of the generated input
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub size_mib: u64,
+    /// Work directory (kept between runs: the generated input is reused) [default: target/slurm-factory/bench]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BenchWhat {
+    /// `package` vs `tar -czf` and `tar -I pigz -cf` on a Slurm-like view
+    Package,
 }
 
 /// A mistake in what the user asked for (an unknown toolchain, a flag that does

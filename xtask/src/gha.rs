@@ -59,3 +59,26 @@ fn append(path: PathBuf, text: &str) -> Result<()> {
     file.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
+
+/// A collapsible log group under Actions (a plain heading elsewhere), closed on drop.
+pub struct Group {
+    active: bool,
+}
+
+impl Group {
+    pub fn new(title: &str) -> Group {
+        let active = in_actions();
+        if active {
+            println!("::group::{title}");
+        }
+        Group { active }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.active {
+            println!("::endgroup::");
+        }
+    }
+}

@@ -1,12 +1,16 @@
 //! `cargo xtask`: the Slurm Factory toolkit. This file only parses the command
 //! line and dispatches; each stage of the pipeline lives in its own module.
 
+mod bench;
 mod codegen;
 mod flags;
 mod gha;
+mod manifest;
 mod matrix;
 mod module;
+mod package;
 mod plan;
+mod sign;
 mod spack_env;
 mod workflows;
 
@@ -43,6 +47,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workflows(cmd) => cmd.run(&root, &matrix),
         Command::Plan(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
         Command::SpackEnv(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::Package(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

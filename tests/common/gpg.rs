@@ -1,0 +1,92 @@
+//! Throwaway GnuPG keys made with the real gpg, for signing tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct TestKey {
+    pub home: tempfile::TempDir,
+    pub secret_armored: String,
+    pub public_file: PathBuf,
+    pub passphrase: String,
+}
+
+impl TestKey {
+    /// An ed25519 signing key protected by `passphrase` ("" for none).
+    pub fn new(name: &str, passphrase: &str) -> TestKey {
+        let home = tempfile::tempdir().unwrap();
+        let gpg = |args: &[&str]| {
+            let out = Command::new("gpg")
+                .env("GNUPGHOME", home.path())
+                .args([
+                    "--batch",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    passphrase,
+                ])
+                .args(args)
+                .output()
+                .expect("gpg is not installed: run `sudo bash .ci/install`");
+            assert!(
+                out.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        gpg(&[
+            "--quick-gen-key",
+            &format!("{name} <{name}@example.invalid>"),
+            "ed25519",
+            "sign",
+            "1y",
+        ]);
+        let secret_armored = String::from_utf8(gpg(&["--armor", "--export-secret-keys"])).unwrap();
+        let public = gpg(&["--armor", "--export"]);
+        let public_file = home.path().join("public.asc");
+        std::fs::write(&public_file, public).unwrap();
+        TestKey {
+            home,
+            secret_armored,
+            public_file,
+            passphrase: passphrase.into(),
+        }
+    }
+
+    /// `gpg --verify` of a detached signature in a fresh keyring holding only
+    /// `public` (an armored key file).
+    pub fn verify(public: &Path, signature: &Path, data: &Path) -> bool {
+        let home = tempfile::tempdir().unwrap();
+        let run = |args: &[&std::ffi::OsStr]| {
+            Command::new("gpg")
+                .env("GNUPGHOME", home.path())
+                .arg("--batch")
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        assert!(
+            run(&["--import".as_ref(), public.as_os_str()])
+                .status
+                .success()
+        );
+        let ok = run(&["--verify".as_ref(), signature.as_os_str(), data.as_os_str()])
+            .status
+            .success();
+        kill_agent(home.path());
+        ok
+    }
+}
+
+pub fn kill_agent(home: &Path) {
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+}
+
+impl Drop for TestKey {
+    fn drop(&mut self) {
+        kill_agent(self.home.path());
+    }
+}

@@ -1,0 +1,490 @@
+//! `cargo xtask package`: the release artifact, checked with the real tools an
+//! admin uses (GNU tar, gzip, sha256sum, gpg, Lmod).
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::gpg::TestKey;
+use common::{fixtures, sh, xtask};
+
+const STEM: &str = "slurm-25.11-noble-cpu-x86_64";
+
+/// A small Slurm-like view: executables, a versioned library with its
+/// symlinks, a hard link (Spack views use them), a long path, modes.
+fn make_view(dir: &Path) -> PathBuf {
+    let view = dir.join("view");
+    let write = |rel: &str, body: &[u8], mode: u32| {
+        let p = view.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write(
+        "bin/scontrol",
+        b"#!/bin/sh\necho \"slurm 25.11.6 ($0)\"\n",
+        0o755,
+    );
+    write("sbin/slurmd", b"#!/bin/sh\necho slurmd\n", 0o750);
+    // Incompressible enough that the tarball spans several 64 KiB parts.
+    let mut x: u32 = 2463534242;
+    let lib: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    write("lib/libslurm.so.42.0.0", &lib, 0o755);
+    write("lib/slurm/auth_munge.so", b"plugin", 0o644);
+    write("share/doc/private-notes", b"0600 survives", 0o600);
+    let long = format!("share/{}/{}.txt", "deep".repeat(30), "x".repeat(120));
+    write(&long, b"a path longer than ustar's 100 bytes", 0o644);
+    std::os::unix::fs::symlink("libslurm.so.42.0.0", view.join("lib/libslurm.so.42")).unwrap();
+    std::os::unix::fs::symlink("libslurm.so.42", view.join("lib/libslurm.so")).unwrap();
+    std::os::unix::fs::symlink("../lib/libslurm.so", view.join("bin/link-to-lib")).unwrap();
+    std::fs::hard_link(view.join("bin/scontrol"), view.join("bin/scontrol-hard")).unwrap();
+    view
+}
+
+fn lock() -> PathBuf {
+    fixtures().join("spack-concretized-slurm-env/spack.lock")
+}
+
+struct Packaged {
+    _dir: tempfile::TempDir,
+    view: PathBuf,
+    out: PathBuf,
+    key: TestKey,
+    stdout: String,
+    stderr: String,
+}
+
+impl Packaged {
+    fn file(&self, suffix: &str) -> PathBuf {
+        self.out.join(format!("{STEM}{suffix}"))
+    }
+}
+
+fn package(extra: &[&str]) -> Packaged {
+    package_with_passphrase(extra, "")
+}
+
+/// A passphrase makes gpg slow (seconds), so only the secrets test uses one.
+fn package_with_passphrase(extra: &[&str], passphrase: &str) -> Packaged {
+    let dir = tempfile::tempdir().unwrap();
+    let view = make_view(dir.path());
+    let out = dir.path().join("dist");
+    let key = TestKey::new("Packager", passphrase);
+    let lock = lock();
+    let mut args = vec![
+        "package",
+        "--view",
+        view.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--slurm",
+        "25.11",
+        "--toolchain",
+        "noble",
+        "--out",
+        out.to_str().unwrap(),
+        "--fingerprint",
+        "abc123",
+    ];
+    args.extend_from_slice(extra);
+    let done = xtask(&args)
+        .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
+        .env("SLURM_FACTORY_GPG_PASSPHRASE", &key.passphrase)
+        .env("SOURCE_DATE_EPOCH", "1764000000")
+        .success();
+    Packaged {
+        _dir: dir,
+        view,
+        out,
+        key,
+        stdout: done.stdout,
+        stderr: done.stderr,
+    }
+}
+
+fn extract(tarball: &Path, into: &Path) -> PathBuf {
+    std::fs::create_dir_all(into).unwrap();
+    sh(Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(into));
+    into.join(STEM)
+}
+
+#[test]
+fn gnu_tar_extracts_the_same_tree() {
+    let p = package(&[]);
+    let top = extract(&p.file(".tar.gz"), &p.out.join("x"));
+    let view = top.join("view");
+    for rel in [
+        "bin/scontrol",
+        "sbin/slurmd",
+        "lib/libslurm.so.42.0.0",
+        "lib/slurm/auth_munge.so",
+        "share/doc/private-notes",
+    ] {
+        let (a, b) = (p.view.join(rel), view.join(rel));
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{rel}"
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&a), mode(&b), "mode of {rel}");
+    }
+    assert_eq!(
+        std::fs::read_link(view.join("lib/libslurm.so")).unwrap(),
+        Path::new("libslurm.so.42")
+    );
+    assert_eq!(
+        std::fs::read_link(view.join("bin/link-to-lib")).unwrap(),
+        Path::new("../lib/libslurm.so")
+    );
+    let ino = |rel: &str| std::fs::metadata(view.join(rel)).unwrap().ino();
+    assert_eq!(
+        ino("bin/scontrol"),
+        ino("bin/scontrol-hard"),
+        "hard link preserved"
+    );
+    let long = walkdir_files(&view)
+        .into_iter()
+        .find(|f| f.ends_with(".txt"))
+        .unwrap();
+    assert!(long.len() > 200, "{long}");
+    // The layout of SPEC section 6.
+    assert!(top.join("modules/slurm/25.11-noble.lua").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(top.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["name"], STEM);
+    assert_eq!(manifest["fingerprint"], "abc123");
+    assert_eq!(manifest["cell"]["variant"], "cpu");
+    assert_eq!(manifest["build_time"], "2025-11-24T16:00:00Z");
+    // Beside the tarball: the same manifest.
+    let beside: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.file(".manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest, beside);
+    // gzip itself accepts the parallel stream.
+    sh(Command::new("gzip").arg("-t").arg(p.file(".tar.gz")));
+}
+
+fn walkdir_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn packaging_twice_gives_identical_bytes() {
+    let a = package(&[]);
+    let b = package(&[]);
+    assert!(std::fs::read(a.file(".tar.gz")).unwrap() == std::fs::read(b.file(".tar.gz")).unwrap());
+    assert_eq!(
+        std::fs::read(a.file(".manifest.json")).unwrap(),
+        std::fs::read(b.file(".manifest.json")).unwrap()
+    );
+}
+
+#[test]
+fn signature_verifies_and_a_flipped_byte_breaks_it() {
+    let p = package(&[]);
+    let tarball = p.file(".tar.gz");
+    let public = p.out.join("slurm-factory-signing-key.asc");
+    assert!(TestKey::verify(&public, &p.file(".tar.gz.asc"), &tarball));
+    assert!(TestKey::verify(
+        &p.key.public_file,
+        &p.file(".tar.gz.asc"),
+        &tarball
+    ));
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    let tampered = p.out.join("tampered.tar.gz");
+    std::fs::write(&tampered, bytes).unwrap();
+    assert!(!TestKey::verify(&public, &p.file(".tar.gz.asc"), &tampered));
+    // The signature is armored and detached.
+    assert!(
+        std::fs::read_to_string(p.file(".tar.gz.asc"))
+            .unwrap()
+            .starts_with("-----BEGIN PGP SIGNATURE-----")
+    );
+}
+
+#[test]
+fn sha256sum_accepts_the_checksum_file() {
+    let p = package(&[]);
+    let out = sh(Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{STEM}.tar.gz.sha256"))
+        .current_dir(&p.out));
+    assert_eq!(out.trim(), format!("{STEM}.tar.gz: OK"));
+}
+
+#[test]
+fn large_tarballs_split_into_parts_that_join_to_the_whole() {
+    let p = package(&["--split-size", "64K"]);
+    assert!(
+        !p.file(".tar.gz").exists(),
+        "the whole file is never written when split"
+    );
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&p.out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| {
+            f.to_string_lossy().contains(".tar.gz.part-")
+                && !f.to_string_lossy().ends_with(".sha256")
+        })
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 2, "{parts:?}");
+    assert!(parts[0].to_string_lossy().ends_with(".tar.gz.part-000"));
+    for part in &parts {
+        assert!(std::fs::metadata(part).unwrap().len() <= 64 * 1024);
+        let name = part.file_name().unwrap().to_str().unwrap();
+        let ok = sh(Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{name}.sha256"))
+            .current_dir(&p.out));
+        assert_eq!(ok.trim(), format!("{name}: OK"));
+    }
+    let mut whole = Vec::new();
+    for part in &parts {
+        whole.extend(std::fs::read(part).unwrap());
+    }
+    let joined = p.out.join(format!("{STEM}.tar.gz"));
+    std::fs::write(&joined, &whole).unwrap();
+    sh(Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{STEM}.tar.gz.sha256"))
+        .current_dir(&p.out));
+    assert!(TestKey::verify(
+        &p.key.public_file,
+        &p.file(".tar.gz.asc"),
+        &joined
+    ));
+    // And it is the same stream an unsplit run makes.
+    assert!(whole == std::fs::read(package(&[]).file(".tar.gz")).unwrap());
+}
+
+#[test]
+fn lmod_loads_the_module_from_the_extracted_tarball() {
+    let p = package(&[]);
+    let top = extract(&p.file(".tar.gz"), &p.out.join("srv"));
+    let view = top.join("view");
+    let out = sh(Command::new("bash")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &p.out)
+        .env("SLURM_INSTALL_PREFIX", &view)
+        .args(["--noprofile", "--norc", "-c"])
+        .arg(format!(
+            "set -e; source /usr/share/lmod/lmod/init/bash; module use {}; module load slurm/25.11-noble; command -v scontrol; scontrol",
+            top.join("modules").display()
+        )));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], view.join("bin/scontrol").to_str().unwrap());
+    assert!(lines[1].starts_with("slurm 25.11.6"), "{out}");
+}
+
+#[test]
+fn manifest_lists_the_lock_packages_with_versions_and_hashes() {
+    let p = package(&[]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.file(".manifest.json")).unwrap()).unwrap();
+    let lock: serde_json::Value = serde_json::from_slice(&std::fs::read(lock()).unwrap()).unwrap();
+    let packages = manifest["packages"].as_array().unwrap();
+    for name in ["slurm", "openmpi", "pmix", "hwloc", "json-c", "munge"] {
+        let (hash, spec) = lock["concrete_specs"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, s)| s["name"] == name)
+            .unwrap();
+        let entry = packages
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(entry["version"], spec["version"], "{name}");
+        assert_eq!(entry["hash"], hash.as_str(), "{name}");
+    }
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.file(".spdx.json")).unwrap()).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(
+        sbom["packages"].as_array().unwrap().len(),
+        packages.len() + 1
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_the_output() {
+    let p = package_with_passphrase(&[], "correct horse battery");
+    let all = format!("{}{}", p.stdout, p.stderr);
+    assert!(!all.contains(&p.key.passphrase));
+    assert!(!all.contains("PRIVATE KEY"));
+    assert!(
+        p.stdout.contains("packaged 25.11/noble/cpu"),
+        "{}",
+        p.stdout
+    );
+    // Nothing but the outputs is left in the output directory.
+    let names: Vec<String> = std::fs::read_dir(&p.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
+}
+
+fn refused(setup: impl FnOnce(&Path), expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let view = make_view(dir.path());
+    setup(&view);
+    let out = dir.path().join("dist");
+    let lock = lock();
+    let done = xtask(&[
+        "package",
+        "--view",
+        view.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--slurm",
+        "25.11",
+        "--toolchain",
+        "noble",
+        "--out",
+        out.to_str().unwrap(),
+        "--unsigned",
+    ])
+    .failure();
+    assert!(done.stderr.contains(expected), "{}", done.stderr);
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "something was written"
+    );
+}
+
+#[test]
+fn absolute_symlink_is_refused_with_its_path() {
+    refused(
+        |v| std::os::unix::fs::symlink("/etc/passwd", v.join("lib/passwd")).unwrap(),
+        "lib/passwd is not relocatable: absolute symlink to /etc/passwd",
+    );
+}
+
+#[test]
+fn symlink_leaving_the_view_is_refused() {
+    refused(
+        |v| std::os::unix::fs::symlink("../../../outside", v.join("lib/slurm/escape")).unwrap(),
+        "lib/slurm/escape is not relocatable: symlink to ../../../outside leaves the view",
+    );
+}
+
+#[test]
+fn fifo_is_refused() {
+    refused(
+        |v| sh(Command::new("mkfifo").arg(v.join("bin/pipe"))).truncate(0),
+        "bin/pipe is not relocatable: only regular files, directories and links can be packaged",
+    );
+}
+
+#[test]
+fn missing_key_says_how_to_provide_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let view = make_view(dir.path());
+    let lock = lock();
+    let done = xtask(&[
+        "package",
+        "--view",
+        view.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--slurm",
+        "25.11",
+        "--toolchain",
+        "noble",
+        "--out",
+        dir.path().join("d").to_str().unwrap(),
+    ])
+    .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
+    .failure();
+    assert!(
+        done.stderr
+            .contains("no signing key: set SLURM_FACTORY_GPG_PRIVATE_KEY"),
+        "{}",
+        done.stderr
+    );
+    assert!(!dir.path().join("d").exists());
+}
+
+#[test]
+fn base64_key_and_unsigned_package() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let view = make_view(dir.path());
+    let key = TestKey::new("B64", "");
+    let lock = lock();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&key.secret_armored);
+    let out = dir.path().join("signed");
+    xtask(&[
+        "package",
+        "--view",
+        view.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--slurm",
+        "25.11",
+        "--toolchain",
+        "noble",
+        "--gpu",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .env("SLURM_FACTORY_GPG_PRIVATE_KEY", b64)
+    .env_remove("SLURM_FACTORY_GPG_PASSPHRASE")
+    .success();
+    let gpu = out.join("slurm-25.11-noble-gpu-x86_64.tar.gz");
+    assert!(TestKey::verify(
+        &key.public_file,
+        &out.join("slurm-25.11-noble-gpu-x86_64.tar.gz.asc"),
+        &gpu
+    ));
+    let unsigned = dir.path().join("unsigned");
+    xtask(&[
+        "package",
+        "--view",
+        view.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--slurm",
+        "25.11",
+        "--toolchain",
+        "noble",
+        "--out",
+        unsigned.to_str().unwrap(),
+        "--unsigned",
+    ])
+    .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
+    .success();
+    assert!(unsigned.join(format!("{STEM}.tar.gz")).is_file());
+    assert!(!unsigned.join(format!("{STEM}.tar.gz.asc")).exists());
+}

@@ -1,0 +1,317 @@
+//! Benchmarks against the peer tools, measured in the same run on the same
+//! data, printed as ratios. `bench package`: our packager vs `tar -czf` and
+//! `tar -I pigz -cf` on a generated Slurm-like tree.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::flags::{BenchCmd, BenchWhat};
+use crate::matrix::{Cell, Matrix, Variant};
+use crate::package;
+use crate::spack_env::EnvironmentData;
+
+impl BenchCmd {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        if cfg!(debug_assertions) {
+            eprintln!(
+                "warning: an unoptimized build; for real figures run `cargo xtask-release bench …`"
+            );
+        }
+        match self.what {
+            BenchWhat::Package => bench_package(root, matrix, &self),
+        }
+    }
+}
+
+struct Measured {
+    name: &'static str,
+    time: Duration,
+    size: u64,
+}
+
+fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
+    let work = cmd
+        .dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/slurm-factory/bench"));
+    let tree = work.join("tree");
+    let view = tree.join("view");
+    if !view.join(".complete").exists() {
+        println!(
+            "generating a {} MiB Slurm-like view in {} …",
+            cmd.size_mib,
+            view.display()
+        );
+        let _ = std::fs::remove_dir_all(&tree);
+        generate_view(&view, cmd.size_mib << 20)?;
+        std::fs::write(view.join(".complete"), b"")?;
+    }
+    let lock = work.join("spack.lock");
+    std::fs::write(&lock, BENCH_LOCK)?;
+    let out = work.join("out");
+    let (bytes, files) = tree_size(&view)?;
+    println!(
+        "input: {:.0} MiB in {files} files; {} cores",
+        bytes as f64 / (1 << 20) as f64,
+        threads()
+    );
+    // Read everything once so every contender starts from a warm page cache.
+    warm_cache(&view)?;
+
+    let cell = Cell {
+        release: Some(&matrix.slurm[0]),
+        toolchain: &matrix.toolchains[0],
+        variant: Variant::Cpu,
+        matrix,
+    };
+    let data = EnvironmentData::load(root)?;
+    let _ = std::fs::remove_dir_all(&out);
+    let opts = package::Options {
+        view: &view,
+        lock: &lock,
+        out: &out,
+        arch: matrix.arch.clone(),
+        fingerprint: None,
+        split_size: u64::MAX,
+        threads: threads(),
+        keyring: None,
+    };
+    let started = Instant::now();
+    let pkg = package::package(root, &data, &cell, &opts)?;
+    let ours = Measured {
+        name: "cargo xtask package",
+        time: started.elapsed(),
+        size: pkg.size,
+    };
+    println!(
+        "{:<22} {:>7.2} s  {:>8.1} MiB",
+        ours.name,
+        ours.time.as_secs_f64(),
+        mib(ours.size)
+    );
+
+    let tar_out = work.join("peer.tar.gz");
+    let mut peers = Vec::new();
+    for (name, args) in [
+        ("tar -czf", vec!["-czf"]),
+        ("tar -I pigz -cf", vec!["-I", "pigz", "-cf"]),
+    ] {
+        let _ = std::fs::remove_file(&tar_out);
+        let started = Instant::now();
+        let status = Command::new("tar")
+            .args(&args)
+            .arg(&tar_out)
+            .arg("-C")
+            .arg(&tree)
+            .arg("view")
+            .status()
+            .with_context(|| format!("running {name}"))?;
+        if !status.success() {
+            bail!("{name} failed (is pigz installed? `apt-get install pigz`)");
+        }
+        let m = Measured {
+            name,
+            time: started.elapsed(),
+            size: std::fs::metadata(&tar_out)?.len(),
+        };
+        println!(
+            "{:<22} {:>7.2} s  {:>8.1} MiB",
+            m.name,
+            m.time.as_secs_f64(),
+            mib(m.size)
+        );
+        peers.push(m);
+    }
+    let _ = std::fs::remove_file(&tar_out);
+    let _ = std::fs::remove_dir_all(&out);
+
+    let (gzip, pigz) = (&peers[0], &peers[1]);
+    let vs_gzip = gzip.time.as_secs_f64() / ours.time.as_secs_f64();
+    let vs_pigz = pigz.time.as_secs_f64() / ours.time.as_secs_f64();
+    let size_ratio = ours.size as f64 / gzip.size as f64;
+    println!();
+    println!(
+        "speed vs tar -czf:        {vs_gzip:.2}x  (goal >= 1.80x) {}",
+        verdict(vs_gzip >= 1.8)
+    );
+    println!(
+        "speed vs tar -I pigz:     {vs_pigz:.2}x  (goal >= 1.00x) {}",
+        verdict(vs_pigz >= 1.0)
+    );
+    println!(
+        "size vs tar -czf:         {size_ratio:.3}  (goal <= 1.050) {}",
+        verdict(size_ratio <= 1.05)
+    );
+    println!(
+        "(ours also computes the SHA-256 and the manifest in the same pass; the peers do neither)"
+    );
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn tree_size(dir: &Path) -> Result<(u64, usize)> {
+    let mut bytes = 0;
+    let mut files = 0;
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e?;
+        if e.file_type().is_file() {
+            bytes += e.metadata()?.len();
+            files += 1;
+        }
+    }
+    Ok((bytes, files))
+}
+
+fn warm_cache(dir: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e?;
+        if e.file_type().is_file() {
+            std::io::copy(&mut std::fs::File::open(e.path())?, &mut std::io::sink())?;
+        }
+    }
+    Ok(())
+}
+
+/// A view shaped like Slurm's: a few thousand small text files (headers, man
+/// pages, scripts) and large shared libraries. The libraries are real ELF
+/// files from this machine where there are any, so they compress like real
+/// code does; otherwise a mix of text and noise.
+fn generate_view(view: &Path, target: u64) -> Result<()> {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let words = [
+        "slurm",
+        "job",
+        "node",
+        "partition",
+        "srun",
+        "sbatch",
+        "cpus",
+        "gres",
+        "plugin",
+        "the",
+        "of",
+        "and",
+        "to",
+        "is",
+        "int",
+        "char",
+        "struct",
+        "return",
+        "if",
+        "NULL",
+        "uint32_t",
+        "const",
+        "void",
+        "static",
+    ];
+    let mut written = 0u64;
+    let write = |rel: PathBuf, data: &[u8], mode: u32| -> Result<()> {
+        let path = view.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        std::fs::File::create(&path)?.write_all(data)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    // About a tenth of the bytes in 4000 small text files.
+    for i in 0..4000 {
+        let len = 2_000 + rng.next() as usize % (target as usize / 20_000).max(2_000);
+        let mut text = String::with_capacity(len + 16);
+        while text.len() < len {
+            text.push_str(words[rng.next() as usize % words.len()]);
+            text.push(if rng.next().is_multiple_of(12) {
+                '\n'
+            } else {
+                ' '
+            });
+        }
+        let dir = [
+            "include/slurm",
+            "share/man/man1",
+            "share/man/man5",
+            "share/doc/slurm",
+            "etc",
+        ][i % 5];
+        write(
+            PathBuf::from(format!("{dir}/file{i:04}.txt")),
+            text.as_bytes(),
+            0o644,
+        )?;
+        written += text.len() as u64;
+    }
+    let elves: Vec<PathBuf> = walkdir::WalkDir::new("/usr/lib/x86_64-linux-gnu")
+        .max_depth(1)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().contains(".so"))
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() > 200_000))
+        .map(|e| e.into_path())
+        .collect();
+    let mut n = 0;
+    while written < target {
+        let data = match elves.get(n % elves.len().max(1)) {
+            Some(p) if !elves.is_empty() => {
+                let mut d = std::fs::read(p)?;
+                // Copies differ a little, as builds of different plugins do.
+                for _ in 0..16 {
+                    let at = rng.next() as usize % d.len();
+                    d[at] = rng.next() as u8;
+                }
+                d
+            }
+            _ => {
+                let mut d = vec![0u8; 4 << 20];
+                for (i, b) in d.iter_mut().enumerate() {
+                    *b = if (i / 8192) % 3 == 0 {
+                        rng.next() as u8
+                    } else {
+                        words[i % words.len()].as_bytes()[0]
+                    };
+                }
+                d
+            }
+        };
+        let name = if n % 4 == 0 {
+            format!("lib/libslurm_{n:04}.so")
+        } else {
+            format!("lib/slurm/plugin_{n:04}.so")
+        };
+        write(PathBuf::from(name), &data, 0o755)?;
+        written += data.len() as u64;
+        n += 1;
+    }
+    Ok(())
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A minimal lockfile naming one slurm package, for the manifest.
+const BENCH_LOCK: &str = r#"{"_meta":{"file-type":"spack-lockfile","lockfile-version":6,"specfile-version":5},
+"spack":{"version":"1.1.0"},"roots":[{"hash":"benchbenchbenchbenchbenchbench00","spec":"slurm"}],
+"concrete_specs":{"benchbenchbenchbenchbenchbench00":{"name":"slurm","version":"25-11-6-1",
+"arch":{"platform":"linux","platform_os":"ubuntu24.04","target":"x86_64_v3"},"namespace":"slurm_factory",
+"parameters":{"pmix":true},"hash":"benchbenchbenchbenchbenchbench00"}}}"#;

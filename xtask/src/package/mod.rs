@@ -1,0 +1,334 @@
+//! Packaging: a built Slurm view becomes the release artifact admins download
+//! (tarball with view, module and manifest; checksum; signature; SBOM), read,
+//! compressed, hashed and signed in one streaming pass.
+
+pub mod output;
+pub mod pgzip;
+pub mod tarball;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::flags::{PackageCmd, UsageError};
+use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
+use crate::matrix::{Cell, Matrix, Variant};
+use crate::sign::{self, Keyring};
+use crate::spack_env::EnvironmentData;
+use crate::{gha, module};
+use output::{Sink, Staged, checksum_line};
+use tarball::Entry;
+
+/// GitHub refuses release assets of 2 GiB and more; parts stay well under.
+pub const DEFAULT_SPLIT: u64 = 2_000_000_000;
+/// The name of the public key file published beside the packages.
+pub const PUBLIC_KEY_FILE: &str = "slurm-factory-signing-key.asc";
+
+/// `slurm-<version>-<toolchain>-<variant>-<arch>`: unique per cell, so CPU and
+/// GPU packages (and every toolchain's) can share one release.
+pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
+    let release = cell.release.expect("packages exist for slurm cells");
+    format!(
+        "slurm-{}-{}-{}-{arch}",
+        release.version, cell.toolchain.name, cell.variant
+    )
+}
+
+pub struct Options<'a> {
+    pub view: &'a Path,
+    pub lock: &'a Path,
+    pub out: &'a Path,
+    pub arch: String,
+    pub fingerprint: Option<String>,
+    pub split_size: u64,
+    pub threads: usize,
+    pub keyring: Option<&'a Keyring>,
+}
+
+/// What a package run wrote, by role.
+pub struct Package {
+    pub tarball: String,
+    pub sha256: String,
+    pub size: u64,
+    pub parts: Vec<(String, String, u64)>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Everything that goes into the archive besides the view's own files.
+fn plan_entries(
+    root: &Path,
+    cell: &Cell<'_>,
+    stem: &str,
+    manifest: &Manifest,
+    view: &Path,
+) -> Result<Vec<Entry>> {
+    let mut entries = vec![
+        Entry::Dir {
+            path: format!("{stem}/"),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: format!("{stem}/modules/"),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: format!("{stem}/modules/slurm/"),
+            mode: 0o755,
+        },
+        Entry::Bytes {
+            path: format!("{stem}/modules/{}", module::module_file(cell)),
+            mode: 0o644,
+            data: module::render(root, cell)?.into_bytes(),
+        },
+        Entry::Bytes {
+            path: format!("{stem}/manifest.json"),
+            mode: 0o644,
+            data: (serde_json::to_string_pretty(manifest)? + "\n").into_bytes(),
+        },
+    ];
+    entries.extend(tarball::scan_view(view, &format!("{stem}/view"))?);
+    Ok(tarball::in_archive_order(entries))
+}
+
+pub fn build_manifest(
+    data: &EnvironmentData,
+    cell: &Cell<'_>,
+    opts: &Options<'_>,
+) -> Result<Manifest> {
+    let release = cell.release.expect("packages exist for slurm cells");
+    let contents = manifest::read_lock(opts.lock, &data.build_only)?;
+    if !contents.packages.iter().any(|p| p.name == "slurm") {
+        bail!(
+            "{} has no slurm package: is it the slurm stage's lock?",
+            opts.lock.display()
+        );
+    }
+    Ok(Manifest {
+        schema: 1,
+        name: artifact_stem(cell, &opts.arch),
+        cell: CellInfo {
+            slurm: release.version.clone(),
+            spack_version: release.spack_version.clone(),
+            toolchain: cell.toolchain.name.clone(),
+            os: cell.toolchain.os.clone(),
+            variant: cell.variant.to_string(),
+            arch: opts.arch.clone(),
+        },
+        module: module::module_name(cell),
+        fingerprint: opts.fingerprint.clone(),
+        build_time: build_time(opts.lock)?,
+        tool: ToolInfo {
+            name: "slurm-factory".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        packages: contents.packages,
+        externals: contents.externals,
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` if set, else when Spack wrote the lock: the same input
+/// always gives the same manifest.
+fn build_time(lock: &Path) -> Result<String> {
+    let time = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => {
+            let secs: u64 = v
+                .trim()
+                .parse()
+                .context("SOURCE_DATE_EPOCH is not a number of seconds")?;
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+        }
+        Err(_) => std::fs::metadata(lock)?.modified()?,
+    };
+    Ok(humantime::format_rfc3339_seconds(time).to_string())
+}
+
+pub fn package(
+    root: &Path,
+    data: &EnvironmentData,
+    cell: &Cell<'_>,
+    opts: &Options<'_>,
+) -> Result<Package> {
+    let stem = artifact_stem(cell, &opts.arch);
+    let tarball_name = format!("{stem}.tar.gz");
+    let manifest = build_manifest(data, cell, opts)?;
+    let entries = plan_entries(root, cell, &stem, &manifest, opts.view)?;
+
+    std::fs::create_dir_all(opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let mut staged_extra = Staged::default();
+    let signer = match opts.keyring {
+        Some(k) => {
+            let asc = staged_extra.path(opts.out, &format!("{tarball_name}.asc"));
+            Some(
+                k.detached_sign(&asc)
+                    .spawn()
+                    .context("starting gpg to sign")?,
+            )
+        }
+        None => None,
+    };
+    let sink = Sink::new(opts.out, &tarball_name, opts.split_size, signer)?;
+    let gz = pgzip::ParGzWriter::new(sink, 6, opts.threads);
+    let gz = tarball::write_tar(gz, &entries)?;
+    let mut sink = gz.finish().context("compressing the package")?;
+    sink.flush()?;
+    let (stream, mut staged) = sink.finish()?;
+
+    staged.write(
+        opts.out,
+        &format!("{tarball_name}.sha256"),
+        checksum_line(&stream.sha256, &tarball_name).as_bytes(),
+    )?;
+    if stream.parts.len() > 1 {
+        for (part, sha, _) in &stream.parts {
+            staged.write(
+                opts.out,
+                &format!("{part}.sha256"),
+                checksum_line(sha, part).as_bytes(),
+            )?;
+        }
+    }
+    staged.write(
+        opts.out,
+        &format!("{stem}.manifest.json"),
+        (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
+    )?;
+    staged.write(
+        opts.out,
+        &format!("{stem}.spdx.json"),
+        (serde_json::to_string_pretty(&manifest.spdx())? + "\n").as_bytes(),
+    )?;
+    if let Some(k) = opts.keyring {
+        staged.write(opts.out, PUBLIC_KEY_FILE, k.export_public()?.as_bytes())?;
+    }
+    let mut files = staged.commit()?;
+    files.extend(staged_extra.commit()?);
+    files.sort();
+    Ok(Package {
+        tarball: tarball_name,
+        sha256: stream.sha256,
+        size: stream.size,
+        parts: stream.parts,
+        files,
+    })
+}
+
+/// Parses `2000000000`, `512K`, `64M`, `2G` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 2000000000, 512K, 64M or 2G"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("'{s}' must be between 1 byte and 16 EiB")),
+        Some(v) => Ok(v),
+    }
+}
+
+impl PackageCmd {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        let toolchain = matrix.toolchain(&self.toolchain)?;
+        let release = matrix.release(&self.slurm)?;
+        let variant = matrix.variant(Variant::from_gpu(self.gpu))?;
+        let cell = Cell {
+            release: Some(release),
+            toolchain,
+            variant,
+            matrix,
+        };
+        let arch = self.arch.clone().unwrap_or_else(|| matrix.arch.clone());
+        if let Some(f) = &self.fingerprint
+            && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(
+                UsageError::new(format!("--fingerprint '{f}' must be letters and digits")).into(),
+            );
+        }
+        if self.unsigned && self.signing_key_file.is_some() {
+            return Err(
+                UsageError::new("--unsigned and --signing-key-file contradict each other").into(),
+            );
+        }
+        let data = EnvironmentData::load(root)?;
+        let keyring = if self.unsigned {
+            None
+        } else {
+            Some(
+                Keyring::from_env_or_file(self.signing_key_file.as_deref())?
+                    .context(sign::NO_KEY_HELP)?,
+            )
+        };
+        let opts = Options {
+            view: &self.view,
+            lock: &self.lock,
+            out: &self.out,
+            arch,
+            fingerprint: self.fingerprint.clone(),
+            split_size: self.split_size,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            keyring: keyring.as_ref(),
+        };
+        if self.dry_run {
+            let manifest = build_manifest(&data, &cell, &opts)?;
+            let entries = plan_entries(root, &cell, &manifest.name, &manifest, &self.view)?;
+            println!(
+                "would package {} ({} archive entries, {} packages from {})",
+                cell.id(),
+                entries.len(),
+                manifest.packages.len(),
+                self.lock.display()
+            );
+            println!("would write into {}:", self.out.display());
+            let stem = &manifest.name;
+            println!(
+                "  {stem}.tar.gz (split into parts above {} bytes)",
+                self.split_size
+            );
+            for suffix in [".tar.gz.sha256", ".manifest.json", ".spdx.json"] {
+                println!("  {stem}{suffix}");
+            }
+            if let Some(k) = &keyring {
+                println!(
+                    "  {stem}.tar.gz.asc  (gpg --armor --detach-sign --local-user {})",
+                    k.fingerprint
+                );
+                println!("  {PUBLIC_KEY_FILE}");
+            }
+            return Ok(());
+        }
+        let _group = gha::Group::new(&format!("Package {}", cell.id()));
+        let started = std::time::Instant::now();
+        let pkg = package(root, &data, &cell, &opts)
+            .with_context(|| format!("packaging {}", cell.id()))?;
+        println!(
+            "packaged {} in {:.1}s: {} ({:.1} MiB, sha256 {}){}",
+            cell.id(),
+            started.elapsed().as_secs_f64(),
+            pkg.tarball,
+            pkg.size as f64 / (1 << 20) as f64,
+            pkg.sha256,
+            if pkg.parts.len() > 1 {
+                format!(", {} parts", pkg.parts.len())
+            } else {
+                String::new()
+            }
+        );
+        for f in &pkg.files {
+            println!("  {}", f.display());
+        }
+        gha::append_summary(&format!(
+            "| `{}` | {} | {:.1} MiB | `{}` |\n",
+            cell.id(),
+            pkg.tarball,
+            pkg.size as f64 / (1 << 20) as f64,
+            pkg.sha256
+        ))?;
+        Ok(())
+    }
+}
