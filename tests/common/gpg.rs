@@ -78,6 +78,31 @@ impl TestKey {
     }
 }
 
+impl TestKey {
+    /// `gpg --verify` of a clear-signed file, trusting only `public`.
+    pub fn verify_clearsigned(public: &Path, file: &Path) -> bool {
+        let home = tempfile::tempdir().unwrap();
+        let run = |args: &[&std::ffi::OsStr]| {
+            Command::new("gpg")
+                .env("GNUPGHOME", home.path())
+                .arg("--batch")
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        assert!(
+            run(&["--import".as_ref(), public.as_os_str()])
+                .status
+                .success()
+        );
+        let ok = run(&["--verify".as_ref(), file.as_os_str()])
+            .status
+            .success();
+        kill_agent(home.path());
+        ok
+    }
+}
+
 pub fn kill_agent(home: &Path) {
     let _ = Command::new("gpgconf")
         .env("GNUPGHOME", home)

@@ -33,6 +33,10 @@ pub enum Command {
     SpackEnv(SpackEnvCmd),
     Package(PackageCmd),
     Bench(BenchCmd),
+    Image(ImageCmd),
+    BuildDeps(BuildDepsCmd),
+    BuildSlurm(BuildSlurmCmd),
+    Index(IndexCmd),
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -105,6 +109,9 @@ pub struct SpackEnvCmd {
     /// S3 bucket holding the mirrors [default: the local directory store]
     #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
     pub bucket: Option<String>,
+    /// The deps mirror URL as the build container sees it (file:// or s3://) [default: in the store]
+    #[arg(long, value_name = "URL")]
+    pub deps_mirror: Option<String>,
     /// Directory to write spack.yaml and templates/ into (created if missing)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -178,6 +185,133 @@ pub enum BenchWhat {
     /// `package` vs `tar -czf` and `tar -I pigz -cf` on a Slurm-like view
     Package,
 }
+
+/// Show a toolchain's build-image recipe (Containerfile) or its content-derived tag
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo xtask image --toolchain jammy --print\n  cargo xtask image --toolchain rockylinux8   # prints the tag"
+)]
+pub struct ImageCmd {
+    /// The toolchain
+    #[arg(long, value_name = "T")]
+    pub toolchain: String,
+    /// Print the recipe instead of the tag
+    #[arg(long)]
+    pub print: bool,
+}
+
+/// Options shared by the commands that run Spack in a container.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Container engine [default: $SLURM_FACTORY_ENGINE, else podman or docker, whichever is installed]
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<crate::container::EngineKind>,
+    /// Use this image instead of building the toolchain's recipe
+    #[arg(long, value_name = "TAG")]
+    pub image: Option<String>,
+    /// The container's network (`host` lets Spack fetch sources; `none` for offline runs)
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    pub network: String,
+    /// S3 bucket holding the mirrors [default: the local store under target/slurm-factory/store]
+    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Spack target microarchitecture [default: the matrix's `target`]
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// Where caches, the local store and work directories live [default: target/slurm-factory]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Armored private key file (instead of SLURM_FACTORY_GPG_PRIVATE_KEY)
+    #[arg(long, value_name = "PATH")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Push unsigned binaries (local testing only)
+    #[arg(long)]
+    pub unsigned: bool,
+    /// Print the image build, the engine command and the in-container script; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Stage 1: build a toolchain's Slurm dependencies with Spack in a container and push them, signed
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo xtask build-deps --toolchain jammy --dry-run\n  cargo xtask build-deps --toolchain noble --gpu --mirror s3://my-bucket/noble/slurm/deps"
+)]
+pub struct BuildDepsCmd {
+    /// The toolchain
+    #[arg(long, value_name = "T")]
+    pub toolchain: String,
+    /// The GPU variant (adds CUDA and ROCm SMI)
+    #[arg(long)]
+    pub gpu: bool,
+    /// The deps mirror (file:///ABS/PATH or s3://BUCKET/PATH) [default: <store>/<toolchain>/slurm/deps]
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Also rebuild the mirror's index (only where no other job writes the mirror)
+    #[arg(long)]
+    pub update_index: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// Stage 2: build Slurm for one cell from the signed deps cache, push it, and package it
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo xtask build-slurm --slurm 25.11 --toolchain noble --gpu --dry-run\n  cargo xtask build-slurm --slurm 24.11 --toolchain jammy --out dist"
+)]
+pub struct BuildSlurmCmd {
+    /// The Slurm version
+    #[arg(long, value_name = "V")]
+    pub slurm: String,
+    /// The toolchain
+    #[arg(long, value_name = "T")]
+    pub toolchain: String,
+    /// The GPU variant (NVML and ROCm SMI plugins)
+    #[arg(long)]
+    pub gpu: bool,
+    /// Where the package goes [default: target/slurm-factory/dist]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// Rebuild a mirror's buildcache index: the single writer that runs after the build jobs
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cargo xtask index --toolchain jammy            # the deps mirror\n  cargo xtask index --toolchain jammy --slurm 25.11"
+)]
+pub struct IndexCmd {
+    /// The toolchain
+    #[arg(long, value_name = "T")]
+    pub toolchain: String,
+    /// The Slurm version's mirror instead of the deps mirror
+    #[arg(long, value_name = "V")]
+    pub slurm: Option<String>,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// A failure that ends the command with a given exit status (a container's).
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn new(code: i32, message: String) -> Exit {
+        Exit { code, message }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// A mistake in what the user asked for (an unknown toolchain, a flag that does
 /// not fit the stage). `main` prints it like clap does and exits 2.

@@ -2,11 +2,15 @@
 //! line and dispatches; each stage of the pipeline lives in its own module.
 
 mod bench;
+mod build;
 mod codegen;
+mod container;
 mod flags;
 mod gha;
+mod image;
 mod manifest;
 mod matrix;
+mod mirror;
 mod module;
 mod package;
 mod plan;
@@ -31,6 +35,11 @@ fn main() -> ExitCode {
                 eprintln!("error: {usage}");
                 return ExitCode::from(2);
             }
+            if let Some(exit) = err.downcast_ref::<flags::Exit>() {
+                gha::error_annotation(&exit.message);
+                eprintln!("error: {}", exit.message);
+                return ExitCode::from(u8::try_from(exit.code).unwrap_or(1).max(1));
+            }
             let message = format!("{err:#}");
             gha::error_annotation(&message);
             eprintln!("error: {message}");
@@ -49,6 +58,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::SpackEnv(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Package(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::Image(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::BuildDeps(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::BuildSlurm(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::Index(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

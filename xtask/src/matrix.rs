@@ -100,6 +100,33 @@ pub struct Toolchain {
     /// Overrides the matrix-wide `runners` for this toolchain's cells.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runners: Option<Runners>,
+    /// Extra dnf repositories the build needs (`epel`, `crb`, `powertools`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dnf_repos: Vec<DnfRepo>,
+    /// Where Spack's Python comes from, when the OS python3 does not suit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spack_python: Option<SpackPython>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnfRepo {
+    Epel,
+    Crb,
+    Powertools,
+}
+
+/// Spack's Python: OS packages providing an interpreter at `path`, or a
+/// CPython version that `uv` provisions (checksummed downloads).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpackPython {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uv: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -289,6 +316,18 @@ impl Matrix {
             }
             if let Some(r) = &t.runners {
                 check_runners(&format!("{at} runners"), r)?;
+            }
+            if t.family == Family::Apt && !t.dnf_repos.is_empty() {
+                bail!("{at}: dnf_repos is for dnf toolchains");
+            }
+            if let Some(p) = &t.spack_python {
+                match (&p.path, &p.uv) {
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => bail!("{at}: spack_python needs exactly one of `path` or `uv`"),
+                }
+                if p.uv.as_deref().is_some_and(|v| !is_version(v)) {
+                    bail!("{at}: spack_python.uv must be a Python version like 3.13");
+                }
             }
         }
         for s in &self.slurm {

@@ -22,6 +22,8 @@ pub const NO_KEY_HELP: &str = "no signing key: set SLURM_FACTORY_GPG_PRIVATE_KEY
 pub struct Keyring {
     home: tempfile::TempDir,
     passphrase_file: PathBuf,
+    armored: Vec<u8>,
+    passphrase: String,
     pub fingerprint: String,
 }
 
@@ -63,6 +65,8 @@ impl Keyring {
         let mut ring = Keyring {
             home,
             passphrase_file,
+            armored: armored.to_vec(),
+            passphrase: passphrase.to_string(),
             fingerprint: String::new(),
         };
         let mut import = ring.gpg();
@@ -86,6 +90,15 @@ impl Keyring {
         };
         ring.fingerprint = fingerprint;
         Ok(ring)
+    }
+
+    /// The armored private key, for a build container's secret mount.
+    pub fn armored(&self) -> &[u8] {
+        &self.armored
+    }
+
+    pub fn passphrase(&self) -> &str {
+        &self.passphrase
     }
 
     /// gpg in batch mode on the temporary home, the passphrase from its file.

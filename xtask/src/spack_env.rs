@@ -26,6 +26,8 @@ pub mod paths {
     pub const MISC_CACHE: &str = "/opt/slurm-factory/cache/misc";
     /// The local directory store (`target/slurm-factory/store` on the host).
     pub const LOCAL_STORE: &str = "/opt/slurm-factory/store";
+    /// Where Spack unpacks and builds (the debug bundle is collected from here).
+    pub const BUILD_STAGE: &str = "/tmp/spack-stage";
     /// Where Spack installs, padded so binaries can be relocated.
     pub const INSTALL_ROOT: &str = "/opt/slurm/software";
     /// Where Spack writes the slurm stage's modules.
@@ -131,6 +133,7 @@ struct Config {
     build_jobs: u32,
     source_cache: String,
     misc_cache: String,
+    build_stage: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     template_dirs: Vec<String>,
 }
@@ -239,6 +242,16 @@ impl StoreUrl {
 pub struct Options {
     pub target: String,
     pub store: StoreUrl,
+    /// The deps mirror's URL as the container sees it, instead of the store's.
+    pub deps_mirror: Option<String>,
+}
+
+impl Options {
+    pub fn deps_mirror(&self, toolchain: &str) -> String {
+        self.deps_mirror
+            .clone()
+            .unwrap_or_else(|| self.store.mirror(toolchain, "deps"))
+    }
 }
 
 /// The rendered files of one environment, relative to its directory.
@@ -303,7 +316,7 @@ pub fn render(
     mirrors.insert(
         "slurm-factory-deps".to_string(),
         Mirror {
-            url: opts.store.mirror(tc, "deps"),
+            url: opts.deps_mirror(tc),
             signed: true,
         },
     );
@@ -418,6 +431,7 @@ pub fn render(
                 build_jobs: BUILD_JOBS,
                 source_cache: paths::SOURCE_CACHE.into(),
                 misc_cache: paths::MISC_CACHE.into(),
+                build_stage: vec![paths::BUILD_STAGE.into()],
                 template_dirs,
             },
             packages,
@@ -459,6 +473,9 @@ fn command_line(cell: &Cell<'_>, opts: &Options) -> String {
     if let StoreUrl::Bucket(b) = &opts.store {
         cmd.push_str(&format!(" --bucket {b}"));
     }
+    if let Some(m) = &opts.deps_mirror {
+        cmd.push_str(&format!(" --deps-mirror {m}"));
+    }
     cmd
 }
 
@@ -488,6 +505,7 @@ impl SpackEnvCmd {
                 Some(b) => StoreUrl::Bucket(b.clone()),
                 None => StoreUrl::Local,
             },
+            deps_mirror: self.deps_mirror.clone(),
         };
         let rendered = render(root, &data, &cell, &opts)
             .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;

@@ -1,0 +1,841 @@
+//! The two build stages and the index job: render the cell's Spack
+//! environment and the in-container script, ensure the image, then run Spack
+//! in a container of the cell's OS. Everything is planned as data first, so
+//! `--dry-run` prints exactly what a real run executes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::container::{self, Build, EngineKind, EnvVar, Mount, Run, Shown, mount};
+use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
+use crate::gha;
+use crate::image;
+use crate::matrix::{Cell, Matrix, Variant};
+use crate::mirror;
+use crate::module;
+use crate::package;
+use crate::sign::{self, Keyring};
+use crate::spack_env::{self, EnvironmentData, StoreUrl, paths};
+
+/// Container paths of the mounts every build gets.
+mod mnt {
+    pub const WORK: &str = "/opt/slurm-factory/work";
+    pub const DEBUG: &str = "/opt/slurm-factory/debug";
+    pub const KEYS: &str = "/opt/slurm-factory/keys";
+    pub const OUT: &str = "/opt/slurm-factory/out";
+    pub const MIRROR: &str = "/opt/slurm-factory/mirror";
+    pub const CCACHE: &str = "/opt/slurm-factory/cache/ccache";
+    pub const VIEW: &str = "/opt/slurm/view";
+    pub const MODULES: &str = "/opt/slurm/modules";
+}
+
+/// Secrets that may reach the container, by name only, when an s3:// mirror is used.
+const AWS_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+];
+/// Of those, the ones whose values are redacted from the debug bundle.
+const AWS_SECRETS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// What a stage does inside the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Deps { update_index: bool },
+    Slurm,
+    Index,
+}
+
+/// The host directories a run uses, all under `target/slurm-factory/` by default.
+struct Dirs {
+    state: PathBuf,
+    work: PathBuf,
+}
+
+impl Dirs {
+    fn new(root: &Path, state: Option<&Path>, slug: &str) -> Dirs {
+        let state = state.map_or_else(|| root.join("target/slurm-factory"), Path::to_path_buf);
+        let work = state.join("work").join(slug);
+        Dirs { state, work }
+    }
+    fn store(&self) -> PathBuf {
+        self.state.join("store")
+    }
+    fn cache(&self, what: &str) -> PathBuf {
+        self.state.join("cache").join(what)
+    }
+    fn env(&self) -> PathBuf {
+        self.work.join("env")
+    }
+    fn debug(&self) -> PathBuf {
+        self.work.join("debug")
+    }
+    fn keys(&self) -> PathBuf {
+        self.work.join("keys")
+    }
+}
+
+/// A fully planned build: nothing has run yet.
+pub struct Plan {
+    cell: String,
+    engine: Option<EngineKind>,
+    image: String,
+    image_build: Option<(Build, String)>,
+    files: Vec<(PathBuf, String)>,
+    dirs: Vec<PathBuf>,
+    run: Run,
+    script: String,
+    signing: Option<String>,
+    debug_dir: PathBuf,
+    redact: Vec<String>,
+    /// The pushed mirror on this host, checked after a successful push.
+    local_mirror: Option<PathBuf>,
+    expect_index: bool,
+}
+
+/// Where a mirror lives and how the container reaches it.
+fn mirror_url(url: &str) -> Result<(String, Option<Mount>)> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(UsageError::new(format!(
+                "--mirror {url}: a file:// URL needs an absolute path"
+            ))
+            .into());
+        }
+        let m = mount(Path::new(path), mnt::MIRROR, false);
+        return Ok((format!("file://{}", mnt::MIRROR), Some(m)));
+    }
+    if url.starts_with("s3://") && url.len() > 5 {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    }
+    let scheme = url.split_once("://").map_or(url, |(s, _)| s);
+    Err(UsageError::new(format!(
+        "unknown mirror URL scheme '{scheme}' in '{url}' (valid: file://, s3://)"
+    ))
+    .into())
+}
+
+struct Inputs<'a> {
+    root: &'a Path,
+    matrix: &'a Matrix,
+    cell: Cell<'a>,
+    args: &'a BuildArgs,
+    stage: Stage,
+    deps_mirror: Option<&'a str>,
+    keyring: Option<&'a Keyring>,
+    /// `--out` of build-slurm: where the view, lock and module land.
+    out: Option<&'a Path>,
+}
+
+fn plan(inp: &Inputs<'_>) -> Result<Plan> {
+    let Inputs {
+        root,
+        matrix,
+        cell,
+        args,
+        stage,
+        ..
+    } = *inp;
+    let tc = cell.toolchain;
+    let slug = match (stage, cell.release) {
+        (Stage::Index, Some(r)) => format!("index-{}-{}", tc.name, r.version),
+        (Stage::Index, None) => format!("index-{}-deps", tc.name),
+        (_, Some(r)) => format!("slurm-{}-{}-{}", r.version, tc.name, cell.variant),
+        (_, None) => format!("deps-{}-{}", tc.name, cell.variant),
+    };
+    let dirs = Dirs::new(root, args.state_dir.as_deref(), &slug);
+    let engine = container::detect(args.engine, args.dry_run)?;
+
+    // Mirrors: the store (local directory or S3 bucket), or an explicit deps mirror.
+    let store = match &args.bucket {
+        Some(b) => StoreUrl::Bucket(b.clone()),
+        None => StoreUrl::Local,
+    };
+    let mut mounts = Vec::new();
+    let mut local_mirror = match (stage, cell.release, &store) {
+        (Stage::Index, _, _) => None,
+        (_, Some(r), StoreUrl::Local) => {
+            Some(dirs.store().join(&tc.name).join("slurm").join(&r.version))
+        }
+        (_, None, StoreUrl::Local) => Some(dirs.store().join(&tc.name).join("slurm/deps")),
+        _ => None,
+    };
+    let deps_override = match inp.deps_mirror {
+        Some(url) => {
+            let (seen, m) = mirror_url(url)?;
+            local_mirror = m.as_ref().map(|m| m.host.clone());
+            mounts.extend(m);
+            Some(seen)
+        }
+        None => None,
+    };
+    let uses_s3 = matches!(store, StoreUrl::Bucket(_))
+        || deps_override
+            .as_deref()
+            .is_some_and(|u| u.starts_with("s3://"));
+    if store == StoreUrl::Local {
+        mounts.push(mount(&dirs.store(), paths::LOCAL_STORE, false));
+    }
+    let opts = spack_env::Options {
+        target: args.target.clone().unwrap_or_else(|| matrix.target.clone()),
+        store: store.clone(),
+        deps_mirror: deps_override,
+    };
+    let data = EnvironmentData::load(root)?;
+    let rendered = spack_env::render(root, &data, &cell, &opts)
+        .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
+
+    let signing = match stage {
+        Stage::Index => None,
+        _ if args.unsigned => None,
+        _ => Some(
+            inp.keyring
+                .map_or_else(|| "<signing key>".to_string(), |k| k.fingerprint.clone()),
+        ),
+    };
+    let mirror_name = if cell.release.is_some() {
+        "slurm-factory-slurm"
+    } else {
+        "slurm-factory-deps"
+    };
+    let index_url = match cell.release {
+        Some(r) => store.mirror(&tc.name, &r.version),
+        None => opts.deps_mirror(&tc.name),
+    };
+    let script = script(&cell, stage, signing.as_deref(), mirror_name, &index_url);
+
+    let env_dir = dirs.env();
+    let mut files: Vec<(PathBuf, String)> = rendered
+        .files
+        .into_iter()
+        .map(|(rel, text)| (env_dir.join(rel), text))
+        .collect();
+    files.push((env_dir.join("build.sh"), script.clone()));
+
+    // The image: given, present already, or built from the rendered recipe.
+    let recipe = image::recipe(matrix, tc);
+    let (image, image_build) = match &args.image {
+        Some(tag) => (tag.clone(), None),
+        None => {
+            let present = match engine {
+                Some(e)
+                    if !args.dry_run
+                        || container::image_exists(e, &recipe.tag).unwrap_or(false) =>
+                {
+                    container::image_exists(e, &recipe.tag)?
+                }
+                _ => false,
+            };
+            let build = (!present).then(|| {
+                let ctx = dirs.state.join("images").join(&tc.name);
+                (
+                    Build {
+                        tag: recipe.tag.clone(),
+                        containerfile: ctx.join("Containerfile"),
+                        context: ctx,
+                    },
+                    recipe.text.clone(),
+                )
+            });
+            (recipe.tag.clone(), build)
+        }
+    };
+
+    mounts.extend([
+        mount(&env_dir, paths::ENV, true),
+        mount(&root.join("spack-repo"), paths::SPACK_REPO, true),
+        mount(&dirs.cache("source"), paths::SOURCE_CACHE, false),
+        mount(&dirs.cache("misc"), paths::MISC_CACHE, false),
+        mount(&dirs.cache("ccache"), mnt::CCACHE, false),
+        mount(&dirs.work.join("software"), paths::INSTALL_ROOT, false),
+        mount(&dirs.work.join("spack"), mnt::WORK, false),
+        mount(&dirs.debug(), mnt::DEBUG, false),
+    ]);
+    let mut dirs_to_make: Vec<PathBuf> = mounts
+        .iter()
+        .filter(|m| !m.read_only)
+        .map(|m| m.host.clone())
+        .collect();
+    if signing.is_some() {
+        mounts.push(mount(&dirs.keys(), mnt::KEYS, true));
+    }
+    if stage == Stage::Slurm {
+        let out = inp
+            .out
+            .map_or_else(|| dirs.work.join("out"), Path::to_path_buf);
+        for (host, cont) in [
+            (out.join("view"), mnt::VIEW),
+            (out.join("modules"), mnt::MODULES),
+            (out.clone(), mnt::OUT),
+        ] {
+            dirs_to_make.push(host.clone());
+            mounts.push(mount(&host, cont, false));
+        }
+    }
+
+    let mut env = vec![
+        EnvVar::Set("HOME".into(), "/tmp/home".into()),
+        EnvVar::Set(
+            "SPACK_USER_CACHE_PATH".into(),
+            format!("{}/user-cache", mnt::WORK),
+        ),
+        EnvVar::Set("CCACHE_DIR".into(), mnt::CCACHE.into()),
+    ];
+    if gha::in_actions() {
+        env.push(EnvVar::Set("GITHUB_ACTIONS".into(), "true".into()));
+    }
+    let mut redact = Vec::new();
+    if uses_s3 {
+        for var in AWS_VARS {
+            if std::env::var_os(var).is_some() {
+                env.push(EnvVar::PassThrough((*var).into()));
+            }
+        }
+        for var in AWS_SECRETS {
+            if let Ok(v) = std::env::var(var)
+                && !v.is_empty()
+            {
+                redact.push(v);
+            }
+        }
+    }
+    let run = Run {
+        image: image.clone(),
+        user: Some(container::invoking_user()),
+        network: args.network.clone(),
+        mounts,
+        env,
+        command: vec!["bash".into(), format!("{}/build.sh", paths::ENV)],
+    };
+    Ok(Plan {
+        cell: cell.id(),
+        engine,
+        image,
+        image_build,
+        files,
+        dirs: dirs_to_make,
+        run,
+        script,
+        signing,
+        debug_dir: dirs.debug(),
+        redact,
+        local_mirror,
+        expect_index: stage == Stage::Deps { update_index: true },
+    })
+}
+
+/// The script the container runs: one phase per Spack step, each logged (a
+/// group under Actions); on failure the phase and Spack's logs are left in
+/// the debug mount and the script exits with Spack's status.
+fn script(
+    cell: &Cell<'_>,
+    stage: Stage,
+    signing: Option<&str>,
+    mirror: &str,
+    index_url: &str,
+) -> String {
+    let mut s = String::new();
+    let what = match stage {
+        Stage::Deps { .. } => "stage 1: build and push the dependencies",
+        Stage::Slurm => "stage 2: build and push Slurm, then hand over its view",
+        Stage::Index => "rebuild the buildcache index (the single writer)",
+    };
+    s.push_str(&format!(
+        "#!/bin/bash\n# Cell {}: {what}.\n# Rendered by the toolkit; `--dry-run` prints it.\n",
+        cell.id()
+    ));
+    s.push_str(&format!(
+        r#"set -Eeuo pipefail
+readonly DEBUG={debug} WORK={work}
+phase=start
+begin() {{
+  if [ "${{GITHUB_ACTIONS:-}}" = true ]; then
+    [ "$phase" = start ] || echo "::endgroup::"
+    echo "::group::$1"
+  else
+    echo "==> $1"
+  fi
+  phase=$1
+}}
+on_error() {{
+  local status=$?
+  echo "$phase" > "$DEBUG/phase"
+  cp {env}/spack.yaml "$DEBUG/" 2>/dev/null || true
+  if [ -d {stage} ]; then
+    find {stage} \( -name spack-build-out.txt -o -name spack-build-env.txt -o -name config.log \) -print0 |
+      while IFS= read -r -d '' f; do
+        rel=${{f#{stage}/}}
+        mkdir -p "$DEBUG/stage/$(dirname "$rel")"
+        cp "$f" "$DEBUG/stage/$rel"
+      done
+  fi
+  exit "$status"
+}}
+trap on_error ERR
+mkdir -p "$HOME"
+rm -f "$DEBUG/phase"
+"#,
+        debug = mnt::DEBUG,
+        work = mnt::WORK,
+        env = paths::ENV,
+        stage = paths::BUILD_STAGE,
+    ));
+    let e = "spack -e \"$WORK/env\"";
+    if stage == Stage::Index {
+        s.push_str(&format!(
+            "begin update-index\nspack buildcache update-index --keys {index_url}\n"
+        ));
+        return s;
+    }
+    if let Some(key) = signing {
+        s.push_str(&format!(
+            "begin keys\nexport SPACK_GNUPGHOME=/tmp/spack-gnupg\nmkdir -p -m 700 \"$SPACK_GNUPGHOME\"\n\
+             printf 'pinentry-mode loopback\\npassphrase-file {keys}/passphrase\\n' > \"$SPACK_GNUPGHOME/gpg.conf\"\n\
+             echo allow-loopback-pinentry > \"$SPACK_GNUPGHOME/gpg-agent.conf\"\n\
+             spack gpg trust {keys}/signing-key.asc\n",
+            keys = mnt::KEYS
+        ));
+        let _ = key;
+    }
+    s.push_str(&format!(
+        "begin concretize\nrm -rf \"$WORK/env\"\nmkdir -p \"$WORK/env\"\ncp {}/spack.yaml \"$WORK/env/spack.yaml\"\n",
+        paths::ENV
+    ));
+    if stage == Stage::Slurm {
+        s.push_str(&format!("{e} buildcache keys --install --trust\n"));
+    }
+    s.push_str(&format!("{e} concretize\nbegin install\n"));
+    match stage {
+        Stage::Slurm => s.push_str(&format!(
+            "{e} install --fail-fast --use-buildcache package:auto,dependencies:only\n"
+        )),
+        _ => s.push_str(&format!("{e} install --fail-fast\n")),
+    }
+    let sign = match signing {
+        Some(key) => format!("--signed --key {key}"),
+        None => "--unsigned".to_string(),
+    };
+    s.push_str("begin push\n");
+    match stage {
+        Stage::Deps { update_index } => {
+            let idx = if update_index { " --update-index" } else { "" };
+            s.push_str(&format!(
+                "{e} buildcache push {sign} --with-build-dependencies{idx} {mirror}\n"
+            ));
+        }
+        Stage::Slurm => {
+            let release = cell.release.expect("slurm cell");
+            s.push_str(&format!(
+                "{e} buildcache push {sign} --only package {mirror} slurm_factory.slurm\n"
+            ));
+            s.push_str(&format!(
+                "begin hand-over\n{e} module lmod refresh --delete-tree -y\ncp \"$WORK/env/spack.lock\" {out}/spack.lock\n\
+                 test -x {view}/bin/scontrol\nfind {modules} -name '{version}-{toolchain}.lua' -exec cp {{}} {out}/{flat} \\;\ntest -s {out}/{flat}\n",
+                out = mnt::OUT,
+                view = mnt::VIEW,
+                modules = mnt::MODULES,
+                version = release.version,
+                toolchain = cell.toolchain.name,
+                flat = "module.lua",
+            ));
+        }
+        Stage::Index => unreachable!(),
+    }
+    s.push_str("if [ \"${GITHUB_ACTIONS:-}\" = true ]; then echo \"::endgroup::\"; fi\necho \"==> done\"\n");
+    s
+}
+
+impl Plan {
+    fn print(&self) {
+        println!("# cell {}", self.cell);
+        let engine = self.engine.unwrap_or_else(|| {
+            println!("# no container engine found: showing the podman commands");
+            EngineKind::Podman
+        });
+        match &self.image_build {
+            Some((build, recipe)) => {
+                println!(
+                    "# build image {} from {}:",
+                    build.tag,
+                    build.containerfile.display()
+                );
+                for l in recipe.lines() {
+                    println!("#   {l}");
+                }
+                println!("{}", Shown(&build.argv(engine)));
+            }
+            None => println!("# image {} is present: not rebuilt", self.image),
+        }
+        match &self.signing {
+            Some(key) => println!(
+                "# signing key {key}: written to {} (0600) for the run and removed afterwards",
+                self.run
+                    .mounts
+                    .iter()
+                    .find(|m| m.container == mnt::KEYS)
+                    .map_or(String::new(), |m| m.host.display().to_string())
+            ),
+            None => println!("# unsigned: nothing is signed"),
+        }
+        println!("{}", Shown(&self.run.argv(engine)));
+        println!("# {}/build.sh:", paths::ENV);
+        for l in self.script.lines() {
+            println!("#   {l}");
+        }
+    }
+
+    fn execute(&self, keyring: Option<&Keyring>) -> Result<()> {
+        let engine = self.engine.context("no container engine")?;
+        // The image first: if it cannot be had, nothing else is written.
+        match &self.image_build {
+            Some((build, recipe)) => {
+                let _g = gha::Group::new(&format!("Build image {}", build.tag));
+                std::fs::create_dir_all(&build.context)?;
+                std::fs::write(&build.containerfile, recipe)?;
+                let argv = build.argv(engine);
+                println!("{}", Shown(&argv));
+                let code = container::execute(&argv)?;
+                if code != 0 {
+                    bail!(
+                        "building the image {} failed ({} exited {code}); recipe: {}",
+                        build.tag,
+                        engine.program(),
+                        build.containerfile.display()
+                    );
+                }
+            }
+            None => {
+                if !container::image_exists(engine, &self.image)? {
+                    bail!(
+                        "the image {} is not available to {}",
+                        self.image,
+                        engine.program()
+                    );
+                }
+            }
+        }
+        for (path, text) in &self.files {
+            std::fs::create_dir_all(path.parent().unwrap())?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        for d in &self.dirs {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let _ = std::fs::remove_dir_all(&self.debug_dir);
+        std::fs::create_dir_all(&self.debug_dir)?;
+        let keys = match (&self.signing, keyring) {
+            (Some(_), Some(k)) => Some(SecretFiles::write(
+                self.run
+                    .mounts
+                    .iter()
+                    .find(|m| m.container == mnt::KEYS)
+                    .unwrap()
+                    .host
+                    .clone(),
+                k,
+            )?),
+            (Some(_), None) => bail!("{}", sign::NO_KEY_HELP),
+            _ => None,
+        };
+        let argv = self.run.argv(engine);
+        println!("{}", Shown(&argv));
+        let code = container::execute(&argv);
+        drop(keys);
+        let code = code?;
+        if code == 125 {
+            bail!(
+                "{}: {} could not start the container (exit 125; see its message above)",
+                self.cell,
+                engine.program()
+            );
+        }
+        if code != 0 {
+            let phase = std::fs::read_to_string(self.debug_dir.join("phase"))
+                .unwrap_or_else(|_| "start".into());
+            redact_tree(&self.debug_dir, &self.redact)?;
+            return Err(Exit::new(
+                code,
+                format!(
+                    "{}: Spack failed in phase '{}' (exit {code}); debug bundle: {}",
+                    self.cell,
+                    phase.trim(),
+                    self.debug_dir.display()
+                ),
+            )
+            .into());
+        }
+        if let Some(dir) = &self.local_mirror {
+            let signer = keyring
+                .filter(|_| self.signing.is_some())
+                .map(|k| k.fingerprint.as_str());
+            let report = mirror::verify(dir, signer)
+                .with_context(|| format!("checking the pushed mirror {}", dir.display()))?;
+            if self.expect_index && !report.has_index {
+                bail!(
+                    "{}: --update-index was given but the mirror has no index",
+                    dir.display()
+                );
+            }
+            println!(
+                "mirror {}: {} specs, {}, blobs intact",
+                dir.display(),
+                report.specs.len(),
+                if report.signers.is_empty() {
+                    "unsigned".to_string()
+                } else {
+                    format!(
+                        "signed by {}",
+                        report
+                            .signers
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The key and passphrase as files in a 0700 directory, for the container's
+/// read-only mount; removed when dropped, whatever happened in between.
+struct SecretFiles {
+    dir: PathBuf,
+}
+
+impl SecretFiles {
+    fn write(dir: PathBuf, keyring: &Keyring) -> Result<SecretFiles> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let guard = SecretFiles { dir };
+        for (name, bytes) in [
+            ("signing-key.asc", keyring.armored()),
+            ("passphrase", keyring.passphrase().as_bytes()),
+        ] {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(guard.dir.join(name))?;
+            std::io::Write::write_all(&mut f, bytes)?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for SecretFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Replaces every secret value in the debug bundle's files with `***`.
+fn redact_tree(dir: &Path, secrets: &[String]) -> Result<()> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e?;
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(e.path())?;
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        let before = text.len();
+        for s in secrets {
+            text = text.replace(s.as_str(), "***");
+        }
+        if text.len() != before
+            || secrets
+                .iter()
+                .any(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
+        {
+            std::fs::write(e.path(), text)?;
+        }
+    }
+    Ok(())
+}
+
+fn cell_of<'m>(
+    matrix: &'m Matrix,
+    toolchain: &str,
+    slurm: Option<&str>,
+    gpu: bool,
+) -> Result<Cell<'m>> {
+    let toolchain = matrix.toolchain(toolchain)?;
+    let release = slurm.map(|v| matrix.release(v)).transpose()?;
+    let variant = matrix.variant(Variant::from_gpu(gpu))?;
+    Ok(Cell {
+        release,
+        toolchain,
+        variant,
+        matrix,
+    })
+}
+
+fn check_args(args: &BuildArgs) -> Result<()> {
+    if args.unsigned && args.signing_key_file.is_some() {
+        return Err(
+            UsageError::new("--unsigned and --signing-key-file contradict each other").into(),
+        );
+    }
+    if !["none", "host", "bridge", "default", "slirp4netns", "pasta"]
+        .contains(&args.network.as_str())
+    {
+        return Err(UsageError::new(format!(
+            "--network {} is not a network mode (valid: host, none, bridge, default, slirp4netns, pasta)",
+            args.network
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The signing key, or `None` for `--unsigned`. A dry run without a key
+/// still prints the plan, and says a real run would refuse.
+fn keyring(args: &BuildArgs) -> Result<Option<Keyring>> {
+    if args.unsigned {
+        return Ok(None);
+    }
+    let key = Keyring::from_env_or_file(args.signing_key_file.as_deref())?;
+    if key.is_none() {
+        if args.dry_run {
+            println!("# note: {}", sign::NO_KEY_HELP);
+        } else {
+            bail!("{}", sign::NO_KEY_HELP);
+        }
+    }
+    Ok(key)
+}
+
+fn run_stage(inputs: Inputs<'_>, keyring: Option<&Keyring>) -> Result<()> {
+    let plan = plan(&inputs)?;
+    if inputs.args.dry_run {
+        plan.print();
+        return Ok(());
+    }
+    plan.execute(keyring)
+}
+
+impl BuildDepsCmd {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        check_args(&self.build)?;
+        let cell = cell_of(matrix, &self.toolchain, None, self.gpu)?;
+        if let Some(m) = &self.mirror {
+            mirror_url(m)?;
+        }
+        let keyring = keyring(&self.build)?;
+        let inputs = Inputs {
+            root,
+            matrix,
+            cell,
+            args: &self.build,
+            stage: Stage::Deps {
+                update_index: self.update_index,
+            },
+            deps_mirror: self.mirror.as_deref(),
+            keyring: keyring.as_ref(),
+            out: None,
+        };
+        run_stage(inputs, keyring.as_ref())
+    }
+}
+
+impl BuildSlurmCmd {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        check_args(&self.build)?;
+        let cell = cell_of(matrix, &self.toolchain, Some(&self.slurm), self.gpu)?;
+        let keyring = keyring(&self.build)?;
+        let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
+        let stem = package::artifact_stem(&cell, &matrix.arch);
+        let built = dirs.state.join("built").join(&stem);
+        let inputs = Inputs {
+            root,
+            matrix,
+            cell,
+            args: &self.build,
+            stage: Stage::Slurm,
+            deps_mirror: None,
+            keyring: keyring.as_ref(),
+            out: Some(&built),
+        };
+        let dist = self.out.clone().unwrap_or_else(|| dirs.state.join("dist"));
+        run_stage(inputs, keyring.as_ref())?;
+        if self.build.dry_run {
+            println!(
+                "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --out {}",
+                built.join("view").display(),
+                built.join("spack.lock").display(),
+                self.slurm,
+                self.toolchain,
+                if self.gpu { " --gpu" } else { "" },
+                dist.display()
+            );
+            return Ok(());
+        }
+        // The module Spack wrote from our template must be the one we ship.
+        let shipped = module::render(root, &cell)?;
+        let from_spack = std::fs::read_to_string(built.join("module.lua")).unwrap_or_default();
+        if from_spack != shipped {
+            bail!(
+                "{}: the module Spack generated differs from modules/slurm.lua.tmpl's rendering",
+                cell.id()
+            );
+        }
+        let data = EnvironmentData::load(root)?;
+        let _g = gha::Group::new(&format!("package {}", cell.id()));
+        let pkg = package::package(
+            root,
+            &data,
+            &cell,
+            &package::Options {
+                view: &built.join("view"),
+                lock: &built.join("spack.lock"),
+                out: &dist,
+                arch: matrix.arch.clone(),
+                fingerprint: None,
+                split_size: package::DEFAULT_SPLIT,
+                threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                keyring: keyring.as_ref(),
+            },
+        )?;
+        println!(
+            "packaged {} into {}: {}",
+            cell.id(),
+            dist.display(),
+            pkg.tarball
+        );
+        Ok(())
+    }
+}
+
+impl IndexCmd {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        check_args(&self.build)?;
+        let cell = cell_of(matrix, &self.toolchain, self.slurm.as_deref(), false)?;
+        let inputs = Inputs {
+            root,
+            matrix,
+            cell,
+            args: &self.build,
+            stage: Stage::Index,
+            deps_mirror: None,
+            keyring: None,
+            out: None,
+        };
+        run_stage(inputs, None)
+    }
+}
