@@ -17,6 +17,7 @@ use crate::module;
 use crate::package;
 use crate::sign::{self, Keyring};
 use crate::spack_env::{self, EnvironmentData, StoreUrl, paths};
+use crate::verify;
 
 /// Container paths of the mounts every build gets.
 mod mnt {
@@ -776,7 +777,7 @@ impl BuildSlurmCmd {
         run_stage(inputs, keyring.as_ref())?;
         if self.build.dry_run {
             println!(
-                "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --out {}",
+                "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --out {}, then cargo xtask verify on the tarball",
                 built.join("view").display(),
                 built.join("spack.lock").display(),
                 self.slurm,
@@ -818,6 +819,22 @@ impl BuildSlurmCmd {
             dist.display(),
             pkg.tarball
         );
+        if self.skip_verify {
+            return Ok(());
+        }
+        let engine = container::detect(self.build.engine, false)?.expect("an engine");
+        let tarball = dist.join(&pkg.tarball);
+        let opts = verify::Options {
+            engine,
+            image: None,
+            network: &self.build.network,
+            gpus: false,
+        };
+        let report = verify::verify(matrix, &tarball, &opts)?;
+        report.print();
+        if !report.passed {
+            bail!("{} failed verification: it is not published", pkg.tarball);
+        }
         Ok(())
     }
 }

@@ -37,6 +37,7 @@ pub enum Command {
     BuildDeps(BuildDepsCmd),
     BuildSlurm(BuildSlurmCmd),
     Index(IndexCmd),
+    Verify(VerifyCmd),
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -272,6 +273,9 @@ pub struct BuildSlurmCmd {
     /// Where the package goes [default: target/slurm-factory/dist]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Do not run `verify` on the package (the workflow runs it as its own step)
+    #[arg(long)]
+    pub skip_verify: bool,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -290,6 +294,31 @@ pub struct IndexCmd {
     pub slurm: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+/// Smoke-test a package relocated in a clean container of its OS: versions, libraries, module, slurmd -C
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Writes <tarball>.verify.json beside the tarball; exits 1 when a check fails.\n\n\
+Examples:\n  cargo xtask verify --tarball dist/slurm-25.11-noble-cpu-x86_64.tar.gz\n  \
+cargo xtask verify --tarball dist/slurm-25.11-noble-gpu-x86_64.tar.gz --gpus   # on a GPU runner"
+)]
+pub struct VerifyCmd {
+    /// The package (or the name its .part-NNN files share)
+    #[arg(long, value_name = "FILE")]
+    pub tarball: PathBuf,
+    /// Container engine [default: $SLURM_FACTORY_ENGINE, else podman or docker]
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<crate::container::EngineKind>,
+    /// Use this image instead of the toolchain's OS base image
+    #[arg(long, value_name = "TAG")]
+    pub image: Option<String>,
+    /// The container's network (it installs Lmod from the OS repositories)
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    pub network: String,
+    /// Pass the host's GPUs in and check nvidia-smi and NVML autodetection (GPU runners)
+    #[arg(long)]
+    pub gpus: bool,
 }
 
 /// A failure that ends the command with a given exit status (a container's).

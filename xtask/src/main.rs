@@ -16,6 +16,7 @@ mod package;
 mod plan;
 mod sign;
 mod spack_env;
+mod verify;
 mod workflows;
 
 use std::process::ExitCode;
@@ -62,6 +63,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::BuildDeps(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::BuildSlurm(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Index(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::Verify(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

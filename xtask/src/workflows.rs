@@ -671,10 +671,22 @@ impl Ctx<'_> {
         let build = Self::build_env(Step::run(
             "Build, package and sign Slurm",
             &format!(
-                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist)\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
+                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist --skip-verify)\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
             ),
         ))
         .env("VERSION", &expr("matrix.version"));
+        // A failed verify ends the job here: that cell's package is never handed on.
+        let verify = Step::run(
+            "Verify the package relocated in a clean container of its OS",
+            &format!(
+                "args=(--tarball \"dist/slurm-$VERSION-$TOOLCHAIN-$VARIANT-{arch}.tar.gz\")\nif [ \"$GPU\" = true ]; then args+=(--gpus); fi\n{TOOLKIT} verify \"${{args[@]}}\"\n",
+                arch = self.m.arch
+            ),
+        )
+        .env("VERSION", &expr("matrix.version"))
+        .env("TOOLCHAIN", &expr("matrix.toolchain"))
+        .env("VARIANT", &expr("matrix.variant"))
+        .env("GPU", &expr("matrix.gpu"));
         let upload = Step::uses(
             "Hand the package to the release job",
             &self.m.actions.upload_artifact,
@@ -692,7 +704,7 @@ impl Ctx<'_> {
                 format!("Slurm {}", cell.replace('-', " ")),
                 vec!["toolkit", "plan"],
                 build,
-                vec![upload],
+                vec![verify, upload],
             ),
         );
         jobs["build-slurm"].steps.insert(
