@@ -9,8 +9,8 @@
 #     auto-detection.
 #   * Slurm only needs libcurl's HTTP(S) client (influxdb profiling,
 #     elasticsearch job completion, HPE Slingshot) on top of OpenSSL 3; LDAP
-#     comes from a client-only OpenLDAP so that URLs of that kind keep working
-#     for the tools that share this curl.
+#     (+ldap) comes from a client-only OpenLDAP for sites that want ldap://
+#     URLs in the curl they ship.
 #   * Autotools only, Linux only: no Windows/macOS build systems to carry.
 #
 # Because environment repositories are searched before `builtin`, this recipe
@@ -46,7 +46,11 @@ class Curl(AutotoolsPackage):
         description="TLS backend (OpenSSL only in Slurm Factory)",
     )
     variant("nghttp2", default=True, description="HTTP/2 support through nghttp2")
-    variant("ldap", default=True, description="LDAP support through a client-only OpenLDAP")
+    # Off by default: nothing in Slurm uses LDAP URLs, and the concretizer
+    # drops a default-on ldap from a transitive curl anyway when OpenLDAP's
+    # dependencies cost it a preferred version elsewhere. Ask for
+    # `slurm_factory.curl+ldap` explicitly where it is wanted.
+    variant("ldap", default=False, description="LDAP support through a client-only OpenLDAP")
     variant("libssh2", default=False, description="SCP/SFTP support through libssh2")
     variant(
         "libs",
@@ -75,6 +79,7 @@ class Curl(AutotoolsPackage):
     def configure_args(self):
         spec = self.spec
         args = [
+            "--enable-option-checking=fatal",  # no silently ignored options
             f"--with-openssl={spec['openssl'].prefix}",
             f"--with-zlib={spec['zlib-api'].prefix}",
             # let OpenSSL's own configuration decide which CAs are trusted,
