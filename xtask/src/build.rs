@@ -212,7 +212,11 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         Some(r) => store.mirror(&tc.name, &r.version),
         None => opts.deps_mirror(&tc.name),
     };
-    let script = script(&cell, stage, signing.as_deref(), mirror_name, &index_url);
+    // Stage 2 pushes its own roots only: Slurm and what is built with it.
+    let roots: Vec<String> = std::iter::once(data.slurm.package.clone())
+        .chain(data.slurm.with.iter().map(|s| s.split(['@', ' ', '+', '~']).next().unwrap_or(s).to_string()))
+        .collect();
+    let script = script(&cell, stage, signing.as_deref(), mirror_name, &index_url, &roots);
 
     let env_dir = dirs.env();
     let mut files: Vec<(PathBuf, String)> = rendered
@@ -343,6 +347,7 @@ fn script(
     signing: Option<&str>,
     mirror: &str,
     index_url: &str,
+    roots: &[String],
 ) -> String {
     let mut s = String::new();
     let what = match stage {
@@ -414,13 +419,10 @@ rm -f "$DEBUG/phase"
     if stage == Stage::Slurm {
         s.push_str(&format!("{e} buildcache keys --install --trust\n"));
     }
-    s.push_str(&format!("{e} concretize\nbegin install\n"));
-    match stage {
-        Stage::Slurm => s.push_str(&format!(
-            "{e} install --fail-fast --use-buildcache package:auto,dependencies:only\n"
-        )),
-        _ => s.push_str(&format!("{e} install --fail-fast\n")),
-    }
+    // Stage 2 reuses stage 1's signed binaries (the concretizer picks them,
+    // the install fetches them); only Slurm and what depends on it (Open MPI
+    // with schedulers=slurm and its PRRTE) are built from source.
+    s.push_str(&format!("{e} concretize\nbegin install\n{e} install --fail-fast\n"));
     let sign = match signing {
         Some(key) => format!("--signed --key {key}"),
         None => "--unsigned".to_string(),
@@ -436,7 +438,8 @@ rm -f "$DEBUG/phase"
         Stage::Slurm => {
             let release = cell.release.expect("slurm cell");
             s.push_str(&format!(
-                "{e} buildcache push {sign} --only package {mirror} slurm_factory.slurm\n"
+                "{e} buildcache push {sign} --only package {mirror} {}\n",
+                roots.join(" ")
             ));
             s.push_str(&format!(
                 "begin hand-over\n{e} module lmod refresh --delete-tree -y\ncp \"$WORK/env/spack.lock\" {out}/spack.lock\n\

@@ -62,6 +62,9 @@ pub struct DepsData {
 #[serde(deny_unknown_fields)]
 pub struct SlurmData {
     pub package: String,
+    /// Other root specs of stage 2 (built against this Slurm), pushed with it.
+    #[serde(default)]
+    pub with: Vec<String>,
     pub variants: Vec<String>,
     pub gpu_variants: Vec<String>,
 }
@@ -402,8 +405,10 @@ pub fn render(
                     },
                 },
             };
+            let mut specs = vec![spec];
+            specs.extend(data.slurm.with.iter().cloned());
             (
-                vec![spec],
+                specs,
                 View::Views(views),
                 Some(modules),
                 vec![format!("{}/templates", paths::ENV)],
