@@ -161,8 +161,15 @@ fn slurm_environment_builds_our_recipe_into_a_view_with_its_module() {
     assert!(text.contains("`cargo xtask spack-env --stage slurm --slurm 25.11 --toolchain noble --gpu --bucket my-bucket`"), "{text}");
     let spack = &doc["spack"];
     let specs = strings(&spack["specs"]);
-    assert_eq!(specs.len(), 2, "Slurm and what is built against it: {specs:?}");
-    assert!(specs[1].starts_with("openmpi@5: schedulers=slurm"), "{specs:?}");
+    assert_eq!(
+        specs.len(),
+        2,
+        "Slurm and what is built against it: {specs:?}"
+    );
+    assert!(
+        specs[1].starts_with("openmpi@5: schedulers=slurm"),
+        "{specs:?}"
+    );
     let spec = &specs[0];
     assert!(spec.starts_with("slurm_factory.slurm@25-11-6-1 "), "{spec}");
     for v in [

@@ -181,6 +181,7 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
+pub mod github;
 pub mod gpg;
 
 /// Runs a command, asserting success; returns stdout.

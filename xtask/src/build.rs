@@ -214,9 +214,21 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     };
     // Stage 2 pushes its own roots only: Slurm and what is built with it.
     let roots: Vec<String> = std::iter::once(data.slurm.package.clone())
-        .chain(data.slurm.with.iter().map(|s| s.split(['@', ' ', '+', '~']).next().unwrap_or(s).to_string()))
+        .chain(data.slurm.with.iter().map(|s| {
+            s.split(['@', ' ', '+', '~'])
+                .next()
+                .unwrap_or(s)
+                .to_string()
+        }))
         .collect();
-    let script = script(&cell, stage, signing.as_deref(), mirror_name, &index_url, &roots);
+    let script = script(
+        &cell,
+        stage,
+        signing.as_deref(),
+        mirror_name,
+        &index_url,
+        &roots,
+    );
 
     let env_dir = dirs.env();
     let mut files: Vec<(PathBuf, String)> = rendered
@@ -422,7 +434,9 @@ rm -f "$DEBUG/phase"
     // Stage 2 reuses stage 1's signed binaries (the concretizer picks them,
     // the install fetches them); only Slurm and what depends on it (Open MPI
     // with schedulers=slurm and its PRRTE) are built from source.
-    s.push_str(&format!("{e} concretize\nbegin install\n{e} install --fail-fast\n"));
+    s.push_str(&format!(
+        "{e} concretize\nbegin install\n{e} install --fail-fast\n"
+    ));
     let sign = match signing {
         Some(key) => format!("--signed --key {key}"),
         None => "--unsigned".to_string(),

@@ -38,6 +38,7 @@ pub enum Command {
     BuildSlurm(BuildSlurmCmd),
     Index(IndexCmd),
     Verify(VerifyCmd),
+    Publish(PublishCmd),
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -319,6 +320,45 @@ pub struct VerifyCmd {
     /// Pass the host's GPUs in and check nvidia-smi and NVML autodetection (GPU runners)
     #[arg(long)]
     pub gpus: bool,
+}
+
+/// Upload the packages in a directory to a store: data, then checksums and signatures, then manifests, index last
+#[derive(Debug, Args)]
+#[command(
+    after_help = "A rerun uploads nothing that is already there (same SHA-256).\n\n\
+Examples:\n  cargo xtask publish --to local --dir target/slurm-factory/dist\n  \
+cargo xtask publish --to s3 --bucket my-bucket --dir dist --dry-run"
+)]
+pub struct PublishCmd {
+    /// Where to
+    #[arg(long, value_enum)]
+    pub to: PublishTo,
+    /// The output directory of `package` / `build-slurm`
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// S3 bucket (with --to s3)
+    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket (with --to s3)
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    pub prefix: Option<String>,
+    /// The local store's directory (with --to local) [default: target/slurm-factory/store]
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+    /// Publish packages without a signature (local test stores only)
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Print what would be uploaded where (and what is already there)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishTo {
+    /// The local directory store
+    Local,
+    /// An S3 bucket (standard AWS credential chain; AWS_ENDPOINT_URL for S3-compatible servers)
+    S3,
 }
 
 /// A failure that ends the command with a given exit status (a container's).

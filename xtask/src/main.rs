@@ -14,8 +14,10 @@ mod mirror;
 mod module;
 mod package;
 mod plan;
+mod publish;
 mod sign;
 mod spack_env;
+mod store;
 mod verify;
 mod workflows;
 
@@ -64,6 +66,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::BuildSlurm(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Index(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Verify(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
+        Command::Publish(cmd) => cmd.run(&root).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,758 @@
+//! The fake GitHub Releases API in `tests/common/github.rs`, over real HTTP
+//! with a small blocking client on `std::net`.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::github::{GitHubServer, OWNER, REPO};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------
+// A minimal HTTP/1.1 client: one request per connection, read to the end.
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{e}: status {} body {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits `http://HOST:PORT/path?query` into the address and the target.
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").expect("plain http URL");
+    match rest.find('/') {
+        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
+        None => (rest.to_string(), "/".to_string()),
+    }
+}
+
+fn send(url: &str, method: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Resp> {
+    let (addr, target) = split_url(url);
+    let mut stream = TcpStream::connect(&addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: fake-test\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let sets_length = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    if !sets_length && (!body.is_empty() || matches!(method, "POST" | "PATCH" | "PUT")) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    read_response(&mut stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> io::Result<Resp> {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    loop {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let rest = raw[end + 4..].to_vec();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or(io::ErrorKind::InvalidData)?;
+        if status == 100 {
+            raw = rest;
+            continue;
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        return Ok(Resp {
+            status,
+            headers,
+            body: rest,
+        });
+    }
+}
+
+fn bearer(gh: &GitHubServer) -> String {
+    format!("Bearer {}", gh.token)
+}
+
+/// An authenticated API call with an optional JSON body.
+fn api(gh: &GitHubServer, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let auth = bearer(gh);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Accept", "application/vnd.github+json"),
+    ];
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    send(
+        &format!("{}{path}", gh.api_url),
+        method,
+        &headers,
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+fn releases_path() -> String {
+    format!("/repos/{OWNER}/{REPO}/releases")
+}
+
+fn create(gh: &GitHubServer, tag: &str, draft: bool) -> Resp {
+    api(
+        gh,
+        "POST",
+        &releases_path(),
+        Some(json!({"tag_name": tag, "name": tag, "body": "notes", "draft": draft})),
+    )
+}
+
+/// Uploads through the release's `upload_url` template, as clients must.
+fn upload_to(gh: &GitHubServer, upload_url: &str, query: &str, bytes: &[u8]) -> io::Result<Resp> {
+    let base = upload_url.strip_suffix("{?name,label}").unwrap();
+    let auth = bearer(gh);
+    send(
+        &format!("{base}?{query}"),
+        "POST",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/gzip"),
+        ],
+        bytes,
+    )
+}
+
+fn upload(gh: &GitHubServer, release: &Value, name: &str, bytes: &[u8]) -> Resp {
+    upload_to(
+        gh,
+        release["upload_url"].as_str().unwrap(),
+        &format!("name={name}"),
+        bytes,
+    )
+    .unwrap()
+}
+
+fn get(url: &str) -> Resp {
+    send(url, "GET", &[], b"").unwrap()
+}
+
+fn assert_validation(resp: &Resp, resource: &str, code: &str, field: &str) {
+    assert_eq!(resp.status, 422, "{}", String::from_utf8_lossy(&resp.body));
+    let body = resp.json();
+    assert_eq!(body["message"], "Validation Failed");
+    assert!(body["documentation_url"].is_string());
+    assert_eq!(
+        body["errors"][0],
+        json!({"resource": resource, "code": code, "field": field}),
+        "{body:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn draft_upload_publish_download_delete() {
+    let gh = GitHubServer::start();
+
+    // Create a draft: full release JSON, no publish date, upload_url on the
+    // uploads host.
+    let resp = create(&gh, "v1.0.0", true);
+    assert_eq!(resp.status, 201);
+    let draft = resp.json();
+    let id = draft["id"].as_u64().unwrap();
+    assert_eq!(resp.header("Location"), draft["url"].as_str());
+    assert_eq!(draft["draft"], true);
+    assert_eq!(draft["tag_name"], "v1.0.0");
+    assert!(draft["published_at"].is_null());
+    assert!(draft["tarball_url"].is_null());
+    assert_eq!(draft["assets"], json!([]));
+    assert_eq!(
+        draft["upload_url"],
+        format!(
+            "{}/repos/owner/repo/releases/{id}/assets{{?name,label}}",
+            gh.uploads_url
+        )
+    );
+    assert!(
+        draft["html_url"]
+            .as_str()
+            .unwrap()
+            .contains("/releases/tag/untagged-")
+    );
+
+    // Upload an asset on the uploads host.
+    let bytes = b"tarball bytes".repeat(1000);
+    let resp = upload(&gh, &draft, "slurm.tar.gz", &bytes);
+    assert_eq!(resp.status, 201, "{}", String::from_utf8_lossy(&resp.body));
+    let asset = resp.json();
+    let asset_id = asset["id"].as_u64().unwrap();
+    assert_eq!(asset["name"], "slurm.tar.gz");
+    assert_eq!(asset["state"], "uploaded");
+    assert_eq!(asset["size"], bytes.len());
+    assert_eq!(asset["content_type"], "application/gzip");
+    assert_eq!(asset["download_count"], 0);
+    assert!(asset["digest"].as_str().unwrap().starts_with("sha256:"));
+    let draft_download = asset["browser_download_url"].as_str().unwrap().to_string();
+    assert!(draft_download.contains("/releases/download/untagged-"));
+
+    // The same path on the API host is not an upload endpoint.
+    let resp = api(
+        &gh,
+        "POST",
+        &format!("{}/{id}/assets?name=other.tar.gz", releases_path()),
+        None,
+    );
+    assert_eq!(resp.status, 404);
+
+    // A name already on the release is refused.
+    let resp = upload(&gh, &draft, "slurm.tar.gz", b"again");
+    assert_validation(&resp, "ReleaseAsset", "already_exists", "name");
+
+    // While a draft: listed, got by id, not found by tag, not downloadable
+    // anonymously, but its bytes come through the API.
+    let list = api(&gh, "GET", &releases_path(), None).json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["assets"][0]["name"], "slurm.tar.gz");
+    assert_eq!(
+        api(&gh, "GET", &format!("{}/{id}", releases_path()), None).status,
+        200
+    );
+    let by_tag = format!("{}/tags/v1.0.0", releases_path());
+    assert_eq!(api(&gh, "GET", &by_tag, None).status, 404);
+    assert_eq!(get(&draft_download).status, 404);
+    assert_eq!(get(&gh.download_url("v1.0.0", "slurm.tar.gz")).status, 404);
+    let asset_path = format!("{}/assets/{asset_id}", releases_path());
+    let auth = bearer(&gh);
+    let resp = send(
+        &format!("{}{asset_path}", gh.api_url),
+        "GET",
+        &[
+            ("Authorization", &auth),
+            ("Accept", "application/octet-stream"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, bytes);
+    let listed = api(
+        &gh,
+        "GET",
+        &format!("{}/{id}/assets", releases_path()),
+        None,
+    )
+    .json();
+    assert_eq!(listed[0]["id"], asset_id);
+
+    // Drafts do not own their tag: a second draft for it is accepted.
+    let second = create(&gh, "v1.0.0", true);
+    assert_eq!(second.status, 201);
+    let second_id = second.json()["id"].as_u64().unwrap();
+
+    // Publish the first.
+    let resp = api(
+        &gh,
+        "PATCH",
+        &format!("{}/{id}", releases_path()),
+        Some(json!({"draft": false, "make_latest": "true"})),
+    );
+    assert_eq!(resp.status, 200);
+    let published = resp.json();
+    assert_eq!(published["draft"], false);
+    assert!(published["published_at"].is_string());
+    assert!(
+        published["html_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/releases/tag/v1.0.0")
+    );
+    let resp = api(&gh, "GET", &by_tag, None);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["id"], id);
+    let latest = api(&gh, "GET", &format!("{}/latest", releases_path()), None);
+    assert_eq!(latest.json()["id"], id);
+
+    // Now the tag is taken: neither a new published release nor publishing
+    // the other draft may have it.
+    assert_validation(
+        &create(&gh, "v1.0.0", false),
+        "Release",
+        "already_exists",
+        "tag_name",
+    );
+    let resp = api(
+        &gh,
+        "PATCH",
+        &format!("{}/{second_id}", releases_path()),
+        Some(json!({"draft": false})),
+    );
+    assert_validation(&resp, "Release", "already_exists", "tag_name");
+
+    // Downloads: by the tag now, anonymously; the draft-time URL is gone.
+    let public_url = published["assets"][0]["browser_download_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(public_url, gh.download_url("v1.0.0", "slurm.tar.gz"));
+    let resp = get(&public_url);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, bytes);
+    assert_eq!(get(&draft_download).status, 404);
+    let state = gh.release("v1.0.0").unwrap();
+    assert_eq!(state.id, second_id, "newest first");
+    let first = gh.releases().into_iter().find(|r| r.id == id).unwrap();
+    assert!(!first.draft);
+    assert_eq!(first.assets[0].download_count, 1);
+    assert_eq!(first.assets[0].bytes, bytes);
+
+    // Delete the asset: gone from the API, the download and the state.
+    assert_eq!(api(&gh, "DELETE", &asset_path, None).status, 204);
+    assert_eq!(api(&gh, "GET", &asset_path, None).status, 404);
+    assert_eq!(api(&gh, "DELETE", &asset_path, None).status, 404);
+    assert_eq!(get(&public_url).status, 404);
+    let first = gh.releases().into_iter().find(|r| r.id == id).unwrap();
+    assert!(first.assets.is_empty());
+
+    // Delete the releases.
+    for rid in [id, second_id] {
+        let path = format!("{}/{rid}", releases_path());
+        assert_eq!(api(&gh, "DELETE", &path, None).status, 204);
+        assert_eq!(api(&gh, "GET", &path, None).status, 404);
+    }
+    assert!(gh.releases().is_empty());
+}
+
+#[test]
+fn asset_size_limit() {
+    let limit = 1 << 20;
+    let gh = GitHubServer::with_asset_limit(limit);
+    let release = create(&gh, "v1", true).json();
+
+    let over = vec![7u8; limit as usize + 1];
+    let resp = upload(&gh, &release, "big.tar.gz", &over);
+    assert_eq!(resp.status, 422);
+    let body = resp.json();
+    assert_eq!(body["errors"][0]["field"], "size");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1048576 bytes"),
+        "{body:#}"
+    );
+    assert!(gh.release("v1").unwrap().assets.is_empty());
+
+    // Exactly at the limit is fine, and the refused name is free.
+    let at = vec![7u8; limit as usize];
+    let resp = upload(&gh, &release, "big.tar.gz", &at);
+    assert_eq!(resp.status, 201);
+    assert_eq!(gh.release("v1").unwrap().assets[0].bytes.len(), at.len());
+}
+
+#[test]
+fn injected_upload_failures() {
+    let gh = GitHubServer::start();
+    let release = create(&gh, "v2", true).json();
+
+    gh.fail_next_uploads(2, 502);
+    assert_eq!(upload(&gh, &release, "a.tar.gz", b"aaa").status, 502);
+    assert_eq!(upload(&gh, &release, "a.tar.gz", b"aaa").status, 502);
+    assert!(gh.release("v2").unwrap().assets.is_empty());
+    assert_eq!(upload(&gh, &release, "a.tar.gz", b"aaa").status, 201);
+
+    gh.fail_next_uploads(1, 503);
+    let resp = upload(&gh, &release, "b.tar.gz", b"bbb");
+    assert_eq!(resp.status, 503);
+    assert!(resp.json()["message"].is_string());
+    let uploads: Vec<u16> = gh.upload_requests().iter().map(|r| r.status).collect();
+    assert_eq!(uploads, [502, 502, 201, 503]);
+
+    // GitHub's documented 502: an empty "starter" asset is left behind and
+    // holds the name until deleted.
+    gh.fail_next_upload_leaving_starter(502);
+    assert_eq!(upload(&gh, &release, "c.tar.gz", b"ccc").status, 502);
+    let state = gh.release("v2").unwrap();
+    let starter = state.asset("c.tar.gz").unwrap();
+    assert_eq!(starter.state, "starter");
+    assert!(starter.bytes.is_empty());
+    assert_validation(
+        &upload(&gh, &release, "c.tar.gz", b"ccc"),
+        "ReleaseAsset",
+        "already_exists",
+        "name",
+    );
+    let path = format!("{}/assets/{}", releases_path(), starter.id);
+    assert_eq!(api(&gh, "DELETE", &path, None).status, 204);
+    assert_eq!(upload(&gh, &release, "c.tar.gz", b"ccc").status, 201);
+}
+
+#[test]
+fn broken_upload_leaves_a_starter_asset() {
+    let gh = GitHubServer::start();
+    let release = create(&gh, "v3", true).json();
+    gh.break_next_upload();
+
+    let bytes = vec![1u8; 64 * 1024];
+    let url = release["upload_url"].as_str().unwrap();
+    match upload_to(&gh, url, "name=x.tar.gz", &bytes) {
+        Ok(resp) => panic!("expected a dropped connection, got {}", resp.status),
+        Err(e) => eprintln!("dropped as expected: {e}"),
+    }
+    let log = gh.upload_requests();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].status, 0, "no response was sent");
+
+    // The starter asset is listed, is not downloadable, and blocks the name.
+    let state = gh.release("v3").unwrap();
+    let starter = state.asset("x.tar.gz").unwrap().clone();
+    assert_eq!(starter.state, "starter");
+    let id = release["id"].as_u64().unwrap();
+    let listed = api(
+        &gh,
+        "GET",
+        &format!("{}/{id}/assets", releases_path()),
+        None,
+    )
+    .json();
+    assert_eq!(listed[0]["state"], "starter");
+    assert_eq!(listed[0]["size"], 0);
+    assert_validation(
+        &upload(&gh, &release, "x.tar.gz", &bytes),
+        "ReleaseAsset",
+        "already_exists",
+        "name",
+    );
+
+    // Delete it, and the upload goes through.
+    let path = format!("{}/assets/{}", releases_path(), starter.id);
+    assert_eq!(api(&gh, "DELETE", &path, None).status, 204);
+    assert_eq!(upload(&gh, &release, "x.tar.gz", &bytes).status, 201);
+    assert_eq!(gh.release("v3").unwrap().assets[0].state, "uploaded");
+}
+
+#[test]
+fn client_going_away_mid_upload_leaves_a_starter_asset() {
+    let gh = GitHubServer::start();
+    let release = create(&gh, "v4", true).json();
+    let base = release["upload_url"]
+        .as_str()
+        .unwrap()
+        .strip_suffix("{?name,label}")
+        .unwrap();
+    let (addr, target) = split_url(&format!("{base}?name=half.tar.gz"));
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: token {}\r\n\
+         Content-Type: application/gzip\r\nContent-Length: 1000\r\n\r\n",
+        gh.token
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&[9u8; 100]).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no response to a cut-off upload");
+
+    let state = gh.release("v4").unwrap();
+    assert_eq!(state.assets.len(), 1);
+    assert_eq!(state.assets[0].state, "starter");
+    assert!(state.assets[0].bytes.is_empty());
+    assert_validation(
+        &upload(&gh, &release, "half.tar.gz", b"whole"),
+        "ReleaseAsset",
+        "already_exists",
+        "name",
+    );
+}
+
+#[test]
+fn authentication() {
+    let gh = GitHubServer::start_with("s3cret", 1 << 20);
+    let list = format!("{}{}", gh.api_url, releases_path());
+
+    let resp = get(&list);
+    assert_eq!(resp.status, 401);
+    let body = resp.json();
+    assert_eq!(body["message"], "Requires authentication");
+    assert!(body["documentation_url"].is_string());
+
+    let resp = send(&list, "GET", &[("Authorization", "Bearer wrong")], b"").unwrap();
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.json()["message"], "Bad credentials");
+
+    for auth in ["Bearer s3cret", "token s3cret"] {
+        let resp = send(&list, "GET", &[("Authorization", auth)], b"").unwrap();
+        assert_eq!(resp.status, 200, "{auth}");
+    }
+
+    // Uploads need the token too; nothing is stored without it.
+    let release = create(&gh, "v5", false).json();
+    let base = release["upload_url"]
+        .as_str()
+        .unwrap()
+        .strip_suffix("{?name,label}")
+        .unwrap()
+        .to_string();
+    let resp = send(
+        &format!("{base}?name=a.tar.gz"),
+        "POST",
+        &[("Content-Type", "application/gzip")],
+        b"abc",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 401);
+    assert!(gh.release("v5").unwrap().assets.is_empty());
+
+    // Downloads of a published release's assets need none.
+    assert_eq!(upload(&gh, &release, "a.tar.gz", b"abc").status, 201);
+    let resp = get(&gh.download_url("v5", "a.tar.gz"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"abc");
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("application/octet-stream")
+    );
+}
+
+#[test]
+fn upload_validation_and_renaming() {
+    let gh = GitHubServer::start();
+    let release = create(&gh, "v6", true).json();
+    let url = release["upload_url"].as_str().unwrap();
+
+    // `+` in a query string is a space, and GitHub renames spaces and other
+    // special characters to `.`; an encoded `+` (%2B) is kept.
+    let resp = upload_to(&gh, url, "name=slurm-25.05+gcc%20(x).tar.gz", b"1").unwrap();
+    assert_eq!(resp.json()["name"], "slurm-25.05.gcc..x..tar.gz");
+    let resp = upload_to(
+        &gh,
+        url,
+        "name=slurm-25.05%2Bgcc.tar.gz&label=Slurm+25",
+        b"2",
+    )
+    .unwrap();
+    let asset = resp.json();
+    assert_eq!(asset["name"], "slurm-25.05+gcc.tar.gz");
+    assert_eq!(asset["label"], "Slurm 25");
+
+    // The name is required, and so is a Content-Type.
+    let resp = upload_to(&gh, url, "label=x", b"3").unwrap();
+    assert_validation(&resp, "ReleaseAsset", "missing_field", "name");
+    let base = url.strip_suffix("{?name,label}").unwrap();
+    let auth = bearer(&gh);
+    let resp = send(
+        &format!("{base}?name=n.tar.gz"),
+        "POST",
+        &[("Authorization", &auth)],
+        b"4",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 422);
+
+    // A release that does not exist.
+    let missing = base.replace(&release["id"].to_string(), "999");
+    let resp = upload_to(&gh, &format!("{missing}{{?name,label}}"), "name=z", b"5").unwrap();
+    assert_eq!(resp.status, 404);
+}
+
+#[test]
+fn release_requests_are_validated() {
+    let gh = GitHubServer::start();
+    let resp = api(&gh, "POST", &releases_path(), Some(json!({"name": "x"})));
+    assert_validation(&resp, "Release", "missing_field", "tag_name");
+
+    let resp = send(
+        &format!("{}{}", gh.api_url, releases_path()),
+        "POST",
+        &[("Authorization", &bearer(&gh))],
+        b"{not json",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["message"], "Problems parsing JSON");
+
+    let resp = api(
+        &gh,
+        "POST",
+        &releases_path(),
+        Some(json!({"tag_name": "v", "draft": "yes"})),
+    );
+    assert_eq!(resp.status, 422);
+    let resp = api(
+        &gh,
+        "POST",
+        &releases_path(),
+        Some(json!({"tag_name": "v", "make_latest": "sometimes"})),
+    );
+    assert_eq!(resp.status, 422);
+    assert!(gh.releases().is_empty());
+
+    // PATCH changes only the fields it names.
+    let r = create(&gh, "v7", true).json();
+    let path = format!("{}/{}", releases_path(), r["id"]);
+    let resp = api(
+        &gh,
+        "PATCH",
+        &path,
+        Some(json!({"name": "Seven", "prerelease": true})),
+    );
+    let patched = resp.json();
+    assert_eq!(patched["name"], "Seven");
+    assert_eq!(patched["body"], "notes");
+    assert_eq!(patched["prerelease"], true);
+    assert_eq!(patched["draft"], true);
+    assert_eq!(
+        api(&gh, "PATCH", "/repos/owner/repo/releases/1", None).status,
+        404
+    );
+
+    // Other repositories and unknown routes are 404; owner and repo names are
+    // not case sensitive.
+    assert_eq!(
+        api(&gh, "GET", "/repos/other/repo/releases", None).status,
+        404
+    );
+    assert_eq!(
+        api(&gh, "GET", "/repos/Owner/Repo/releases", None).status,
+        200
+    );
+    assert_eq!(api(&gh, "GET", "/nothing/here", None).status, 404);
+}
+
+#[test]
+fn listing_is_paginated_newest_first() {
+    let gh = GitHubServer::start();
+    for i in 0..35 {
+        gh.add_release(&format!("v{i}"), i % 2 == 0);
+    }
+    let first = api(&gh, "GET", &releases_path(), None);
+    let items = first.json();
+    assert_eq!(items.as_array().unwrap().len(), 30);
+    assert_eq!(items[0]["tag_name"], "v34");
+    let link = first.header("Link").unwrap();
+    assert!(link.contains("page=2>; rel=\"next\""), "{link}");
+
+    let second = api(
+        &gh,
+        "GET",
+        &format!("{}?per_page=30&page=2", releases_path()),
+        None,
+    );
+    let items = second.json();
+    assert_eq!(items.as_array().unwrap().len(), 5);
+    assert_eq!(items[4]["tag_name"], "v0");
+
+    let all = api(
+        &gh,
+        "GET",
+        &format!("{}?per_page=100", releases_path()),
+        None,
+    );
+    assert_eq!(all.json().as_array().unwrap().len(), 35);
+    assert!(all.header("Link").is_none());
+}
+
+#[test]
+fn octocrab_models_deserialize() {
+    use octocrab::models::repos::{Asset, Release};
+
+    let gh = GitHubServer::start();
+    let draft = create(&gh, "v8", true).json();
+    let release: Release = serde_json::from_value(draft.clone()).unwrap();
+    assert!(release.draft);
+    assert!(release.published_at.is_none());
+    assert!(release.upload_url.starts_with(&gh.uploads_url));
+
+    let resp = upload(&gh, &draft, "a.tar.gz", b"abc");
+    let asset: Asset = serde_json::from_value(resp.json()).unwrap();
+    assert_eq!(asset.name, "a.tar.gz");
+    assert_eq!(asset.size, 3);
+    assert_eq!(asset.state, "uploaded");
+    assert!(asset.uploader.is_some());
+
+    gh.break_next_upload();
+    let _ = upload_to(
+        &gh,
+        draft["upload_url"].as_str().unwrap(),
+        "name=b.tar.gz",
+        b"abcdef",
+    );
+
+    let id = draft["id"].as_u64().unwrap();
+    let published = api(
+        &gh,
+        "PATCH",
+        &format!("{}/{id}", releases_path()),
+        Some(json!({"draft": false})),
+    )
+    .json();
+    let release: Release = serde_json::from_value(published).unwrap();
+    assert!(!release.draft);
+    assert!(release.published_at.is_some());
+    assert!(release.tarball_url.is_some());
+    assert_eq!(release.assets.len(), 2);
+    assert_eq!(release.assets[1].state, "starter");
+    assert_eq!(
+        release.assets[0].browser_download_url.as_str(),
+        gh.download_url("v8", "a.tar.gz")
+    );
+
+    let list: Vec<Release> =
+        serde_json::from_value(api(&gh, "GET", &releases_path(), None).json()).unwrap();
+    assert_eq!(list.len(), 1);
+    let assets: Vec<Asset> = serde_json::from_value(
+        api(
+            &gh,
+            "GET",
+            &format!("{}/{id}/assets", releases_path()),
+            None,
+        )
+        .json(),
+    )
+    .unwrap();
+    assert_eq!(assets.len(), 2);
+}
+
+#[test]
+fn dropping_the_server_closes_its_ports() {
+    let gh = GitHubServer::start();
+    let (api_addr, _) = split_url(&gh.api_url);
+    let (uploads_addr, _) = split_url(&gh.uploads_url);
+    // A client that connects and says nothing must not hold up the drop.
+    let _idle = TcpStream::connect(&api_addr).unwrap();
+    assert_eq!(get(&format!("{}/", gh.api_url)).status, 404);
+    drop(gh);
+    for addr in [api_addr, uploads_addr] {
+        assert!(TcpStream::connect(&addr).is_err(), "{addr} still listens");
+    }
+}

@@ -1,0 +1,370 @@
+//! Publishing: the packages in an output directory go to a store, in an order
+//! that never shows a reader something incomplete — data first, then
+//! checksums and signatures, then manifests, and the index last. Every file's
+//! checksum is checked before it leaves, and an object the store already has
+//! with the same SHA-256 is skipped, so a rerun uploads nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::flags::{PublishCmd, PublishTo, UsageError};
+use crate::gha;
+use crate::manifest::Manifest;
+use crate::package::PUBLIC_KEY_FILE;
+use crate::store::local::{LocalStore, sha256_file};
+use crate::store::s3::S3Store;
+use crate::store::{self, Put, Store};
+
+/// Upload order: a reader who sees a later class can rely on the earlier ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    Data,
+    Integrity,
+    Manifest,
+    Pointer,
+}
+
+/// Objects that change in place sit behind a CDN: keep their cache short.
+const SHORT_CACHE: &str = "public, max-age=60";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Upload {
+    pub file: PathBuf,
+    pub key: String,
+    pub class: Class,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One cell's package as found in the output directory.
+#[derive(Debug)]
+struct Found {
+    manifest: Manifest,
+    files: Vec<PathBuf>,
+}
+
+/// The index of everything published: `releases/index.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Index {
+    pub packages: BTreeMap<String, IndexEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexEntry {
+    pub slurm: String,
+    pub toolchain: String,
+    pub variant: String,
+    pub arch: String,
+    pub fingerprint: Option<String>,
+    /// File name → (size, sha256), under the cell's release directory.
+    pub files: BTreeMap<String, (u64, String)>,
+}
+
+pub fn release_dir(m: &Manifest) -> String {
+    format!(
+        "releases/{}/{}/{}",
+        m.cell.slurm, m.cell.toolchain, m.cell.variant
+    )
+}
+
+fn find_packages(dir: &Path) -> Result<Vec<Found>> {
+    let mut found = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".manifest.json") && n.starts_with("slurm-"))
+    {
+        let stem = name.trim_end_matches(".manifest.json");
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join(name))?)
+            .with_context(|| format!("{name} is not a package manifest"))?;
+        if manifest.name != stem {
+            bail!("{name} describes {}, not {stem}", manifest.name);
+        }
+        let files = names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{stem}.")))
+            .map(|n| dir.join(n))
+            .collect();
+        found.push(Found { manifest, files });
+    }
+    if found.is_empty() {
+        bail!(
+            "no packages in {} (looked for slurm-*.manifest.json)",
+            dir.display()
+        );
+    }
+    Ok(found)
+}
+
+/// Checks one package's files against its checksum files and signature, and
+/// lists what to upload.
+fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
+    let stem = &found.manifest.name;
+    let tarball = format!("{stem}.tar.gz");
+    let name_of = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let data: Vec<&PathBuf> = found
+        .files
+        .iter()
+        .filter(|p| {
+            let n = name_of(p);
+            n == tarball || (n.starts_with(&format!("{tarball}.part-")) && !n.ends_with(".sha256"))
+        })
+        .collect();
+    if data.is_empty() {
+        bail!("{stem}: no {tarball} (nor its parts) beside the manifest");
+    }
+    let signature = dir.join(format!("{tarball}.asc"));
+    if !signature.is_file() && !allow_unsigned {
+        bail!(
+            "{stem}: {tarball}.asc is missing: unsigned packages are not published (--allow-unsigned for a local test store)"
+        );
+    }
+    let mut uploads = Vec::new();
+    for file in &data {
+        let n = name_of(file);
+        let sha = sha256_file(file)?;
+        if data.len() > 1 {
+            check_sum_file(&dir.join(format!("{n}.sha256")), &n, &sha)?;
+        }
+        uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
+    }
+    let whole_sha = if data.len() > 1 {
+        let paths: Vec<&Path> = data.iter().map(|p| p.as_path()).collect();
+        crate::store::local::sha256_files(&paths)?
+    } else {
+        uploads[0].sha256.clone()
+    };
+    check_sum_file(&dir.join(format!("{tarball}.sha256")), &tarball, &whole_sha)?;
+    for file in &found.files {
+        let n = name_of(file);
+        let class = if n.ends_with(".sha256") || n.ends_with(".asc") {
+            Class::Integrity
+        } else if n.ends_with(".json") && !n.ends_with(".verify.json") {
+            Class::Manifest
+        } else {
+            continue;
+        };
+        let sha = sha256_file(file)?;
+        uploads.push(upload(file, &found.manifest, class, sha)?);
+    }
+    Ok(uploads)
+}
+
+fn upload(file: &Path, m: &Manifest, class: Class, sha256: String) -> Result<Upload> {
+    let name = file.file_name().unwrap().to_string_lossy();
+    Ok(Upload {
+        file: file.to_path_buf(),
+        key: format!("{}/{name}", release_dir(m)),
+        class,
+        size: std::fs::metadata(file)?.len(),
+        sha256,
+    })
+}
+
+/// A `sha256sum` line must name the file and match what is on disk.
+fn check_sum_file(path: &Path, name: &str, actual: &str) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{} is missing", path.display()))?;
+    let (sum, file) = text
+        .trim()
+        .split_once("  ")
+        .with_context(|| format!("{} is not in sha256sum format", path.display()))?;
+    if file != name {
+        bail!("{} names {file}, not {name}", path.display());
+    }
+    if sum != actual {
+        bail!(
+            "{name} does not match {}: its SHA-256 is {actual}, the file says {sum}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+pub struct Outcome {
+    pub uploaded: Vec<Upload>,
+    pub skipped: Vec<Upload>,
+}
+
+/// Uploads in class order; the index is read, merged and written last.
+pub fn publish(
+    store: &dyn Store,
+    dir: &Path,
+    allow_unsigned: bool,
+    dry_run: bool,
+) -> Result<Outcome> {
+    let found = find_packages(dir)?;
+    let mut uploads = Vec::new();
+    for f in &found {
+        uploads.extend(plan_package(f, dir, allow_unsigned)?);
+    }
+    let key_file = dir.join(PUBLIC_KEY_FILE);
+    if key_file.is_file() {
+        uploads.push(Upload {
+            key: format!("keys/{PUBLIC_KEY_FILE}"),
+            class: Class::Pointer,
+            size: std::fs::metadata(&key_file)?.len(),
+            sha256: sha256_file(&key_file)?,
+            file: key_file,
+        });
+    }
+    uploads.sort_by(|a, b| (a.class, &a.key).cmp(&(b.class, &b.key)));
+    let mut outcome = Outcome {
+        uploaded: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for u in uploads {
+        let present = store.stat(&u.key)?;
+        let same = present
+            .as_ref()
+            .is_some_and(|s| s.size == u.size && s.sha256.as_deref() == Some(u.sha256.as_str()));
+        if dry_run {
+            println!(
+                "{} {} -> {} ({} bytes)",
+                if same { "skip" } else { "put " },
+                u.file.display(),
+                u.key,
+                u.size
+            );
+        } else if !same {
+            let bar = store::progress(u.size, &u.key);
+            let put = Put {
+                sha256: u.sha256.clone(),
+                size: u.size,
+                content_type: store::content_type(&u.key),
+                cache_control: (u.class == Class::Pointer).then_some(SHORT_CACHE),
+            };
+            store
+                .put(&u.key, &u.file, &put, &bar)
+                .with_context(|| format!("uploading {}", u.file.display()))?;
+            bar.finish_and_clear();
+            println!("put  {} ({} bytes)", u.key, u.size);
+        } else {
+            println!("skip {} (same SHA-256)", u.key);
+        }
+        if same {
+            outcome.skipped.push(u)
+        } else {
+            outcome.uploaded.push(u)
+        }
+    }
+    // The index last: whoever reads it finds every file it names.
+    let mut index: Index = match store.get("releases/index.json")? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .context("the store's releases/index.json is not an index")?,
+        None => Index::default(),
+    };
+    let before = serde_json::to_string(&index)?;
+    for f in &found {
+        let m = &f.manifest;
+        let mut files = BTreeMap::new();
+        for u in outcome.uploaded.iter().chain(&outcome.skipped) {
+            if let Some(name) = u.key.strip_prefix(&format!("{}/", release_dir(m))) {
+                files.insert(name.to_string(), (u.size, u.sha256.clone()));
+            }
+        }
+        index.packages.insert(
+            m.name.clone(),
+            IndexEntry {
+                slurm: m.cell.slurm.clone(),
+                toolchain: m.cell.toolchain.clone(),
+                variant: m.cell.variant.clone(),
+                arch: m.cell.arch.clone(),
+                fingerprint: m.fingerprint.clone(),
+                files,
+            },
+        );
+    }
+    let text = serde_json::to_string_pretty(&index)? + "\n";
+    if dry_run {
+        println!(
+            "{} releases/index.json",
+            if before == serde_json::to_string(&index)? {
+                "skip"
+            } else {
+                "put "
+            }
+        );
+    } else if before != serde_json::to_string(&index)? {
+        let tmp = tempfile::NamedTempFile::new()?;
+        std::fs::write(tmp.path(), &text)?;
+        let sha = sha256_file(tmp.path())?;
+        let put = Put {
+            sha256: sha,
+            size: text.len() as u64,
+            content_type: "application/json",
+            cache_control: Some(SHORT_CACHE),
+        };
+        store.put(
+            "releases/index.json",
+            tmp.path(),
+            &put,
+            &indicatif::ProgressBar::hidden(),
+        )?;
+        println!("put  releases/index.json");
+    } else {
+        println!("skip releases/index.json (unchanged)");
+    }
+    Ok(outcome)
+}
+
+impl PublishCmd {
+    pub fn run(self, root: &Path) -> Result<()> {
+        let store: Box<dyn Store> = match self.to {
+            PublishTo::Local => Box::new(LocalStore {
+                root: self
+                    .store_dir
+                    .clone()
+                    .unwrap_or_else(|| root.join("target/slurm-factory/store")),
+            }),
+            PublishTo::S3 => {
+                let Some(bucket) = &self.bucket else {
+                    return Err(UsageError::new(
+                        "--to s3 needs --bucket NAME (or SLURM_FACTORY_BUCKET)",
+                    )
+                    .into());
+                };
+                Box::new(S3Store::new(bucket, self.prefix.as_deref().unwrap_or(""))?)
+            }
+        };
+        let _g = gha::Group::new(&format!(
+            "Publish {} to {}",
+            self.dir.display(),
+            store.describe()
+        ));
+        let outcome = publish(store.as_ref(), &self.dir, self.allow_unsigned, self.dry_run)?;
+        let bytes: u64 = outcome.uploaded.iter().map(|u| u.size).sum();
+        println!(
+            "{}{} uploaded ({:.1} MiB), {} already there, to {}",
+            if self.dry_run { "dry run: " } else { "" },
+            outcome.uploaded.len(),
+            bytes as f64 / (1 << 20) as f64,
+            outcome.skipped.len(),
+            store.describe()
+        );
+        if !self.dry_run {
+            let mut md = format!(
+                "### Published to {}\n\n| object | size | action |\n|---|---|---|\n",
+                store.describe()
+            );
+            for (u, action) in outcome
+                .uploaded
+                .iter()
+                .map(|u| (u, "uploaded"))
+                .chain(outcome.skipped.iter().map(|u| (u, "already there")))
+            {
+                md.push_str(&format!("| `{}` | {} | {action} |\n", u.key, u.size));
+            }
+            gha::append_summary(&md)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! The local directory store: the default, so everything runs without a cloud
+//! account. Objects are written under a temporary name and renamed.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use super::{Put, Stat, Store};
+use crate::package::output::hex;
+
+pub struct LocalStore {
+    pub root: PathBuf,
+}
+
+impl LocalStore {
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            bail!("invalid key {key}");
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    sha256_files(&[path])
+}
+
+/// The SHA-256 of the files' concatenation, read in 1 MiB blocks.
+pub fn sha256_files(paths: &[&Path]) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for path in paths {
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("local store {}", self.root.display())
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<Stat>> {
+        let path = self.path(key)?;
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(Stat {
+                size: m.len(),
+                sha256: Some(sha256_file(&path)?),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| path.display().to_string()),
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        file: &Path,
+        _put: &Put,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let path = self.path(key)?;
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        let tmp = path.with_file_name(format!(
+            ".{}.partial",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        let mut src =
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        let mut dst =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let result = (|| -> Result<()> {
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                dst.write_all(&buf[..n])?;
+                progress.inc(n as u64);
+            }
+            dst.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("moving {} into place", path.display()))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(key)?) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The S3 store (aws-sdk-s3, the standard credential chain: environment,
+//! profile, web identity for OIDC in Actions). Large files go up as
+//! multipart uploads with bounded concurrency and memory, a SHA-256 per part
+//! and the whole file's SHA-256 in the object's metadata; a multipart upload
+//! that finally fails is aborted, so no orphaned parts stay behind.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{Put, Stat, Store};
+
+/// Files up to this size go up in one request.
+const SINGLE_PUT_MAX: u64 = 16 << 20;
+/// Parts in flight at once: memory stays under this many parts.
+const PARTS_IN_FLIGHT: usize = 8;
+
+pub struct S3Store {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// `prefix` is prepended to every key (no leading or trailing `/`).
+    pub fn new(bucket: &str, prefix: &str) -> Result<S3Store> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let conf = rt.block_on(aws_config::load_from_env());
+        // S3-compatible servers on a custom endpoint want path-style addressing.
+        let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL_S3")
+            .or_else(|| std::env::var_os("AWS_ENDPOINT_URL"))
+            .is_some();
+        let s3conf = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(custom_endpoint)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(8)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
+            .build();
+        Ok(S3Store {
+            rt,
+            client: Client::from_conf(s3conf),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+}
+
+/// One line, without secrets: the service's code and message, or the cause.
+fn explain<E, R>(what: &str, e: SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| format!("{:?}", r).contains("403"));
+    let detail = match e.as_service_error() {
+        Some(se) if se.code().is_some() => {
+            format!(
+                "{}: {}",
+                se.code().unwrap_or(""),
+                se.message().unwrap_or("")
+            )
+        }
+        _ => DisplayErrorContext(&e).to_string(),
+    };
+    let hint = if status == Some(true)
+        || detail.contains("SignatureDoesNotMatch")
+        || detail.contains("InvalidAccessKeyId")
+    {
+        " (check the AWS credentials and their permissions)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{what}: {detail}{hint}")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    fn stat(&self, key: &str) -> Result<Option<Stat>> {
+        let key = self.key(key);
+        self.rt.block_on(async {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Some(Stat {
+                    size: out.content_length().unwrap_or(0).max(0) as u64,
+                    sha256: out.metadata().and_then(|m| m.get("sha256")).cloned(),
+                })),
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => Ok(None),
+                Err(e) => Err(explain(&format!("s3://{}/{key}", self.bucket), e)),
+            }
+        })
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.key(key);
+        self.rt.block_on(async {
+            match self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Some(
+                    out.body
+                        .collect()
+                        .await
+                        .context("reading the object")?
+                        .into_bytes()
+                        .to_vec(),
+                )),
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+                Err(e) => Err(explain(&format!("s3://{}/{key}", self.bucket), e)),
+            }
+        })
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        file: &Path,
+        put: &Put,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let key = self.key(key);
+        let at = format!("s3://{}/{key}", self.bucket);
+        self.rt.block_on(async {
+            if put.size <= SINGLE_PUT_MAX {
+                let bytes = tokio::fs::read(file)
+                    .await
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let sha = Sha256::digest(&bytes);
+                let mut req = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .content_type(put.content_type)
+                    .metadata("sha256", &put.sha256)
+                    .checksum_sha256(b64(&sha))
+                    .body(ByteStream::from(bytes));
+                if let Some(cc) = put.cache_control {
+                    req = req.cache_control(cc);
+                }
+                req.send().await.map_err(|e| explain(&at, e))?;
+                progress.inc(put.size);
+                return Ok(());
+            }
+            self.multipart(&key, &at, file, put, progress).await
+        })
+    }
+}
+
+impl S3Store {
+    async fn multipart(
+        &self,
+        key: &str,
+        at: &str,
+        file: &Path,
+        put: &Put,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        // At most 10,000 parts: big files get bigger parts.
+        let part_size = SINGLE_PUT_MAX.max(put.size.div_ceil(9_000));
+        let parts = put.size.div_ceil(part_size);
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(put.content_type)
+            .metadata("sha256", &put.sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256);
+        if let Some(cc) = put.cache_control {
+            req = req.cache_control(cc);
+        }
+        let created = req.send().await.map_err(|e| explain(at, e))?;
+        let upload_id = created.upload_id().context("no upload id")?.to_string();
+        let result = self
+            .upload_parts(key, file, &upload_id, part_size, parts, progress)
+            .await;
+        let completed = match result {
+            Ok(done) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(done))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| explain(at, e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            // Retries are spent: remove the parts rather than leave them billed and invisible.
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            let note = if abort.is_err() {
+                " (and aborting the multipart upload failed too)"
+            } else {
+                ""
+            };
+            return Err(e.context(format!("uploading {at}{note}")));
+        }
+        Ok(())
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        file: &Path,
+        upload_id: &str,
+        part_size: u64,
+        parts: u64,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Vec<CompletedPart>> {
+        let file = Arc::new(
+            std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?,
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut done = Vec::with_capacity(parts as usize);
+        let mut next = 0u64;
+        while next < parts || !tasks.is_empty() {
+            while next < parts && tasks.len() < PARTS_IN_FLIGHT {
+                let (client, bucket, key, upload_id, file) = (
+                    self.client.clone(),
+                    self.bucket.clone(),
+                    key.to_string(),
+                    upload_id.to_string(),
+                    Arc::clone(&file),
+                );
+                let number = next + 1;
+                let offset = next * part_size;
+                tasks.spawn(async move {
+                    let (bytes, sha) =
+                        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, String)> {
+                            let len = part_size.min(file.metadata()?.len() - offset) as usize;
+                            let mut buf = vec![0u8; len];
+                            file.read_exact_at(&mut buf, offset)?;
+                            let sha = b64(&Sha256::digest(&buf));
+                            Ok((buf, sha))
+                        })
+                        .await??;
+                    let len = bytes.len() as u64;
+                    let out = client
+                        .upload_part()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(number as i32)
+                        .checksum_sha256(&sha)
+                        .body(ByteStream::from(bytes))
+                        .send()
+                        .await
+                        .map_err(|e| explain(&format!("part {number}"), e))?;
+                    let part = CompletedPart::builder()
+                        .part_number(number as i32)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .checksum_sha256(sha)
+                        .build();
+                    anyhow::Ok((part, len))
+                });
+                next += 1;
+            }
+            if let Some(joined) = tasks.join_next().await {
+                let (part, len) = joined.context("an upload task panicked")??;
+                progress.inc(len);
+                done.push(part);
+            }
+        }
+        done.sort_by_key(|p| p.part_number());
+        if done.len() as u64 != parts {
+            bail!("{} of {parts} parts uploaded", done.len());
+        }
+        Ok(done)
+    }
+}
