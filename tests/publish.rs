@@ -225,3 +225,154 @@ fn s3_without_a_bucket_is_a_usage_error() {
         done.stderr
     );
 }
+
+// ---------------------------------------------------------------------------
+// GitHub Releases, through octocrab, against the stateful fake in tests/common/github.rs.
+
+use common::github::GitHubServer;
+
+fn publish_github(d: &Dist, gh: &GitHubServer) -> common::Run {
+    xtask(&[
+        "publish",
+        "--to",
+        "github",
+        "--dir",
+        d.out().to_str().unwrap(),
+    ])
+    .env("GITHUB_TOKEN", &gh.token)
+    .env("GITHUB_REPOSITORY", "owner/repo")
+    .env("GITHUB_API_URL", &gh.api_url)
+}
+
+const ASSETS: [&str; 6] = [
+    "slurm-24.11-jammy-cpu-x86_64.tar.gz",
+    "slurm-24.11-jammy-cpu-x86_64.tar.gz.sha256",
+    "slurm-24.11-jammy-cpu-x86_64.tar.gz.asc",
+    "slurm-24.11-jammy-cpu-x86_64.manifest.json",
+    "slurm-24.11-jammy-cpu-x86_64.spdx.json",
+    "slurm-factory-signing-key.asc",
+];
+
+#[test]
+fn github_release_is_published_once_with_every_asset() {
+    let d = dist(None);
+    let gh = GitHubServer::start();
+    let done = publish_github(&d, &gh).success();
+    assert!(
+        done.stdout
+            .contains("release slurm-24.11: 6 uploaded, 0 already there, published at"),
+        "{}",
+        done.stdout
+    );
+    let releases = gh.releases();
+    assert_eq!(releases.len(), 1);
+    let r = &releases[0];
+    assert_eq!(r.tag_name, "slurm-24.11");
+    assert!(!r.draft);
+    let mut names: Vec<&str> = r.assets.iter().map(|a| a.name.as_str()).collect();
+    names.sort();
+    let mut expected = ASSETS.to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+    for name in ASSETS {
+        let on_disk = std::fs::read(d.out().join(name)).unwrap();
+        assert_eq!(r.asset(name).unwrap().bytes, on_disk, "{name}");
+    }
+    // The notes list every asset with its SHA-256 and how to verify.
+    let body = r.body.clone().unwrap();
+    let tar_sha = std::fs::read_to_string(d.out().join(ASSETS[1])).unwrap();
+    assert!(
+        body.contains(tar_sha.split_whitespace().next().unwrap()),
+        "{body}"
+    );
+    assert!(
+        body.contains("gpg --verify NAME.asc NAME") && body.contains("sha256sum -c NAME.sha256"),
+        "{body}"
+    );
+
+    // A second publish changes nothing and uploads nothing.
+    let uploads_before = gh.upload_requests().len();
+    let again = publish_github(&d, &gh).success();
+    assert!(
+        again.stdout.contains("0 uploaded, 6 already there"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(gh.upload_requests().len(), uploads_before);
+    assert_eq!(gh.releases().len(), 1);
+}
+
+#[test]
+fn a_failed_publish_stays_a_draft_and_a_rerun_completes_it() {
+    let d = dist(None);
+    let gh = GitHubServer::start();
+    // More server errors than any retry budget: the first run fails midway.
+    gh.fail_next_uploads(50, 503);
+    let first = publish_github(&d, &gh).failure();
+    assert!(
+        first
+            .stderr
+            .contains("uploading slurm-24.11-jammy-cpu-x86_64.tar.gz"),
+        "{}",
+        first.stderr
+    );
+    let r = gh.release("slurm-24.11").expect("the draft exists");
+    assert!(
+        r.draft,
+        "nothing is visible as published while assets are missing"
+    );
+    gh.clear_faults();
+    publish_github(&d, &gh).success();
+    let r = gh.release("slurm-24.11").unwrap();
+    assert!(!r.draft);
+    assert_eq!(r.assets.len(), 6, "one copy of each asset");
+    assert!(r.assets.iter().all(|a| a.state == "uploaded"));
+}
+
+#[test]
+fn a_broken_upload_is_cleaned_up_and_changed_content_replaced() {
+    let d = dist(None);
+    let gh = GitHubServer::start();
+    gh.break_next_upload();
+    publish_github(&d, &gh).success();
+    let r = gh.release("slurm-24.11").unwrap();
+    assert_eq!(r.assets.len(), 6);
+    assert!(
+        r.assets.iter().all(|a| a.state == "uploaded"),
+        "no starter asset is left"
+    );
+    // New content under the same name replaces the asset.
+    let spdx = d.out().join(ASSETS[4]);
+    let mut text = std::fs::read_to_string(&spdx).unwrap();
+    text.push('\n');
+    std::fs::write(&spdx, &text).unwrap();
+    let done = publish_github(&d, &gh).success();
+    assert!(
+        done.stdout.contains("1 uploaded, 5 already there"),
+        "{}",
+        done.stdout
+    );
+    let r = gh.release("slurm-24.11").unwrap();
+    assert_eq!(r.asset(ASSETS[4]).unwrap().bytes, text.as_bytes());
+    assert_eq!(r.assets.len(), 6);
+}
+
+#[test]
+fn github_needs_a_token() {
+    let d = dist(None);
+    let done = xtask(&[
+        "publish",
+        "--to",
+        "github",
+        "--dir",
+        d.out().to_str().unwrap(),
+    ])
+    .env_remove("GITHUB_TOKEN")
+    .env("GITHUB_REPOSITORY", "owner/repo")
+    .failure();
+    assert!(
+        done.stderr.contains("GITHUB_TOKEN is not set"),
+        "{}",
+        done.stderr
+    );
+}

@@ -280,6 +280,11 @@ impl GitHubServer {
             .extend(std::iter::repeat_n(Fault::Fail(status), n));
     }
 
+    /// Forgets the faults not used yet: the server is healthy again.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// The next upload that passes validation gets `status` after its body is
     /// read, and leaves an empty "starter" asset holding its name: GitHub's
     /// documented outcome of an upstream failure.

@@ -359,6 +359,8 @@ pub enum PublishTo {
     Local,
     /// An S3 bucket (standard AWS credential chain; AWS_ENDPOINT_URL for S3-compatible servers)
     S3,
+    /// GitHub Releases, one per Slurm version (GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL)
+    Github,
 }
 
 /// A failure that ends the command with a given exit status (a container's).

@@ -14,6 +14,7 @@ use crate::flags::{PublishCmd, PublishTo, UsageError};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;
+use crate::store::github::{AssetFile, GitHub};
 use crate::store::local::{LocalStore, sha256_file};
 use crate::store::s3::S3Store;
 use crate::store::{self, Put, Store};
@@ -201,6 +202,12 @@ pub fn publish(
     allow_unsigned: bool,
     dry_run: bool,
 ) -> Result<Outcome> {
+    let (found, uploads) = plan(dir, allow_unsigned)?;
+    publish_planned(store, &found, uploads, dry_run)
+}
+
+/// Every upload of every package in `dir`, checked, in upload order.
+fn plan(dir: &Path, allow_unsigned: bool) -> Result<(Vec<Found>, Vec<Upload>)> {
     let found = find_packages(dir)?;
     let mut uploads = Vec::new();
     for f in &found {
@@ -217,6 +224,15 @@ pub fn publish(
         });
     }
     uploads.sort_by(|a, b| (a.class, &a.key).cmp(&(b.class, &b.key)));
+    Ok((found, uploads))
+}
+
+fn publish_planned(
+    store: &dyn Store,
+    found: &[Found],
+    uploads: Vec<Upload>,
+    dry_run: bool,
+) -> Result<Outcome> {
     let mut outcome = Outcome {
         uploaded: Vec::new(),
         skipped: Vec::new(),
@@ -263,7 +279,7 @@ pub fn publish(
         None => Index::default(),
     };
     let before = serde_json::to_string(&index)?;
-    for f in &found {
+    for f in found {
         let m = &f.manifest;
         let mut files = BTreeMap::new();
         for u in outcome.uploaded.iter().chain(&outcome.skipped) {
@@ -316,9 +332,65 @@ pub fn publish(
     Ok(outcome)
 }
 
+/// One release per Slurm version: its cells' files and the public key.
+fn publish_github(dir: &Path, allow_unsigned: bool, dry_run: bool) -> Result<()> {
+    let (found, uploads) = plan(dir, allow_unsigned)?;
+    let gh = GitHub::from_env()?;
+    let mut versions: Vec<&str> = found
+        .iter()
+        .map(|f| f.manifest.cell.slurm.as_str())
+        .collect();
+    versions.sort();
+    versions.dedup();
+    let mut md = String::from(
+        "### Published to GitHub Releases\n\n| release | uploaded | already there |\n|---|---:|---:|\n",
+    );
+    for version in versions {
+        let tag = format!("slurm-{version}");
+        let files: Vec<AssetFile<'_>> = uploads
+            .iter()
+            .filter(|u| {
+                u.key.starts_with(&format!("releases/{version}/")) || u.key.starts_with("keys/")
+            })
+            .map(|u| AssetFile {
+                name: u.file.file_name().unwrap().to_string_lossy().into_owned(),
+                path: &u.file,
+                size: u.size,
+                sha256: u.sha256.clone(),
+            })
+            .collect();
+        let _g = gha::Group::new(&format!("Release {tag} on {}/{}", gh.owner, gh.repo));
+        let out = gh.publish(&tag, &format!("Slurm {version}"), &files, dry_run)?;
+        println!(
+            "{}release {tag}: {} uploaded, {} already there{}",
+            if dry_run { "dry run: " } else { "" },
+            out.uploaded.len(),
+            out.skipped.len(),
+            if out.html_url.is_empty() {
+                String::new()
+            } else {
+                format!(", published at {}", out.html_url)
+            }
+        );
+        md.push_str(&format!(
+            "| {tag} | {} | {} |\n",
+            out.uploaded.len(),
+            out.skipped.len()
+        ));
+    }
+    if !dry_run {
+        gha::append_summary(&md)?;
+    }
+    Ok(())
+}
+
 impl PublishCmd {
     pub fn run(self, root: &Path) -> Result<()> {
+        if self.to == PublishTo::Github {
+            return publish_github(&self.dir, self.allow_unsigned, self.dry_run);
+        }
         let store: Box<dyn Store> = match self.to {
+            PublishTo::Github => unreachable!("handled above"),
             PublishTo::Local => Box::new(LocalStore {
                 root: self
                     .store_dir

@@ -2,6 +2,7 @@
 //! (the default, under target/slurm-factory/store), an S3 bucket, or GitHub
 //! Releases. Keys are `/`-separated paths (`releases/25.11/noble/cpu/…`).
 
+pub mod github;
 pub mod local;
 pub mod s3;
 

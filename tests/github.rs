@@ -1,0 +1,1561 @@
+//! A stateful fake of GitHub's Releases REST API for one repository,
+//! `owner/repo`, served over plain HTTP on 127.0.0.1 for the tests.
+//!
+//! Three hosts of the real service are played by two listeners:
+//! - `api_url` plays api.github.com (the REST endpoints) and also github.com
+//!   for `browser_download_url`s (`/owner/repo/releases/download/TAG/NAME`);
+//! - `uploads_url` plays uploads.github.com, the different host that a
+//!   release's `upload_url` points at. A client that builds upload URLs from
+//!   the API base instead of `upload_url` gets 404, as it would on GitHub.
+//!
+//! The HTTP/1.1 server is a small one on `std::net` written here rather than a
+//! crate: the fake must be able to reject an upload before reading its body,
+//! to read part of a body and then drop the connection without any response,
+//! and to stop every thread and close both ports when it is dropped, none of
+//! which `tiny_http` 0.12 allows (a dropped `tiny_http::Request` always sends a
+//! 500, and its connection threads are not joined). Each connection carries
+//! one request and every response says `Connection: close`.
+//!
+//! Facts about GitHub that the fake follows (docs.github.com REST pages
+//! "Releases" and "Release assets", and the threads named where used):
+//! - List releases includes drafts for users with push access; it is
+//!   paginated with `per_page` (default 30, max 100) and `page`, and a `Link`
+//!   header names the next and last pages.
+//! - "Get a release by tag name" returns a *published* release only: a draft
+//!   with that tag is a 404.
+//! - A tag may have at most one published release; drafts do not own their
+//!   tag, so several drafts may share one, and the 422
+//!   `{"resource":"Release","code":"already_exists","field":"tag_name"}` comes
+//!   when a release with that tag is created published or a draft is
+//!   published (cli/cli#6493 relies on this server-side check at publish).
+//! - A draft's `html_url` and assets' `browser_download_url` use an
+//!   `untagged-…` path, not the tag; publishing changes them to the tag. The
+//!   download URLs of a draft's assets are 404 for anonymous users.
+//! - `upload_url` is a hypermedia template on uploads.github.com ending in
+//!   `{?name,label}`; the upload needs the `name` query parameter, a
+//!   `Content-Type` and a `Content-Length`, and the same authentication.
+//! - Query strings are form-decoded, so a raw `+` in `?name=` is a space;
+//!   GitHub then renames characters outside letters, digits and `-_.+` to a
+//!   `.` ("GitHub renames asset filenames that have special characters…";
+//!   github/rest-api-description#2968, microsoft/azure-pipelines-tasks#14275:
+//!   an unencoded `a+b.tar.gz` becomes `a.b.tar.gz`). Leading and trailing
+//!   periods, which the docs also say are renamed, are left as they are here.
+//! - Uploading a name already present on the release is a 422
+//!   `{"resource":"ReleaseAsset","code":"already_exists","field":"name"}`.
+//! - "When an upstream failure occurs, you will receive a 502 Bad Gateway
+//!   status. This may leave an empty asset with a state of starter. It can be
+//!   safely deleted." Such an asset still holds its name (hence the 422 on a
+//!   retry) until it is deleted.
+//! - Each file in a release must be under 2 GiB. What GitHub answers for a
+//!   larger upload is not documented; the fake answers 422 without storing
+//!   anything.
+//! - Get a release asset with `Accept: application/octet-stream` gives the
+//!   bytes ("API clients should handle both a 200 or 302 response"): the fake
+//!   answers 200 with the bytes, for drafts too.
+//! - Errors are JSON: `{"message", "documentation_url", "status"}`, with
+//!   `errors` on a 422 "Validation Failed".
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const OWNER: &str = "owner";
+pub const REPO: &str = "repo";
+pub const DEFAULT_TOKEN: &str = "test-token";
+/// GitHub's limit: each file in a release must be under 2 GiB.
+pub const GITHUB_ASSET_LIMIT: u64 = (2 << 30) - 1;
+
+const DOCS: &str = "https://docs.github.com/rest/releases";
+/// Largest JSON request body read (GitHub's own limits are far larger).
+const JSON_BODY_CAP: u64 = 1 << 20;
+/// How long a connection may sit idle in the middle of a request.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running fake. Dropping it stops both listeners and joins every thread.
+pub struct GitHubServer {
+    /// Base of the REST API, as octocrab's `base_uri`: `http://127.0.0.1:PORT`.
+    pub api_url: String,
+    /// Base of the uploads host, as octocrab's `upload_uri`.
+    pub uploads_url: String,
+    /// The token that API and upload calls must present.
+    pub token: String,
+    shared: Arc<Shared>,
+    listeners: Vec<(SocketAddr, JoinHandle<()>)>,
+}
+
+/// A release as the fake holds it, for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseState {
+    pub id: u64,
+    pub tag_name: String,
+    pub name: Option<String>,
+    pub body: Option<String>,
+    pub draft: bool,
+    pub prerelease: bool,
+    pub target_commitish: String,
+    pub make_latest: String,
+    pub assets: Vec<AssetState>,
+}
+
+/// An asset as the fake holds it: `state` is "uploaded", or "starter" for the
+/// empty asset an interrupted upload leaves behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetState {
+    pub id: u64,
+    pub name: String,
+    pub label: Option<String>,
+    pub state: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    pub download_count: u64,
+}
+
+impl ReleaseState {
+    pub fn asset(&self, name: &str) -> Option<&AssetState> {
+        self.assets.iter().find(|a| a.name == name)
+    }
+}
+
+/// One request as the fake saw it: `host` is "api" or "uploads"; `target` is
+/// the path with its query string; `status` is 0 when the connection was
+/// dropped without a response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedRequest {
+    pub host: &'static str,
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+}
+
+impl GitHubServer {
+    /// Token "test-token"; assets up to GitHub's limit (2 GiB − 1 byte).
+    pub fn start() -> GitHubServer {
+        GitHubServer::start_with(DEFAULT_TOKEN, GITHUB_ASSET_LIMIT)
+    }
+
+    /// Assets of at most `limit` bytes are accepted; larger ones get a 422.
+    pub fn with_asset_limit(limit: u64) -> GitHubServer {
+        GitHubServer::start_with(DEFAULT_TOKEN, limit)
+    }
+
+    pub fn start_with(token: &str, asset_limit: u64) -> GitHubServer {
+        let api = TcpListener::bind("127.0.0.1:0").expect("binding the fake API port");
+        let uploads = TcpListener::bind("127.0.0.1:0").expect("binding the fake uploads port");
+        let api_addr = api.local_addr().unwrap();
+        let uploads_addr = uploads.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            api_url: format!("http://{api_addr}"),
+            uploads_url: format!("http://{uploads_addr}"),
+            token: token.to_string(),
+            asset_limit,
+            state: Mutex::new(State {
+                // Distinct ranges, so that a release id passed where an asset
+                // id is wanted (or the reverse) is a 404, not a wrong object.
+                next_release_id: 1001,
+                next_asset_id: 500_001,
+                ..State::default()
+            }),
+            stop: AtomicBool::new(false),
+            conns: Mutex::new(Conns::default()),
+        });
+        let listeners = [(api, Host::Api), (uploads, Host::Uploads)]
+            .into_iter()
+            .map(|(listener, host)| {
+                let addr = listener.local_addr().unwrap();
+                let shared = shared.clone();
+                let handle = thread::Builder::new()
+                    .name(format!("fake-github-{}", host.name()))
+                    .spawn(move || accept_loop(listener, host, shared))
+                    .unwrap();
+                (addr, handle)
+            })
+            .collect();
+        GitHubServer {
+            api_url: shared.api_url.clone(),
+            uploads_url: shared.uploads_url.clone(),
+            token: token.to_string(),
+            shared,
+            listeners,
+        }
+    }
+
+    /// `owner/repo`.
+    pub fn repo(&self) -> String {
+        format!("{OWNER}/{REPO}")
+    }
+
+    /// Where anyone downloads an asset of a published release.
+    pub fn download_url(&self, tag: &str, name: &str) -> String {
+        format!(
+            "{}/{OWNER}/{REPO}/releases/download/{}/{}",
+            self.api_url,
+            encode_segment(tag),
+            encode_segment(name)
+        )
+    }
+
+    /// Every release, newest first, with its assets in upload order.
+    pub fn releases(&self) -> Vec<ReleaseState> {
+        let state = self.shared.lock();
+        state
+            .releases
+            .iter()
+            .rev()
+            .map(|r| ReleaseState {
+                id: r.id,
+                tag_name: r.tag_name.clone(),
+                name: r.name.clone(),
+                body: r.body.clone(),
+                draft: r.draft,
+                prerelease: r.prerelease,
+                target_commitish: r.target_commitish.clone(),
+                make_latest: r.make_latest.clone(),
+                assets: r
+                    .assets
+                    .iter()
+                    .map(|a| AssetState {
+                        id: a.id,
+                        name: a.name.clone(),
+                        label: a.label.clone(),
+                        state: a.state.to_string(),
+                        content_type: a.content_type.clone(),
+                        bytes: a.bytes.clone(),
+                        download_count: a.download_count,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The newest release with that tag, draft or not.
+    pub fn release(&self, tag: &str) -> Option<ReleaseState> {
+        self.releases().into_iter().find(|r| r.tag_name == tag)
+    }
+
+    /// Puts a release in place as if created through the API; returns its id.
+    pub fn add_release(&self, tag: &str, draft: bool) -> u64 {
+        self.shared
+            .lock()
+            .new_release(tag, None, None, draft, false, "main")
+    }
+
+    /// Puts an uploaded asset on a release; returns its id.
+    pub fn add_asset(&self, release_id: u64, name: &str, bytes: &[u8]) -> u64 {
+        let mut state = self.shared.lock();
+        let id = state.next_asset_id;
+        state.next_asset_id += 1;
+        let now = now_rfc3339();
+        let release = state
+            .release_mut(release_id)
+            .unwrap_or_else(|| panic!("no release {release_id}"));
+        release.assets.push(Asset {
+            id,
+            name: name.to_string(),
+            label: None,
+            state: "uploaded",
+            content_type: "application/octet-stream".into(),
+            bytes: bytes.to_vec(),
+            download_count: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        });
+        id
+    }
+
+    /// The next `n` uploads that pass validation get `status` (e.g. 500, 502,
+    /// 503) after their body is read, and nothing is stored.
+    pub fn fail_next_uploads(&self, n: usize, status: u16) {
+        let mut state = self.shared.lock();
+        state
+            .faults
+            .extend(std::iter::repeat_n(Fault::Fail(status), n));
+    }
+
+    /// Forgets the faults not used yet: the server is healthy again.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// The next upload that passes validation gets `status` after its body is
+    /// read, and leaves an empty "starter" asset holding its name: GitHub's
+    /// documented outcome of an upstream failure.
+    pub fn fail_next_upload_leaving_starter(&self, status: u16) {
+        self.shared
+            .lock()
+            .faults
+            .push(Fault::FailLeavingStarter(status));
+    }
+
+    /// The next upload that passes validation has part of its body read, leaves
+    /// a "starter" asset, and has its connection dropped with no response.
+    pub fn break_next_upload(&self) {
+        self.shared.lock().faults.push(Fault::Break);
+    }
+
+    /// Every request so far: (method, path with query, status); status 0 means
+    /// the connection was dropped without a response.
+    pub fn requests(&self) -> Vec<(String, String, u16)> {
+        self.request_log()
+            .into_iter()
+            .map(|r| (r.method, r.target, r.status))
+            .collect()
+    }
+
+    /// Every request so far, with the host it came to.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().log.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().log.clear();
+    }
+
+    /// The requests that tried to upload an asset.
+    pub fn upload_requests(&self) -> Vec<LoggedRequest> {
+        self.request_log()
+            .into_iter()
+            .filter(|r| r.host == "uploads" && r.method == "POST")
+            .collect()
+    }
+}
+
+impl Drop for GitHubServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for (addr, handle) in self.listeners.drain(..) {
+            // Wake the blocking accept() so that its loop sees `stop`.
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+            let _ = handle.join();
+        }
+        // No new connections now; end the live ones and wait for them.
+        let handles = {
+            let mut conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for stream in conns.streams.values() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            std::mem::take(&mut conns.handles)
+        };
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+struct Shared {
+    api_url: String,
+    uploads_url: String,
+    token: String,
+    asset_limit: u64,
+    state: Mutex<State>,
+    stop: AtomicBool,
+    conns: Mutex<Conns>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    streams: HashMap<u64, TcpStream>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    next_release_id: u64,
+    next_asset_id: u64,
+    /// In creation order; "newest first" is the reverse.
+    releases: Vec<Release>,
+    faults: Vec<Fault>,
+    log: Vec<LoggedRequest>,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    Fail(u16),
+    FailLeavingStarter(u16),
+    Break,
+}
+
+struct Release {
+    id: u64,
+    tag_name: String,
+    target_commitish: String,
+    name: Option<String>,
+    body: Option<String>,
+    draft: bool,
+    prerelease: bool,
+    make_latest: String,
+    created_at: String,
+    published_at: Option<String>,
+    assets: Vec<Asset>,
+}
+
+struct Asset {
+    id: u64,
+    name: String,
+    label: Option<String>,
+    state: &'static str,
+    content_type: String,
+    bytes: Vec<u8>,
+    download_count: u64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl Release {
+    /// The path segment GitHub uses for the release's pages and downloads: the
+    /// tag once published, `untagged-<hex>` while a draft.
+    fn url_tag(&self) -> String {
+        if self.draft {
+            let hash = Sha256::digest(format!("draft-{}", self.id).as_bytes());
+            format!("untagged-{}", &hex(&hash)[..20])
+        } else {
+            self.tag_name.clone()
+        }
+    }
+}
+
+impl State {
+    fn new_release(
+        &mut self,
+        tag: &str,
+        name: Option<String>,
+        body: Option<String>,
+        draft: bool,
+        prerelease: bool,
+        target: &str,
+    ) -> u64 {
+        let id = self.next_release_id;
+        self.next_release_id += 1;
+        let now = now_rfc3339();
+        self.releases.push(Release {
+            id,
+            tag_name: tag.to_string(),
+            target_commitish: target.to_string(),
+            name,
+            body,
+            draft,
+            prerelease,
+            make_latest: "true".into(),
+            created_at: now.clone(),
+            published_at: (!draft).then_some(now),
+            assets: Vec::new(),
+        });
+        id
+    }
+
+    fn release(&self, id: u64) -> Option<&Release> {
+        self.releases.iter().find(|r| r.id == id)
+    }
+
+    fn release_mut(&mut self, id: u64) -> Option<&mut Release> {
+        self.releases.iter_mut().find(|r| r.id == id)
+    }
+
+    /// Whether another release than `except` is published with `tag`.
+    fn published_tag_taken(&self, tag: &str, except: Option<u64>) -> bool {
+        self.releases
+            .iter()
+            .any(|r| !r.draft && r.tag_name == tag && Some(r.id) != except)
+    }
+
+    fn find_asset(&self, asset_id: u64) -> Option<(&Release, &Asset)> {
+        self.releases
+            .iter()
+            .find_map(|r| r.assets.iter().find(|a| a.id == asset_id).map(|a| (r, a)))
+    }
+
+    fn latest(&self) -> Option<&Release> {
+        let published = || self.releases.iter().filter(|r| !r.draft);
+        published()
+            .filter(|r| r.make_latest == "true" && !r.prerelease)
+            .max_by_key(|r| (r.published_at.clone(), r.id))
+            .or_else(|| {
+                published()
+                    .filter(|r| !r.prerelease && r.make_latest != "false")
+                    .max_by_key(|r| (r.created_at.clone(), r.id))
+            })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON of GitHub's objects. Every field that octocrab's `models::repos::Release`,
+// `Asset`, `Uploader` and `models::Author` (octocrab 0.54) require is present,
+// with URLs that parse; the test `octocrab_models_deserialize` checks it.
+
+impl Shared {
+    fn user_json(&self) -> Value {
+        let api = &self.api_url;
+        let login = "release-bot";
+        let user = format!("{api}/users/{login}");
+        json!({
+            "login": login,
+            "id": 41898282,
+            "node_id": "MDM6Qm90NDE4OTgyODI=",
+            "avatar_url": format!("{api}/avatars/u/41898282?v=4"),
+            "gravatar_id": "",
+            "url": user,
+            "html_url": format!("{api}/{login}"),
+            "followers_url": format!("{user}/followers"),
+            "following_url": format!("{user}/following{{/other_user}}"),
+            "gists_url": format!("{user}/gists{{/gist_id}}"),
+            "starred_url": format!("{user}/starred{{/owner}}{{/repo}}"),
+            "subscriptions_url": format!("{user}/subscriptions"),
+            "organizations_url": format!("{user}/orgs"),
+            "repos_url": format!("{user}/repos"),
+            "events_url": format!("{user}/events{{/privacy}}"),
+            "received_events_url": format!("{user}/received_events"),
+            "type": "Bot",
+            "site_admin": false
+        })
+    }
+
+    fn asset_json(&self, release: &Release, a: &Asset) -> Value {
+        let api = &self.api_url;
+        let uploaded = a.state == "uploaded";
+        json!({
+            "url": format!("{api}/repos/{OWNER}/{REPO}/releases/assets/{}", a.id),
+            "browser_download_url": format!(
+                "{api}/{OWNER}/{REPO}/releases/download/{}/{}",
+                encode_segment(&release.url_tag()),
+                encode_segment(&a.name)
+            ),
+            "id": a.id,
+            "node_id": format!("RA_kwDOfake{}", a.id),
+            "name": a.name,
+            "label": a.label.clone().unwrap_or_default(),
+            "state": a.state,
+            "content_type": a.content_type,
+            "size": a.bytes.len(),
+            // GitHub reports a SHA-256 of each uploaded asset.
+            "digest": uploaded.then(|| format!("sha256:{}", hex(&Sha256::digest(&a.bytes)))),
+            "download_count": a.download_count,
+            "created_at": a.created_at,
+            "updated_at": a.updated_at,
+            "uploader": self.user_json()
+        })
+    }
+
+    fn release_json(&self, r: &Release) -> Value {
+        let api = &self.api_url;
+        let base = format!("{api}/repos/{OWNER}/{REPO}");
+        let archive = |kind: &str| {
+            (!r.draft).then(|| format!("{base}/{kind}/{}", encode_segment(&r.tag_name)))
+        };
+        json!({
+            "url": format!("{base}/releases/{}", r.id),
+            "html_url": format!("{api}/{OWNER}/{REPO}/releases/tag/{}", encode_segment(&r.url_tag())),
+            "assets_url": format!("{base}/releases/{}/assets", r.id),
+            "upload_url": format!(
+                "{}/repos/{OWNER}/{REPO}/releases/{}/assets{{?name,label}}",
+                self.uploads_url, r.id
+            ),
+            "tarball_url": archive("tarball"),
+            "zipball_url": archive("zipball"),
+            "id": r.id,
+            "node_id": format!("RE_kwDOfake{}", r.id),
+            "tag_name": r.tag_name,
+            "target_commitish": r.target_commitish,
+            "name": r.name,
+            "body": r.body,
+            "draft": r.draft,
+            "prerelease": r.prerelease,
+            "immutable": false,
+            "created_at": r.created_at,
+            "published_at": r.published_at,
+            "author": self.user_json(),
+            "assets": r.assets.iter().map(|a| self.asset_json(r, a)).collect::<Vec<_>>()
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+#[derive(Clone, Copy, PartialEq)]
+enum Host {
+    Api,
+    Uploads,
+}
+
+impl Host {
+    fn name(self) -> &'static str {
+        match self {
+            Host::Api => "api",
+            Host::Uploads => "uploads",
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, host: Host, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.handles.retain(|h| !h.is_finished());
+        let id = conns.next;
+        conns.next += 1;
+        if let Ok(clone) = stream.try_clone() {
+            conns.streams.insert(id, clone);
+        }
+        let shared2 = shared.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("fake-github-{}-conn", host.name()))
+            .spawn(move || {
+                serve(stream, host, &shared2);
+                let mut conns = shared2.conns.lock().unwrap_or_else(|e| e.into_inner());
+                conns.streams.remove(&id);
+            });
+        match spawned {
+            Ok(handle) => conns.handles.push(handle),
+            Err(_) => {
+                conns.streams.remove(&id);
+            }
+        }
+    }
+    // The listener is dropped here: the port stops listening.
+}
+
+struct Request {
+    method: String,
+    target: String,
+    /// Percent-decoded path segments.
+    segments: Vec<String>,
+    /// Form-decoded query parameters.
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.header("content-length")?.trim().parse().ok()
+    }
+
+    fn chunked(&self) -> bool {
+        self.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(status: u16, value: &Value) -> Response {
+        Response {
+            status,
+            content_type: "application/json; charset=utf-8",
+            headers: Vec::new(),
+            body: serde_json::to_vec_pretty(value).unwrap(),
+        }
+    }
+
+    fn empty(status: u16) -> Response {
+        Response {
+            status,
+            content_type: "",
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn bytes(bytes: Vec<u8>) -> Response {
+        Response {
+            status: 200,
+            content_type: "application/octet-stream",
+            headers: Vec::new(),
+            body: bytes,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Response {
+        Response::json(
+            status,
+            &json!({
+                "message": message,
+                "documentation_url": DOCS,
+                "status": status.to_string()
+            }),
+        )
+    }
+
+    fn not_found() -> Response {
+        Response::error(404, "Not Found")
+    }
+
+    fn validation(errors: Value) -> Response {
+        Response::json(
+            422,
+            &json!({
+                "message": "Validation Failed",
+                "errors": errors,
+                "documentation_url": DOCS,
+                "status": "422"
+            }),
+        )
+    }
+
+    fn header(mut self, name: &str, value: String) -> Response {
+        self.headers.push((name.to_string(), value));
+        self
+    }
+}
+
+/// What a handler decided.
+enum Outcome {
+    Reply(Response),
+    /// Close the connection without any response.
+    Drop,
+}
+
+/// One connection: its reader, and whether the request body was consumed.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    body_done: bool,
+    continue_sent: bool,
+}
+
+impl Conn {
+    /// Sends `100 Continue` if the client waits for it before its body.
+    fn go_ahead(&mut self, req: &Request) -> io::Result<()> {
+        let expects = req
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        if expects && !self.continue_sent {
+            self.continue_sent = true;
+            self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            self.writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The whole body (Content-Length or chunked), at most `cap` bytes.
+    fn read_body(&mut self, req: &Request, cap: u64) -> io::Result<Vec<u8>> {
+        self.go_ahead(req)?;
+        let mut body = Vec::new();
+        if req.chunked() {
+            loop {
+                let mut line = String::new();
+                self.reader.read_line(&mut line)?;
+                let size = line.trim().split(';').next().unwrap_or("");
+                let size = u64::from_str_radix(size.trim(), 16)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    loop {
+                        line.clear();
+                        if self.reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                if body.len() as u64 + size > cap {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+                }
+                self.read_exact_into(&mut body, size)?;
+                line.clear();
+                self.reader.read_line(&mut line)?;
+            }
+        } else if let Some(len) = req.content_length() {
+            if len > cap {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+            }
+            self.read_exact_into(&mut body, len)?;
+        }
+        self.body_done = true;
+        Ok(body)
+    }
+
+    /// Appends exactly `n` bytes, or fails with `UnexpectedEof` if the client
+    /// went away first.
+    fn read_exact_into(&mut self, out: &mut Vec<u8>, n: u64) -> io::Result<()> {
+        let got = (&mut self.reader).take(n).read_to_end(out)?;
+        if (got as u64) < n {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// Reads and discards what is left of the body, for a while at most, so
+    /// that closing the socket does not reset the connection before the
+    /// client has read the response.
+    fn linger(&mut self) {
+        let _ = self.writer.shutdown(Shutdown::Write);
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = io::copy(&mut (&mut self.reader).take(1 << 32), &mut io::sink());
+    }
+}
+
+fn serve(stream: TcpStream, host: Host, shared: &Shared) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    let mut conn = Conn {
+        reader: BufReader::new(stream),
+        writer,
+        body_done: false,
+        continue_sent: false,
+    };
+    let req = match read_head(&mut conn.reader) {
+        Ok(Some(req)) => req,
+        Ok(None) => return,
+        Err(_) => {
+            let _ = write_response(&mut conn.writer, &Response::error(400, "Bad Request"));
+            conn.linger();
+            return;
+        }
+    };
+    let has_body = req.chunked() || req.content_length().is_some_and(|n| n > 0);
+    conn.body_done = !has_body;
+    let outcome = route(shared, host, &req, &mut conn);
+    let status = match &outcome {
+        Outcome::Reply(resp) => resp.status,
+        Outcome::Drop => 0,
+    };
+    shared.lock().log.push(LoggedRequest {
+        host: host.name(),
+        method: req.method.clone(),
+        target: req.target.clone(),
+        status,
+    });
+    match outcome {
+        Outcome::Reply(resp) => {
+            let _ = write_response(&mut conn.writer, &resp);
+            if conn.body_done {
+                let _ = conn.writer.shutdown(Shutdown::Both);
+            } else {
+                conn.linger();
+            }
+        }
+        Outcome::Drop => {
+            let _ = conn.writer.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Reads the request line and headers; `None` if the client sent nothing.
+fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("request line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad("version"));
+    }
+    let (method, target) = (method.to_string(), target.to_string());
+    let mut headers = Vec::new();
+    let mut total = line.len();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        total += n;
+        if n == 0 || total > 64 * 1024 {
+            return Err(bad("headers"));
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').ok_or_else(|| bad("header"))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let segments = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s, false))
+        .collect();
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect();
+    Ok(Some(Request {
+        method,
+        target,
+        segments,
+        query,
+        headers,
+    }))
+}
+
+fn write_response(w: &mut TcpStream, resp: &Response) -> io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    if !resp.content_type.is_empty() {
+        head.push_str(&format!("Content-Type: {}\r\n", resp.content_type));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    head.push_str("Connection: close\r\nX-GitHub-Api-Version-Selected: 2022-11-28\r\n");
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    w.write_all(&resp.body)?;
+    w.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let method = req.method.as_str();
+
+    // github.com/OWNER/REPO/releases/download/TAG/NAME: anonymous downloads.
+    if host == Host::Api
+        && segs.len() >= 6
+        && same_repo(segs[0], segs[1])
+        && segs[2] == "releases"
+        && segs[3] == "download"
+    {
+        if method != "GET" {
+            return Outcome::Reply(Response::not_found());
+        }
+        let tag = segs[4..segs.len() - 1].join("/");
+        let name = segs[segs.len() - 1];
+        return Outcome::Reply(download(shared, &tag, name));
+    }
+
+    // Everything else is /repos/OWNER/REPO/releases/...
+    let rest = match segs.as_slice() {
+        ["repos", owner, repo, "releases", rest @ ..] if same_repo(owner, repo) => rest,
+        _ => return Outcome::Reply(Response::not_found()),
+    };
+    if let Err(resp) = authorize(shared, req) {
+        return Outcome::Reply(resp);
+    }
+    if host == Host::Uploads {
+        return match (method, rest) {
+            ("POST", [id, "assets"]) => match id.parse() {
+                Ok(id) => upload(shared, req, conn, id),
+                Err(_) => Outcome::Reply(Response::not_found()),
+            },
+            _ => Outcome::Reply(Response::not_found()),
+        };
+    }
+    let resp = match (method, rest) {
+        ("GET", []) => list_releases(shared, req),
+        ("POST", []) => match json_body(req, conn) {
+            Ok(body) => create_release(shared, &body),
+            Err(resp) => resp,
+        },
+        ("GET", ["latest"]) => {
+            let state = shared.lock();
+            match state.latest() {
+                Some(r) => Response::json(200, &shared.release_json(r)),
+                None => Response::not_found(),
+            }
+        }
+        ("GET", ["tags", tag @ ..]) if !tag.is_empty() => {
+            let tag = tag.join("/");
+            let state = shared.lock();
+            // Only a published release is found by its tag.
+            match state
+                .releases
+                .iter()
+                .rev()
+                .find(|r| !r.draft && r.tag_name == tag)
+            {
+                Some(r) => Response::json(200, &shared.release_json(r)),
+                None => Response::not_found(),
+            }
+        }
+        ("GET", ["assets", id]) => get_asset(shared, req, id),
+        ("DELETE", ["assets", id]) => {
+            let mut state = shared.lock();
+            let id: u64 = id.parse().unwrap_or(0);
+            let mut found = false;
+            for r in &mut state.releases {
+                let before = r.assets.len();
+                r.assets.retain(|a| a.id != id);
+                found |= r.assets.len() != before;
+            }
+            if found {
+                Response::empty(204)
+            } else {
+                Response::not_found()
+            }
+        }
+        (_, [id]) if id.parse::<u64>().is_ok() => {
+            let id = id.parse().unwrap();
+            match method {
+                "GET" => {
+                    let state = shared.lock();
+                    match state.release(id) {
+                        Some(r) => Response::json(200, &shared.release_json(r)),
+                        None => Response::not_found(),
+                    }
+                }
+                "PATCH" => match json_body(req, conn) {
+                    Ok(body) => update_release(shared, id, &body),
+                    Err(resp) => resp,
+                },
+                "DELETE" => {
+                    let mut state = shared.lock();
+                    let before = state.releases.len();
+                    state.releases.retain(|r| r.id != id);
+                    if state.releases.len() != before {
+                        Response::empty(204)
+                    } else {
+                        Response::not_found()
+                    }
+                }
+                _ => Response::not_found(),
+            }
+        }
+        ("GET", [id, "assets"]) => match id.parse() {
+            Ok(id) => {
+                let state = shared.lock();
+                match state.release(id) {
+                    Some(r) => {
+                        let all: Vec<Value> =
+                            r.assets.iter().map(|a| shared.asset_json(r, a)).collect();
+                        paginate(shared, req, all)
+                    }
+                    None => Response::not_found(),
+                }
+            }
+            Err(_) => Response::not_found(),
+        },
+        _ => Response::not_found(),
+    };
+    Outcome::Reply(resp)
+}
+
+/// Owner and repository names are not case sensitive.
+fn same_repo(owner: &str, repo: &str) -> bool {
+    owner.eq_ignore_ascii_case(OWNER) && repo.eq_ignore_ascii_case(REPO)
+}
+
+/// `Authorization: Bearer TOKEN` or `Authorization: token TOKEN`.
+fn authorize(shared: &Shared, req: &Request) -> Result<(), Response> {
+    let Some(value) = req.header("authorization") else {
+        return Err(Response::error(401, "Requires authentication"));
+    };
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or(("", ""));
+    let scheme_ok = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+    if scheme_ok && token.trim() == shared.token {
+        Ok(())
+    } else {
+        Err(Response::error(401, "Bad credentials"))
+    }
+}
+
+fn json_body(req: &Request, conn: &mut Conn) -> Result<Value, Response> {
+    let bytes = conn
+        .read_body(req, JSON_BODY_CAP)
+        .map_err(|_| Response::error(400, "Problems parsing JSON"))?;
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(Response::error(400, "Problems parsing JSON")),
+    }
+}
+
+/// Reads an optional field of a JSON body, checking its type.
+fn field<T>(
+    body: &Value,
+    name: &str,
+    kind: &str,
+    get: impl Fn(&Value) -> Option<T>,
+) -> Result<Option<T>, Response> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => get(v).map(Some).ok_or_else(|| {
+            Response::error(
+                422,
+                &format!("Invalid request.\n\nFor 'properties/{name}', {v} is not a {kind}."),
+            )
+        }),
+    }
+}
+
+fn string_field(body: &Value, name: &str) -> Result<Option<String>, Response> {
+    field(body, name, "string", |v| v.as_str().map(str::to_string))
+}
+
+fn bool_field(body: &Value, name: &str) -> Result<Option<bool>, Response> {
+    field(body, name, "boolean", Value::as_bool)
+}
+
+fn make_latest_field(body: &Value) -> Result<Option<String>, Response> {
+    let value = string_field(body, "make_latest")?;
+    match value.as_deref() {
+        None | Some("true" | "false" | "legacy") => Ok(value),
+        Some(other) => Err(Response::error(
+            422,
+            &format!(
+                "Invalid request.\n\nFor 'properties/make_latest', \"{other}\" is not one of \
+                 [\"true\", \"false\", \"legacy\"]."
+            ),
+        )),
+    }
+}
+
+fn tag_exists_error() -> Response {
+    Response::validation(json!([
+        {"resource": "Release", "code": "already_exists", "field": "tag_name"}
+    ]))
+}
+
+fn list_releases(shared: &Shared, req: &Request) -> Response {
+    let state = shared.lock();
+    let all: Vec<Value> = state
+        .releases
+        .iter()
+        .rev()
+        .map(|r| shared.release_json(r))
+        .collect();
+    paginate(shared, req, all)
+}
+
+/// `per_page` (default 30, at most 100) and `page` (from 1), with a `Link`
+/// header as GitHub sends.
+fn paginate(shared: &Shared, req: &Request, all: Vec<Value>) -> Response {
+    let per_page = req
+        .param("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = req
+        .param("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let last = all.len().div_ceil(per_page).max(1);
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let path = req.target.split('?').next().unwrap_or("");
+    let link = |p: usize, rel: &str| {
+        format!(
+            "<{}{path}?per_page={per_page}&page={p}>; rel=\"{rel}\"",
+            shared.api_url
+        )
+    };
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(link(page - 1, "prev"));
+    }
+    if page < last {
+        links.push(link(page + 1, "next"));
+        links.push(link(last, "last"));
+    }
+    if page > 1 {
+        links.push(link(1, "first"));
+    }
+    let resp = Response::json(200, &Value::Array(items));
+    if links.is_empty() {
+        resp
+    } else {
+        resp.header("Link", links.join(", "))
+    }
+}
+
+fn create_release(shared: &Shared, body: &Value) -> Response {
+    let parsed = (|| {
+        Ok::<_, Response>((
+            string_field(body, "tag_name")?,
+            string_field(body, "name")?,
+            string_field(body, "body")?,
+            bool_field(body, "draft")?.unwrap_or(false),
+            bool_field(body, "prerelease")?.unwrap_or(false),
+            string_field(body, "target_commitish")?,
+            make_latest_field(body)?,
+        ))
+    })();
+    let (tag, name, notes, draft, prerelease, target, make_latest) = match parsed {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let Some(tag) = tag.filter(|t| !t.trim().is_empty()) else {
+        return Response::validation(json!([
+            {"resource": "Release", "code": "missing_field", "field": "tag_name"}
+        ]));
+    };
+    let mut state = shared.lock();
+    if !draft && state.published_tag_taken(&tag, None) {
+        return tag_exists_error();
+    }
+    let target = target.unwrap_or_else(|| "main".into());
+    let id = state.new_release(&tag, name, notes, draft, prerelease, &target);
+    let release = state.release_mut(id).unwrap();
+    if let Some(m) = make_latest {
+        release.make_latest = m;
+    }
+    let release = state.release(id).unwrap();
+    let json = shared.release_json(release);
+    let url = json["url"].as_str().unwrap().to_string();
+    Response::json(201, &json).header("Location", url)
+}
+
+fn update_release(shared: &Shared, id: u64, body: &Value) -> Response {
+    let parsed = (|| {
+        Ok::<_, Response>((
+            string_field(body, "tag_name")?,
+            string_field(body, "name")?,
+            string_field(body, "body")?,
+            bool_field(body, "draft")?,
+            bool_field(body, "prerelease")?,
+            string_field(body, "target_commitish")?,
+            make_latest_field(body)?,
+        ))
+    })();
+    let (tag, name, notes, draft, prerelease, target, make_latest) = match parsed {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut state = shared.lock();
+    let Some(current) = state.release(id) else {
+        return Response::not_found();
+    };
+    let new_tag = tag.unwrap_or_else(|| current.tag_name.clone());
+    let new_draft = draft.unwrap_or(current.draft);
+    if !new_draft && state.published_tag_taken(&new_tag, Some(id)) {
+        return tag_exists_error();
+    }
+    let r = state.release_mut(id).unwrap();
+    r.tag_name = new_tag;
+    if body.get("name").is_some() {
+        r.name = name;
+    }
+    if body.get("body").is_some() {
+        r.body = notes;
+    }
+    if let Some(p) = prerelease {
+        r.prerelease = p;
+    }
+    if let Some(t) = target {
+        r.target_commitish = t;
+    }
+    if let Some(m) = make_latest {
+        r.make_latest = m;
+    }
+    if r.draft && !new_draft {
+        r.published_at = Some(now_rfc3339());
+    } else if new_draft {
+        r.published_at = None;
+    }
+    r.draft = new_draft;
+    let r = state.release(id).unwrap();
+    Response::json(200, &shared.release_json(r))
+}
+
+fn get_asset(shared: &Shared, req: &Request, id: &str) -> Response {
+    let state = shared.lock();
+    let Some((release, asset)) = id.parse().ok().and_then(|id| state.find_asset(id)) else {
+        return Response::not_found();
+    };
+    let wants_bytes = req
+        .header("accept")
+        .is_some_and(|v| v.contains("application/octet-stream"));
+    if wants_bytes {
+        if asset.state != "uploaded" {
+            return Response::not_found();
+        }
+        Response::bytes(asset.bytes.clone())
+    } else {
+        Response::json(200, &shared.asset_json(release, asset))
+    }
+}
+
+fn download(shared: &Shared, tag: &str, name: &str) -> Response {
+    let mut state = shared.lock();
+    // Only published releases, and only by their tag (not `untagged-…`).
+    let asset = state
+        .releases
+        .iter_mut()
+        .rev()
+        .filter(|r| !r.draft && r.tag_name == tag)
+        .find_map(|r| {
+            r.assets
+                .iter_mut()
+                .find(|a| a.name == name && a.state == "uploaded")
+        });
+    match asset {
+        Some(a) => {
+            a.download_count += 1;
+            Response::bytes(a.bytes.clone())
+        }
+        None => Response::error(404, "Not Found"),
+    }
+}
+
+/// GitHub renames characters other than letters, digits and `-_.+` to `.`.
+fn sanitize_asset_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.+".contains(c) {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> Outcome {
+    let reply = Outcome::Reply;
+    if shared.lock().release(release_id).is_none() {
+        return reply(Response::not_found());
+    }
+    let Some(raw_name) = req.param("name").filter(|n| !n.is_empty()) else {
+        return reply(Response::validation(json!([
+            {"resource": "ReleaseAsset", "code": "missing_field", "field": "name"}
+        ])));
+    };
+    let name = sanitize_asset_name(raw_name);
+    let label = req.param("label").map(str::to_string);
+    let Some(content_type) = req.header("content-type").filter(|t| !t.is_empty()) else {
+        return reply(Response::validation(json!([
+            {"resource": "ReleaseAsset", "code": "missing_field", "field": "content_type"}
+        ])));
+    };
+    let Some(len) = req.content_length().filter(|_| !req.chunked()) else {
+        return reply(Response::error(411, "A Content-Length header is required"));
+    };
+    if len > shared.asset_limit {
+        return reply(Response::validation(json!([{
+            "resource": "ReleaseAsset",
+            "code": "custom",
+            "field": "size",
+            "message": format!(
+                "size must be at most {} bytes (each file in a release must be under 2 GiB); \
+                 Content-Length was {len}",
+                shared.asset_limit
+            )
+        }])));
+    }
+    let fault = {
+        let mut state = shared.lock();
+        let release = state.release(release_id).unwrap();
+        if release.assets.iter().any(|a| a.name == name) {
+            return reply(Response::validation(json!([
+                {"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}
+            ])));
+        }
+        (!state.faults.is_empty()).then(|| state.faults.remove(0))
+    };
+
+    // Failures that store nothing: read the body (GitHub's upstream failed
+    // after taking it), then answer.
+    if let Some(Fault::Fail(status)) = fault {
+        let _ = conn.read_body(req, u64::MAX);
+        return reply(Response::error(status, reason(status)));
+    }
+
+    // The asset exists as an empty "starter" from here until its bytes are in.
+    let asset_id = {
+        let mut state = shared.lock();
+        let id = state.next_asset_id;
+        state.next_asset_id += 1;
+        let now = now_rfc3339();
+        let Some(release) = state.release_mut(release_id) else {
+            return reply(Response::not_found());
+        };
+        release.assets.push(Asset {
+            id,
+            name: name.clone(),
+            label: label.clone(),
+            state: "starter",
+            content_type: content_type.to_string(),
+            bytes: Vec::new(),
+            download_count: 0,
+            created_at: now.clone(),
+            updated_at: now,
+        });
+        id
+    };
+
+    if conn.go_ahead(req).is_err() {
+        return Outcome::Drop;
+    }
+    let mut bytes = Vec::new();
+    match fault {
+        Some(Fault::Break) => {
+            let _ = conn.read_exact_into(&mut bytes, len / 2);
+            return Outcome::Drop;
+        }
+        Some(Fault::FailLeavingStarter(status)) => {
+            let _ = conn.read_exact_into(&mut bytes, len);
+            conn.body_done = true;
+            return reply(Response::error(status, reason(status)));
+        }
+        _ => {}
+    }
+    if conn.read_exact_into(&mut bytes, len).is_err() {
+        // The client went away: the starter asset stays, holding the name.
+        return Outcome::Drop;
+    }
+    conn.body_done = true;
+
+    let mut state = shared.lock();
+    let Some(release) = state.release_mut(release_id) else {
+        return reply(Response::not_found());
+    };
+    let Some(asset) = release.assets.iter_mut().find(|a| a.id == asset_id) else {
+        // Deleted while it was being uploaded.
+        return reply(Response::not_found());
+    };
+    asset.bytes = bytes;
+    asset.state = "uploaded";
+    asset.updated_at = now_rfc3339();
+    let release = state.release(release_id).unwrap();
+    let asset = release.assets.iter().find(|a| a.id == asset_id).unwrap();
+    reply(Response::json(201, &shared.asset_json(release, asset)))
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes `%XX`, and `+` as a space in query strings (form encoding).
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hexpair = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hexpair, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes everything but unreserved characters, for a path segment.
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Now, as GitHub writes times: `2024-05-01T12:34:56Z`.
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,353 @@
+//! GitHub Releases (octocrab): one release per Slurm version, tag
+//! `slurm-<version>`. A new release is a draft until every expected asset is
+//! there; an asset with the same name and SHA-256 is skipped, one with other
+//! content is replaced, a broken (`starter`) asset is deleted before the
+//! upload is tried again.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use octocrab::Octocrab;
+use octocrab::models::repos::{Asset, Release};
+
+/// GitHub refuses assets of 2 GiB and more.
+pub const ASSET_LIMIT: u64 = (2 << 30) - 1;
+
+pub struct GitHub {
+    rt: tokio::runtime::Runtime,
+    api: String,
+    token: String,
+    pub owner: String,
+    pub repo: String,
+}
+
+/// One file to be an asset of the release.
+pub struct AssetFile<'a> {
+    pub name: String,
+    pub path: &'a std::path::Path,
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub struct Published {
+    pub uploaded: Vec<String>,
+    pub skipped: Vec<String>,
+    pub html_url: String,
+}
+
+impl GitHub {
+    /// `GITHUB_TOKEN`, `GITHUB_REPOSITORY` (owner/name) and `GITHUB_API_URL`:
+    /// the names Actions already sets.
+    pub fn from_env() -> Result<GitHub> {
+        let token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty());
+        let token = token.context("GITHUB_TOKEN is not set: publishing to GitHub Releases needs a token with contents: write")?;
+        let repository = std::env::var("GITHUB_REPOSITORY")
+            .context("GITHUB_REPOSITORY (owner/name) is not set")?;
+        let (owner, repo) = repository
+            .split_once('/')
+            .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
+            .with_context(|| format!("GITHUB_REPOSITORY={repository} is not owner/name"))?;
+        let api =
+            std::env::var("GITHUB_API_URL").unwrap_or_else(|_| "https://api.github.com".into());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        Ok(GitHub {
+            rt,
+            api: api.trim_end_matches('/').to_string(),
+            token,
+            owner: owner.into(),
+            repo: repo.into(),
+        })
+    }
+
+    fn client(&self, upload_uri: Option<&str>) -> Result<Octocrab> {
+        let mut b = Octocrab::builder()
+            .personal_token(self.token.clone())
+            .base_uri(self.api.as_str())?;
+        if let Some(u) = upload_uri {
+            b = b.upload_uri(u)?;
+        }
+        Ok(b.build()?)
+    }
+
+    /// Makes sure release `tag` holds every file, then publishes it.
+    pub fn publish(
+        &self,
+        tag: &str,
+        title: &str,
+        files: &[AssetFile<'_>],
+        dry_run: bool,
+    ) -> Result<Published> {
+        for f in files {
+            if f.size > ASSET_LIMIT {
+                bail!(
+                    "{} is {} bytes: GitHub assets must be under 2 GiB (package with --split-size)",
+                    f.name,
+                    f.size
+                );
+            }
+        }
+        self.rt
+            .block_on(self.publish_async(tag, title, files, dry_run))
+    }
+
+    async fn publish_async(
+        &self,
+        tag: &str,
+        title: &str,
+        files: &[AssetFile<'_>],
+        dry_run: bool,
+    ) -> Result<Published> {
+        let api = self.client(None)?;
+        let repo = api.repos(&self.owner, &self.repo);
+        let releases = repo.releases();
+        let existing = find_release(&api, &self.owner, &self.repo, tag).await?;
+        if dry_run {
+            let mut out = Published {
+                uploaded: vec![],
+                skipped: vec![],
+                html_url: String::new(),
+            };
+            let assets = match &existing {
+                Some(r) => list_assets(&api, &self.owner, &self.repo, r.id.0).await?,
+                None => vec![],
+            };
+            for f in files {
+                let same = assets.iter().any(|a| same_content(a, f));
+                println!(
+                    "{} {} -> release {tag}",
+                    if same { "skip" } else { "put " },
+                    f.name
+                );
+                if same {
+                    out.skipped.push(f.name.clone())
+                } else {
+                    out.uploaded.push(f.name.clone())
+                }
+            }
+            return Ok(out);
+        }
+        let release = match existing {
+            Some(r) => r,
+            None => releases
+                .create(tag)
+                .name(title)
+                .body("Upload in progress: this draft is published when every asset is here.")
+                .draft(true)
+                .send()
+                .await
+                .map_err(|e| github_error(&format!("creating the draft release {tag}"), e))?,
+        };
+        let upload_origin = origin(release.upload_url.as_str());
+        let uploader = self.client(Some(&upload_origin))?;
+        let mut out = Published {
+            uploaded: vec![],
+            skipped: vec![],
+            html_url: String::new(),
+        };
+        for f in files {
+            let mut tries = 0;
+            loop {
+                let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
+                if let Some(a) = assets.iter().find(|a| a.name == f.name) {
+                    if same_content(a, f) {
+                        println!("skip {} (same SHA-256)", f.name);
+                        out.skipped.push(f.name.clone());
+                        break;
+                    }
+                    // Other content, or a broken upload left as `starter`: replace it.
+                    api.repos(&self.owner, &self.repo)
+                        .release_assets()
+                        .delete(a.id.0)
+                        .await
+                        .map_err(|e| {
+                            github_error(&format!("deleting the old asset {}", f.name), e)
+                        })?;
+                }
+                let bytes = tokio::fs::read(f.path)
+                    .await
+                    .with_context(|| format!("reading {}", f.path.display()))?;
+                let sent = uploader
+                    .repos(&self.owner, &self.repo)
+                    .releases()
+                    .upload_asset(release.id.0, &f.name, bytes.into())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => {
+                        println!("put  {} ({} bytes)", f.name, f.size);
+                        out.uploaded.push(f.name.clone());
+                        break;
+                    }
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        eprintln!(
+                            "upload of {} failed ({}), trying again",
+                            f.name,
+                            one_line(&e)
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(500 * tries)).await;
+                    }
+                    Err(e) => return Err(github_error(&format!("uploading {}", f.name), e)),
+                }
+            }
+        }
+        // Every expected asset must be there, complete, before anyone sees the release.
+        let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
+        for f in files {
+            if !assets.iter().any(|a| same_content(a, f)) {
+                bail!(
+                    "release {tag}: {} is not there after the upload; the release stays a draft",
+                    f.name
+                );
+            }
+        }
+        let notes = release_notes(title, &assets);
+        let updated = releases
+            .update(release.id.0)
+            .body(&notes)
+            .draft(false)
+            .send()
+            .await
+            .map_err(|e| github_error(&format!("publishing release {tag}"), e))?;
+        out.html_url = updated.html_url.to_string();
+        Ok(out)
+    }
+}
+
+fn same_content(a: &Asset, f: &AssetFile<'_>) -> bool {
+    a.state == "uploaded"
+        && a.size as u64 == f.size
+        && a.digest.as_deref() == Some(&format!("sha256:{}", f.sha256))
+}
+
+/// Drafts are invisible to the by-tag endpoint: list and match instead.
+async fn find_release(
+    api: &Octocrab,
+    owner: &str,
+    repo: &str,
+    tag: &str,
+) -> Result<Option<Release>> {
+    let mut page = 1u32;
+    loop {
+        let list = api
+            .repos(owner, repo)
+            .releases()
+            .list()
+            .per_page(100)
+            .page(page)
+            .send()
+            .await
+            .map_err(|e| github_error(&format!("listing the releases of {owner}/{repo}"), e))?;
+        let n = list.items.len();
+        // A published release wins over drafts of the same tag.
+        let mut matching: Vec<Release> = list
+            .items
+            .into_iter()
+            .filter(|r| r.tag_name == tag)
+            .collect();
+        matching.sort_by_key(|r| r.draft);
+        if let Some(r) = matching.into_iter().next() {
+            return Ok(Some(r));
+        }
+        if n < 100 {
+            return Ok(None);
+        }
+        page += 1;
+    }
+}
+
+async fn list_assets(api: &Octocrab, owner: &str, repo: &str, release: u64) -> Result<Vec<Asset>> {
+    let mut all = Vec::new();
+    let mut page = 1u32;
+    loop {
+        let list = api
+            .repos(owner, repo)
+            .releases()
+            .assets(release)
+            .per_page(100)
+            .page(page)
+            .send()
+            .await
+            .map_err(|e| github_error("listing release assets", e))?;
+        let n = list.items.len();
+        all.extend(list.items);
+        if n < 100 {
+            return Ok(all);
+        }
+        page += 1;
+    }
+}
+
+/// `https://uploads.github.com/repos/o/r/releases/1/assets{?name,label}` → `https://uploads.github.com`.
+fn origin(upload_url: &str) -> String {
+    let after_scheme = upload_url.find("://").map_or(0, |i| i + 3);
+    let end = upload_url[after_scheme..]
+        .find('/')
+        .map_or(upload_url.len(), |i| after_scheme + i);
+    upload_url[..end].to_string()
+}
+
+fn one_line(e: &octocrab::Error) -> String {
+    match e {
+        octocrab::Error::GitHub { source, .. } => {
+            let errors = source
+                .errors
+                .as_ref()
+                .map(|v| format!(" {v:?}"))
+                .unwrap_or_default();
+            format!("{}{errors} (HTTP {})", source.message, source.status_code)
+        }
+        other => other.to_string().lines().next().unwrap_or("").to_string(),
+    }
+}
+
+fn github_error(what: &str, e: octocrab::Error) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {}", one_line(&e))
+}
+
+/// Every asset with its SHA-256, and how to check one without this toolkit.
+pub fn release_notes(title: &str, assets: &[Asset]) -> String {
+    let mut by_name: BTreeMap<&str, &Asset> = BTreeMap::new();
+    for a in assets {
+        by_name.insert(&a.name, a);
+    }
+    let mut md = format!(
+        "{title}, built and signed by Slurm Factory.\n\n| asset | size | SHA-256 |\n|---|---:|---|\n"
+    );
+    for (name, a) in &by_name {
+        let sha = a
+            .digest
+            .as_deref()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .unwrap_or("");
+        md.push_str(&format!("| `{name}` | {} | `{sha}` |\n", a.size));
+    }
+    md.push_str(
+        "\nVerify and install one package (replace NAME; split packages: `cat NAME.part-* > NAME` first):\n\n```sh\n\
+         gpg --import slurm-factory-signing-key.asc\n\
+         sha256sum -c NAME.sha256\n\
+         gpg --verify NAME.asc NAME\n\
+         tar -xzf NAME -C /opt/slurm --strip-components=1\n```\n",
+    );
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_strips_the_path_and_template() {
+        assert_eq!(
+            origin("https://uploads.github.com/repos/o/r/releases/1/assets{?name,label}"),
+            "https://uploads.github.com"
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:4567/repos/o/r/releases/9/assets{?name,label}"),
+            "http://127.0.0.1:4567"
+        );
+    }
+}
