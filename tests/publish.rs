@@ -10,7 +10,7 @@ use common::{fixtures, xtask};
 
 struct Dist {
     dir: tempfile::TempDir,
-    _key: TestKey,
+    key: TestKey,
 }
 
 impl Dist {
@@ -59,7 +59,7 @@ fn dist(split: Option<&str>) -> Dist {
     xtask(&args)
         .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
         .success();
-    Dist { dir, _key: key }
+    Dist { dir, key }
 }
 
 fn publish_local(d: &Dist, extra: &[&str]) -> common::Done {
@@ -374,5 +374,180 @@ fn github_needs_a_token() {
         done.stderr.contains("GITHUB_TOKEN is not set"),
         "{}",
         done.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// S3, through aws-sdk-s3, against a real S3 server on loopback (s3s-fs, SigV4).
+
+use common::s3::{FaultProxy, Faults, S3Server};
+
+/// A package big enough for a multipart upload (the tarball is over 16 MiB).
+fn big_dist() -> Dist {
+    let d = dist(None);
+    let view = d.dir.path().join("view/lib");
+    std::fs::create_dir_all(&view).unwrap();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(view.join("libbig.so"), noise).unwrap();
+    let _ = std::fs::remove_dir_all(d.out());
+    let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
+    xtask(&[
+        "package",
+        "--view",
+        d.dir.path().join("view").to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--slurm",
+        "24.11",
+        "--toolchain",
+        "jammy",
+        "--out",
+        d.out().to_str().unwrap(),
+    ])
+    .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &d.key.secret_armored)
+    .success();
+    d
+}
+
+fn publish_s3(d: &Dist, env: Vec<(&'static str, String)>, bucket: &str) -> common::Run {
+    let mut run = xtask(&[
+        "publish",
+        "--to",
+        "s3",
+        "--bucket",
+        bucket,
+        "--dir",
+        d.out().to_str().unwrap(),
+    ]);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    run
+}
+
+const TARBALL_KEY: &str = "releases/24.11/jammy/cpu/slurm-24.11-jammy-cpu-x86_64.tar.gz";
+
+#[test]
+fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
+    let d = big_dist();
+    let s3 = S3Server::start();
+    let first = publish_s3(&d, s3.env(), &s3.bucket).success();
+    assert!(first.stdout.contains("6 uploaded"), "{}", first.stdout);
+    let tarball = std::fs::read(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz")).unwrap();
+    assert!(tarball.len() > 16 << 20, "multipart needs more than 16 MiB");
+    assert!(
+        s3.object(TARBALL_KEY).unwrap() == tarball,
+        "byte-identical after a multipart upload"
+    );
+    for name in [
+        "slurm-24.11-jammy-cpu-x86_64.tar.gz.asc",
+        "slurm-24.11-jammy-cpu-x86_64.manifest.json",
+    ] {
+        let key = format!("releases/24.11/jammy/cpu/{name}");
+        assert_eq!(
+            s3.object(&key).unwrap(),
+            std::fs::read(d.out().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert!(s3.object("releases/index.json").is_some());
+    assert!(s3.object("keys/slurm-factory-signing-key.asc").is_some());
+    assert_eq!(s3.incomplete_uploads(), 0);
+    let again = publish_s3(&d, s3.env(), &s3.bucket).success();
+    assert!(
+        again
+            .stdout
+            .contains("0 uploaded (0.0 MiB), 6 already there"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn s3_wrong_secret_fails_clearly() {
+    let d = dist(None);
+    let s3 = S3Server::start();
+    let env: Vec<(&'static str, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "AWS_SECRET_ACCESS_KEY" {
+                (k, "not-the-secret".to_string())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let done = publish_s3(&d, env, &s3.bucket).failure();
+    assert!(
+        done.stderr.contains("check the AWS credentials"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        !done.stderr.contains("not-the-secret") && !done.stderr.contains(&s3.secret_key),
+        "no secret in errors"
+    );
+    assert!(s3.object(TARBALL_KEY).is_none());
+}
+
+#[test]
+fn s3_errors_and_dropped_connections_are_retried() {
+    let d = big_dist();
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(
+        &s3,
+        Faults {
+            error_every: 3,
+            drop_every: 5,
+            fail_matching: None,
+        },
+    );
+    publish_s3(&d, s3.env_with_endpoint(&proxy.endpoint), &s3.bucket).success();
+    assert!(
+        proxy.errors() > 0 && proxy.drops() > 0,
+        "the faults happened"
+    );
+    let tarball = std::fs::read(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz")).unwrap();
+    assert!(s3.object(TARBALL_KEY).unwrap() == tarball);
+    assert_eq!(s3.incomplete_uploads(), 0);
+}
+
+#[test]
+fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
+    let d = big_dist();
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(
+        &s3,
+        Faults {
+            error_every: 0,
+            drop_every: 0,
+            fail_matching: Some("partNumber="),
+        },
+    );
+    let done = publish_s3(&d, s3.env_with_endpoint(&proxy.endpoint), &s3.bucket).failure();
+    assert!(
+        done.stderr
+            .contains(&format!("uploading s3://{}/{TARBALL_KEY}", s3.bucket)),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        s3.incomplete_uploads(),
+        0,
+        "the multipart upload was aborted"
+    );
+    assert!(s3.object(TARBALL_KEY).is_none());
+    assert!(
+        s3.object("releases/index.json").is_none(),
+        "no index names a missing file"
     );
 }

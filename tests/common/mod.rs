@@ -183,6 +183,7 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 
 pub mod github;
 pub mod gpg;
+pub mod s3;
 
 /// Runs a command, asserting success; returns stdout.
 pub fn sh(cmd: &mut Command) -> String {
