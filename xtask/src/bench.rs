@@ -23,6 +23,7 @@ impl BenchCmd {
         }
         match self.what {
             BenchWhat::Package => bench_package(root, matrix, &self),
+            BenchWhat::Upload => bench_upload(root, &self),
         }
     }
 }
@@ -150,6 +151,142 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         "(ours also computes the SHA-256 and the manifest in the same pass; the peers do neither)"
     );
     Ok(())
+}
+
+/// `bench upload`: one file to a loopback S3 server (s3s-fs, SigV4) with the
+/// toolkit's S3 store and with `aws s3 cp`, same file, same server, same run.
+fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
+    use crate::store::{Put, Store, s3::S3Store};
+    let work = cmd
+        .dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/slurm-factory/bench-upload"));
+    std::fs::create_dir_all(&work)?;
+    let payload = work.join(format!("payload-{}m.bin", cmd.size_mib));
+    if std::fs::metadata(&payload).map(|m| m.len()).ok() != Some(cmd.size_mib << 20) {
+        // Compressed tarballs do not compress further: random-like bytes.
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&payload)?);
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..cmd.size_mib {
+            for chunk in block.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
+            }
+            f.write_all(&block)?;
+        }
+        f.flush()?;
+    }
+    let data = work.join("server");
+    let _ = std::fs::remove_dir_all(&data);
+    let bucket = "bench";
+    std::fs::create_dir_all(data.join(bucket))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let (access, secret) = ("AKIABENCH", "bench-secret");
+    let mut server = Command::new("s3s-fs")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            access,
+            "--secret-key",
+            secret,
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context(
+            "starting s3s-fs (install it: cargo install --locked s3s-fs@0.14.1 --features binary)",
+        )?;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let result = (|| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("s3s-fs did not start listening on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let size = std::fs::metadata(&payload)?.len();
+        println!(
+            "uploading {:.0} MiB to s3s-fs at {endpoint}; {} cores",
+            mib(size),
+            threads()
+        );
+        let store = S3Store::for_endpoint(bucket, &endpoint, access, secret)?;
+        let started = Instant::now();
+        let sha256 = crate::store::local::sha256_file(&payload)?;
+        let put = Put {
+            sha256,
+            size,
+            content_type: "application/gzip",
+            cache_control: None,
+        };
+        store.put(
+            "ours.bin",
+            &payload,
+            &put,
+            &indicatif::ProgressBar::hidden(),
+        )?;
+        let ours = started.elapsed();
+        println!(
+            "{:<22} {:>7.2} s  {:>8.1} MiB/s  (SHA-256 of the file included)",
+            "cargo xtask publish",
+            ours.as_secs_f64(),
+            mib(size) / ours.as_secs_f64()
+        );
+
+        let started = Instant::now();
+        let status = Command::new("aws")
+            .args([
+                "s3",
+                "cp",
+                "--only-show-errors",
+                "--endpoint-url",
+                &endpoint,
+            ])
+            .arg(&payload)
+            .arg(format!("s3://{bucket}/peer.bin"))
+            .env("AWS_ACCESS_KEY_ID", access)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .status()
+            .context("running aws (install it: pip install awscli)")?;
+        if !status.success() {
+            bail!("aws s3 cp failed");
+        }
+        let peer = started.elapsed();
+        println!(
+            "{:<22} {:>7.2} s  {:>8.1} MiB/s",
+            "aws s3 cp",
+            peer.as_secs_f64(),
+            mib(size) / peer.as_secs_f64()
+        );
+        for key in ["ours.bin", "peer.bin"] {
+            let stat = store
+                .stat(key)?
+                .with_context(|| format!("{key} is not on the server"))?;
+            if stat.size != size {
+                bail!("{key} has {} bytes on the server, not {size}", stat.size);
+            }
+        }
+        let ratio = peer.as_secs_f64() / ours.as_secs_f64();
+        println!();
+        println!(
+            "speed vs aws s3 cp:       {ratio:.2}x  (goal >= 1.20x) {}",
+            verdict(ratio >= 1.2)
+        );
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    result
 }
 
 fn verdict(ok: bool) -> &'static str {

@@ -169,7 +169,8 @@ pub struct PackageCmd {
 /// Measure the toolkit against the peer tools on the same data, in one run
 #[derive(Debug, Args)]
 #[command(after_help = "Run optimized: `cargo xtask-release bench package`.\n\n\
-Examples:\n  cargo xtask-release bench package\n  cargo xtask-release bench package --size-mib 256 --dir /tmp/bench")]
+Examples:\n  cargo xtask-release bench package\n  cargo xtask-release bench package --size-mib 256 --dir /tmp/bench\n  \
+cargo xtask-release bench upload   # needs s3s-fs and awscli on PATH")]
 pub struct BenchCmd {
     /// What to measure
     #[arg(value_enum)]
@@ -186,6 +187,8 @@ pub struct BenchCmd {
 pub enum BenchWhat {
     /// `package` vs `tar -czf` and `tar -I pigz -cf` on a Slurm-like view
     Package,
+    /// `publish`'s S3 upload vs `aws s3 cp` to a loopback s3s-fs server
+    Upload,
 }
 
 /// Show a toolchain's build-image recipe (Containerfile) or its content-derived tag
