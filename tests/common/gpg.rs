@@ -56,51 +56,40 @@ impl TestKey {
     /// `gpg --verify` of a detached signature in a fresh keyring holding only
     /// `public` (an armored key file).
     pub fn verify(public: &Path, signature: &Path, data: &Path) -> bool {
-        let home = tempfile::tempdir().unwrap();
-        let run = |args: &[&std::ffi::OsStr]| {
-            Command::new("gpg")
-                .env("GNUPGHOME", home.path())
-                .arg("--batch")
-                .args(args)
-                .output()
-                .unwrap()
-        };
-        assert!(
-            run(&["--import".as_ref(), public.as_os_str()])
-                .status
-                .success()
-        );
-        let ok = run(&["--verify".as_ref(), signature.as_os_str(), data.as_os_str()])
-            .status
-            .success();
-        kill_agent(home.path());
-        ok
+        verify_with(public, &[signature.as_os_str(), data.as_os_str()])
+    }
+
+    /// `gpg --verify` of a clear-signed file, trusting only `public`.
+    pub fn verify_clearsigned(public: &Path, file: &Path) -> bool {
+        verify_with(public, &[file.as_os_str()])
     }
 }
 
-impl TestKey {
-    /// `gpg --verify` of a clear-signed file, trusting only `public`.
-    pub fn verify_clearsigned(public: &Path, file: &Path) -> bool {
-        let home = tempfile::tempdir().unwrap();
-        let run = |args: &[&std::ffi::OsStr]| {
-            Command::new("gpg")
-                .env("GNUPGHOME", home.path())
-                .arg("--batch")
-                .args(args)
-                .output()
-                .unwrap()
-        };
-        assert!(
-            run(&["--import".as_ref(), public.as_os_str()])
-                .status
-                .success()
-        );
-        let ok = run(&["--verify".as_ref(), file.as_os_str()])
+fn verify_with(public: &Path, files: &[&std::ffi::OsStr]) -> bool {
+    let home = tempfile::tempdir().unwrap();
+    let gpg = || {
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", home.path()).arg("--batch");
+        cmd
+    };
+    assert!(
+        gpg()
+            .arg("--import")
+            .arg(public)
+            .output()
+            .unwrap()
             .status
-            .success();
-        kill_agent(home.path());
-        ok
-    }
+            .success()
+    );
+    let ok = gpg()
+        .arg("--verify")
+        .args(files)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    kill_agent(home.path());
+    ok
 }
 
 pub fn kill_agent(home: &Path) {
