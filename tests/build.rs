@@ -256,6 +256,9 @@ fn a_failing_build_exits_with_spacks_status_and_a_redacted_debug_bundle() {
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_ACCESS_KEY_ID", "AKIATESTTESTTEST")
         .env("SLURM_FACTORY_BUCKET", "test-bucket")
+        // Recording the failure in the bucket must fail here, on loopback only.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .code(3);
     assert!(
         done.stderr
@@ -302,6 +305,7 @@ fn a_failing_build_exits_with_spacks_status_and_a_redacted_debug_bundle() {
     );
     assert!(!format!("{}{}", done.stdout, done.stderr).contains(secret));
     assert!(!site.state().join("work/deps-noble-cpu/keys").exists());
+    // With a bucket configured the state goes there (unreachable here), not to the local store.
     assert!(!site.state().join("store").exists(), "nothing pushed");
 }
 
@@ -355,7 +359,19 @@ fn an_image_that_cannot_be_built_is_a_clear_error_and_nothing_is_pushed() {
         "{}",
         done.stderr
     );
-    assert!(!site.state().join("store").exists());
+    assert_nothing_pushed_and_failure_recorded(&site, "jammy");
+}
+
+/// No mirror content; the state object says the build failed, so the next
+/// plan selects the cell again.
+fn assert_nothing_pushed_and_failure_recorded(site: &Site, toolchain: &str) {
+    let mirror = site.state().join(format!("store/{toolchain}/slurm/deps"));
+    assert!(!mirror.join("v3").exists(), "nothing pushed");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(mirror.join("state.json")).expect("the failure is recorded"),
+    )
+    .unwrap();
+    assert_eq!(state["cells"]["cpu"]["status"], "failed", "{state}");
 }
 
 #[test]
@@ -509,7 +525,7 @@ fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
         "spack -e \"$WORK/env\" install --fail-fast\n",
         "--only package slurm-factory-slurm slurm_factory.slurm openmpi",
         "# then: cargo xtask package --view",
-        "--gpu --out",
+        "--gpu --fingerprint ",
     ] {
         assert!(
             slurm.stdout.contains(needle),

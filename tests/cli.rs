@@ -108,6 +108,8 @@ fn plan_writes_the_github_matrix_and_summary() {
             "--variant",
             "gpu",
             "--github-output",
+            "--store-dir",
+            dir.path().join("store").to_str().unwrap(),
         ],
         &[
             ("GITHUB_OUTPUT", output.as_os_str()),
@@ -140,7 +142,7 @@ fn plan_writes_the_github_matrix_and_summary() {
     assert_eq!(mirrors["include"].as_array().unwrap().len(), 6);
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert!(
-        summary.contains("| `25.11/rockylinux8/gpu` | build | requested |"),
+        summary.contains("| `25.11/rockylinux8/gpu` | build | new |"),
         "{summary}"
     );
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::container::{self, Build, EngineKind, EnvVar, Mount, Run, Shown, mount};
+use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState};
 use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
 use crate::gha;
 use crate::image;
@@ -17,6 +18,8 @@ use crate::module;
 use crate::package;
 use crate::sign::{self, Keyring};
 use crate::spack_env::{self, EnvironmentData, StoreUrl, paths};
+use crate::store::Store;
+use crate::store::local::LocalStore;
 use crate::verify;
 
 /// Container paths of the mounts every build gets.
@@ -739,6 +742,76 @@ fn keyring(args: &BuildArgs) -> Result<Option<Keyring>> {
     Ok(key)
 }
 
+/// Records how the cell's build ended in its mirror's state object, which
+/// `plan` reads: the store's bucket, or the local store.
+fn record(
+    root: &Path,
+    args: &BuildArgs,
+    cell: &Cell<'_>,
+    fingerprint: &Fingerprint,
+    status: BuildStatus,
+) -> Result<()> {
+    let store: Box<dyn Store> = match &args.bucket {
+        Some(b) => Box::new(crate::store::s3::S3Store::new(b, "")?),
+        None => Box::new(LocalStore {
+            root: Dirs::new(root, args.state_dir.as_deref(), "unused").store(),
+        }),
+    };
+    let key = fingerprint::state_key(cell);
+    let mut state: MirrorState = match store.get(&key)? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => MirrorState::default(),
+    };
+    state.cells.insert(
+        cell.variant.to_string(),
+        CellState {
+            fingerprint: fingerprint.clone(),
+            status,
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        },
+    );
+    let text = serde_json::to_string_pretty(&state)? + "\n";
+    let tmp = tempfile::NamedTempFile::new()?;
+    std::fs::write(tmp.path(), &text)?;
+    let put = crate::store::Put {
+        sha256: crate::store::local::sha256_file(tmp.path())?,
+        size: text.len() as u64,
+        content_type: "application/json",
+        cache_control: Some("public, max-age=60"),
+    };
+    store.put(&key, tmp.path(), &put, &indicatif::ProgressBar::hidden())?;
+    println!(
+        "recorded {} as {status:?} in {} ({key})",
+        cell.id(),
+        store.describe()
+    );
+    Ok(())
+}
+
+/// Runs a stage and records its outcome (not for dry runs).
+fn run_recorded(
+    root: &Path,
+    inputs: Inputs<'_>,
+    keyring: Option<&Keyring>,
+    fingerprint: &Fingerprint,
+    then: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let (args, cell) = (inputs.args, inputs.cell);
+    if args.dry_run {
+        run_stage(inputs, keyring)?;
+        return then();
+    }
+    let result = run_stage(inputs, keyring).and_then(|()| then());
+    let status = if result.is_ok() {
+        BuildStatus::Built
+    } else {
+        BuildStatus::Failed
+    };
+    let recorded = record(root, args, &cell, fingerprint, status);
+    result?;
+    recorded
+}
+
 fn run_stage(inputs: Inputs<'_>, keyring: Option<&Keyring>) -> Result<()> {
     let plan = plan(&inputs)?;
     if inputs.args.dry_run {
@@ -768,7 +841,8 @@ impl BuildDepsCmd {
             keyring: keyring.as_ref(),
             out: None,
         };
-        run_stage(inputs, keyring.as_ref())
+        let fingerprint = fingerprint::of(root, &EnvironmentData::load(root)?, &cell)?;
+        run_recorded(root, inputs, keyring.as_ref(), &fingerprint, || Ok(()))
     }
 }
 
@@ -791,21 +865,50 @@ impl BuildSlurmCmd {
             out: Some(&built),
         };
         let dist = self.out.clone().unwrap_or_else(|| dirs.state.join("dist"));
-        run_stage(inputs, keyring.as_ref())?;
-        if self.build.dry_run {
-            println!(
-                "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --out {}, then cargo xtask verify on the tarball",
-                built.join("view").display(),
-                built.join("spack.lock").display(),
-                self.slurm,
-                self.toolchain,
-                if self.gpu { " --gpu" } else { "" },
-                dist.display()
-            );
-            return Ok(());
-        }
+        let data = EnvironmentData::load(root)?;
+        let fingerprint = fingerprint::of(root, &data, &cell)?;
+        let after = || -> Result<()> {
+            if self.build.dry_run {
+                println!(
+                    "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
+                    built.join("view").display(),
+                    built.join("spack.lock").display(),
+                    self.slurm,
+                    self.toolchain,
+                    if self.gpu { " --gpu" } else { "" },
+                    fingerprint.value,
+                    dist.display()
+                );
+                return Ok(());
+            }
+            self.package_and_verify(
+                root,
+                matrix,
+                &cell,
+                &data,
+                &built,
+                &dist,
+                &fingerprint,
+                keyring.as_ref(),
+            )
+        };
+        run_recorded(root, inputs, keyring.as_ref(), &fingerprint, after)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn package_and_verify(
+        &self,
+        root: &Path,
+        matrix: &Matrix,
+        cell: &Cell<'_>,
+        data: &EnvironmentData,
+        built: &Path,
+        dist: &Path,
+        fingerprint: &Fingerprint,
+        keyring: Option<&Keyring>,
+    ) -> Result<()> {
         // The module Spack wrote from our template must be the one we ship.
-        let shipped = module::render(root, &cell)?;
+        let shipped = module::render(root, cell)?;
         let from_spack = std::fs::read_to_string(built.join("module.lua")).unwrap_or_default();
         if from_spack != shipped {
             bail!(
@@ -813,21 +916,20 @@ impl BuildSlurmCmd {
                 cell.id()
             );
         }
-        let data = EnvironmentData::load(root)?;
         let _g = gha::Group::new(&format!("package {}", cell.id()));
         let pkg = package::package(
             root,
-            &data,
-            &cell,
+            data,
+            cell,
             &package::Options {
                 view: &built.join("view"),
                 lock: &built.join("spack.lock"),
-                out: &dist,
+                out: dist,
                 arch: matrix.arch.clone(),
-                fingerprint: None,
+                fingerprint: Some(fingerprint.value.clone()),
                 split_size: package::DEFAULT_SPLIT,
                 threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-                keyring: keyring.as_ref(),
+                keyring,
             },
         )?;
         println!(

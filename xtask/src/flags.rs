@@ -65,7 +65,7 @@ pub struct WorkflowsCmd {
     pub check: bool,
 }
 
-/// Decide which cells a workflow run builds, with the reason for each
+/// Decide which cells need building: fingerprints against the store's recorded state, each with its reason
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  cargo xtask plan --stage deps\n  cargo xtask plan --stage slurm --slurm 25.11 --variant gpu --json\n  cargo xtask plan --stage slurm --github-output   # in Actions: writes matrix=, count=, mirrors="
@@ -76,7 +76,7 @@ pub struct PlanCmd {
     pub stage: Stage,
     #[command(flatten)]
     pub filter: CellFilter,
-    /// Mark every selected cell as forced (rebuild even what is already published)
+    /// Select the cells even when the store records them built with the same fingerprint
     #[arg(long)]
     pub force: bool,
     /// Print the plan as JSON instead of a table
@@ -85,6 +85,15 @@ pub struct PlanCmd {
     /// Write the plan to $GITHUB_OUTPUT (matrix, count, mirrors) and a table to $GITHUB_STEP_SUMMARY
     #[arg(long)]
     pub github_output: bool,
+    /// Read the published state from this S3 bucket [default: the local store]
+    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    pub prefix: Option<String>,
+    /// The local store's directory [default: target/slurm-factory/store]
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
 }
 
 /// Render the Spack environment (spack.yaml, module template) of one cell into a directory

@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod codegen;
 mod container;
+mod fingerprint;
 mod flags;
 mod gha;
 mod image;
@@ -57,7 +58,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Matrix(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
         Command::Workflows(cmd) => cmd.run(&root, &matrix),
-        Command::Plan(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
+        Command::Plan(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::SpackEnv(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Package(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),

@@ -1,29 +1,50 @@
 //! The plan: which cells a workflow run builds, each with the reason, as a
 //! table, as JSON, or as the GitHub matrix that the build jobs fan out over.
 
-use anyhow::Result;
-use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::flags::PlanCmd;
+use crate::fingerprint::{self, BuildStatus, Fingerprint, MirrorState};
+use crate::flags::{PlanCmd, UsageError};
 use crate::gha;
 use crate::matrix::{Cell, CellFilter, Matrix, Stage, Variant};
+use crate::spack_env::EnvironmentData;
+use crate::store::Store;
+use crate::store::local::LocalStore;
+use crate::store::s3::S3Store;
 
 /// Why a cell is (or is not) in the plan. Every decision carries one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    /// Named by the filters (all cells when none are given).
-    Requested,
-    /// `--force`: built whatever is published.
+    /// Nothing is recorded for it in the store.
+    New,
+    /// Recorded with other inputs; the names of those that changed.
+    InputsChanged(Vec<String>),
+    /// Only its toolchain's dependencies changed.
+    DepsChanged,
+    /// The last recorded build of it failed.
+    PreviousFailed,
+    /// `--force`: built whatever is recorded.
     Forced,
+    /// Recorded with the same fingerprint: skipped.
+    UpToDate,
+    /// The store could not be read: built rather than skipped.
+    StoreUnreachable,
 }
 
 impl Reason {
-    fn text(&self) -> &'static str {
+    pub fn text(&self) -> String {
         match self {
-            Reason::Requested => "requested",
-            Reason::Forced => "forced",
+            Reason::New => "new".into(),
+            Reason::InputsChanged(names) => format!("inputs changed: {}", names.join(", ")),
+            Reason::DepsChanged => "deps changed".into(),
+            Reason::PreviousFailed => "previous build failed".into(),
+            Reason::Forced => "forced".into(),
+            Reason::UpToDate => "up to date".into(),
+            Reason::StoreUnreachable => "store unreachable".into(),
         }
     }
 }
@@ -33,35 +54,86 @@ pub struct Decision<'m> {
     pub cell: Cell<'m>,
     pub build: bool,
     pub reason: Reason,
+    pub fingerprint: Fingerprint,
 }
 
 #[derive(Debug)]
 pub struct Plan<'m> {
     pub stage: Stage,
     pub decisions: Vec<Decision<'m>>,
+    /// Set when the store could not be read: why.
+    pub unreachable: Option<String>,
 }
 
+/// Compares each cell's fingerprint with what the store recorded.
 pub fn plan<'m>(
+    root: &Path,
     matrix: &'m Matrix,
     stage: Stage,
     filter: &CellFilter,
     force: bool,
+    store: &dyn Store,
 ) -> Result<Plan<'m>> {
-    let reason = if force {
-        Reason::Forced
-    } else {
-        Reason::Requested
-    };
-    let decisions = matrix
-        .cells(stage, filter)?
-        .into_iter()
-        .map(|cell| Decision {
+    let data = EnvironmentData::load(root)?;
+    let mut states: HashMap<String, Option<MirrorState>> = HashMap::new();
+    let mut unreachable = None;
+    let mut decisions = Vec::new();
+    for cell in matrix.cells(stage, filter)? {
+        let fingerprint = fingerprint::of(root, &data, &cell)?;
+        let key = fingerprint::state_key(&cell);
+        if !states.contains_key(&key) && unreachable.is_none() {
+            match read_state(store, &key) {
+                Ok(state) => {
+                    states.insert(key.clone(), state);
+                }
+                Err(e) => unreachable = Some(format!("{e:#}")),
+            }
+        }
+        let recorded = states
+            .get(&key)
+            .and_then(|s| s.as_ref())
+            .and_then(|s| s.cells.get(cell.variant.as_str()));
+        let (build, reason) = if force {
+            (true, Reason::Forced)
+        } else if unreachable.is_some() {
+            (true, Reason::StoreUnreachable)
+        } else {
+            match recorded {
+                None => (true, Reason::New),
+                Some(r) if r.status == BuildStatus::Failed => (true, Reason::PreviousFailed),
+                Some(r) if r.fingerprint.value == fingerprint.value => (false, Reason::UpToDate),
+                Some(r) => {
+                    let changed = fingerprint.changed(&r.fingerprint);
+                    if changed == ["deps"] {
+                        (true, Reason::DepsChanged)
+                    } else {
+                        (true, Reason::InputsChanged(changed))
+                    }
+                }
+            }
+        };
+        decisions.push(Decision {
             cell,
-            build: true,
-            reason: reason.clone(),
-        })
-        .collect();
-    Ok(Plan { stage, decisions })
+            build,
+            reason,
+            fingerprint,
+        });
+    }
+    Ok(Plan {
+        stage,
+        decisions,
+        unreachable,
+    })
+}
+
+fn read_state(store: &dyn Store, key: &str) -> Result<Option<MirrorState>> {
+    match store.get(key)? {
+        Some(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("{key} is not a state object"))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 impl Plan<'_> {
@@ -105,7 +177,9 @@ impl Plan<'_> {
             .map(|d| {
                 let mut entry = matrix_entry(&d.cell);
                 entry["build"] = json!(d.build);
-                entry["reason"] = json!(d.reason);
+                entry["reason"] = json!(d.reason.text());
+                entry["fingerprint"] = json!(d.fingerprint);
+                entry["state_key"] = json!(fingerprint::state_key(&d.cell));
                 entry
             })
             .collect();
@@ -126,7 +200,7 @@ impl Plan<'_> {
                 [
                     d.cell.id(),
                     if d.build { "build" } else { "skip" }.to_string(),
-                    d.reason.text().to_string(),
+                    d.reason.text(),
                     d.cell.runner().join(","),
                 ]
             })
@@ -178,8 +252,40 @@ fn matrix_entry(cell: &Cell<'_>) -> serde_json::Value {
 }
 
 impl PlanCmd {
-    pub fn run(self, matrix: &Matrix) -> Result<()> {
-        let plan = plan(matrix, self.stage, &self.filter, self.force)?;
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        let store: Box<dyn Store> = match (&self.bucket, &self.store_dir) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    UsageError::new("--bucket and --store-dir name two stores: give one").into(),
+                );
+            }
+            (Some(bucket), None) => {
+                Box::new(S3Store::new(bucket, self.prefix.as_deref().unwrap_or(""))?)
+            }
+            (None, dir) => Box::new(LocalStore {
+                root: dir
+                    .clone()
+                    .unwrap_or_else(|| root.join("target/slurm-factory/store")),
+            }),
+        };
+        let plan = plan(
+            root,
+            matrix,
+            self.stage,
+            &self.filter,
+            self.force,
+            store.as_ref(),
+        )?;
+        if let Some(why) = &plan.unreachable {
+            let msg = format!(
+                "{} could not be read ({why}): planning every cell",
+                store.describe()
+            );
+            eprintln!("warning: {msg}");
+            if gha::in_actions() {
+                println!("::warning::{msg}");
+            }
+        }
         if self.github_output {
             gha::set_outputs(&[
                 ("matrix", plan.github_matrix().to_string()),
@@ -200,20 +306,28 @@ impl PlanCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
-    fn matrix() -> Matrix {
-        Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap()
+    fn root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+    }
+
+    fn empty_store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore {
+            root: dir.path().to_path_buf(),
+        };
+        (dir, store)
     }
 
     #[test]
     fn github_matrix_lists_runner_labels_and_versions() {
-        let m = matrix();
+        let m = Matrix::load(root()).unwrap();
+        let (_d, store) = empty_store();
         let f = CellFilter {
             versions: vec!["25.11".into()],
             ..Default::default()
         };
-        let p = plan(&m, Stage::Slurm, &f, false).unwrap();
+        let p = plan(root(), &m, Stage::Slurm, &f, false, &store).unwrap();
         let include = p.github_matrix()["include"].as_array().unwrap().clone();
         assert_eq!(include.len(), 12);
         let gpu = include.iter().find(|e| e["variant"] == "gpu").unwrap();
@@ -224,17 +338,43 @@ mod tests {
 
     #[test]
     fn mirrors_are_listed_once_per_toolchain_and_version() {
-        let m = matrix();
-        let deps = plan(&m, Stage::Deps, &CellFilter::default(), false).unwrap();
+        let m = Matrix::load(root()).unwrap();
+        let (_d, store) = empty_store();
+        let deps = plan(
+            root(),
+            &m,
+            Stage::Deps,
+            &CellFilter::default(),
+            false,
+            &store,
+        )
+        .unwrap();
         assert_eq!(deps.mirrors()["include"].as_array().unwrap().len(), 6);
-        let slurm = plan(&m, Stage::Slurm, &CellFilter::default(), false).unwrap();
+        let slurm = plan(
+            root(),
+            &m,
+            Stage::Slurm,
+            &CellFilter::default(),
+            false,
+            &store,
+        )
+        .unwrap();
         assert_eq!(slurm.mirrors()["include"].as_array().unwrap().len(), 18);
     }
 
     #[test]
     fn force_is_the_reason_of_every_cell() {
-        let m = matrix();
-        let p = plan(&m, Stage::Deps, &CellFilter::default(), true).unwrap();
+        let m = Matrix::load(root()).unwrap();
+        let (_d, store) = empty_store();
+        let p = plan(
+            root(),
+            &m,
+            Stage::Deps,
+            &CellFilter::default(),
+            true,
+            &store,
+        )
+        .unwrap();
         assert!(p.decisions.iter().all(|d| d.reason == Reason::Forced));
         assert!(p.table().ends_with("12 of 12 deps cells selected\n"));
     }

@@ -34,6 +34,14 @@ struct Triggers {
     schedule: Vec<Cron>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workflow_dispatch: Option<Dispatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_run: Option<WorkflowRun>,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkflowRun {
+    workflows: Vec<String>,
+    types: Vec<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +175,8 @@ pub const CI: &str = ".github/workflows/ci.yml";
 pub const DEPS: &str = ".github/workflows/build-and-publish-slurm-dependencies.yml";
 pub const SLURM: &str = ".github/workflows/build-and-publish-slurm.yml";
 
+const DEPS_WORKFLOW_NAME: &str = "Build and publish Slurm dependencies";
+
 /// Where the toolkit binary lands in jobs that download it.
 const TOOLKIT: &str = ".xtask/xtask";
 
@@ -294,7 +304,10 @@ impl Ctx<'_> {
         Job {
             name: "Build the toolkit".into(),
             needs: vec![],
-            condition: None,
+            // A run started by a failed dependency run does nothing.
+            condition: Some(
+                "github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success'".into(),
+            ),
             runs_on: self.control_runner(),
             environment: None,
             permissions: perms(&[("contents", "read")]),
@@ -328,16 +341,19 @@ impl Ctx<'_> {
         if with_versions {
             plan = plan.env("VERSIONS", &expr("inputs.versions"));
         }
+        // The plan reads what the builds recorded in the bucket.
+        let plan = plan.env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
         let mut steps = vec![self.checkout()];
         steps.extend(self.fetch_toolkit());
+        steps.push(self.aws());
         steps.push(plan);
         Job {
             name: "Plan".into(),
             needs: vec!["toolkit"],
             condition: None,
             runs_on: self.control_runner(),
-            environment: None,
-            permissions: perms(&[("contents", "read")]),
+            environment: Some("release"),
+            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 10,
             concurrency: None,
             strategy: None,
@@ -415,7 +431,10 @@ impl Ctx<'_> {
         Job {
             name: format!("Index {mirror}"),
             needs,
-            condition: Some("!cancelled() && needs.plan.outputs.count != '0'".into()),
+            condition: Some(
+                "!cancelled() && needs.plan.result == 'success' && needs.plan.outputs.count != '0'"
+                    .into(),
+            ),
             runs_on: self.control_runner(),
             environment: Some("release"),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
@@ -643,7 +662,7 @@ impl Ctx<'_> {
             ),
         );
         Workflow {
-            name: "Build and publish Slurm dependencies".into(),
+            name: DEPS_WORKFLOW_NAME.into(),
             triggers: Triggers {
                 schedule: vec![Cron {
                     cron: "17 2 * * 1".into(),
@@ -733,6 +752,11 @@ impl Ctx<'_> {
                     cron: "17 8 * * 1".into(),
                 }],
                 workflow_dispatch: Some(self.dispatch(true)),
+                // After the dependencies: the plan rebuilds the cells whose deps changed.
+                workflow_run: Some(WorkflowRun {
+                    workflows: vec![DEPS_WORKFLOW_NAME.into()],
+                    types: vec!["completed"],
+                }),
                 ..Default::default()
             },
             permissions: perms(&[]),

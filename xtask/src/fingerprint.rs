@@ -1,0 +1,171 @@
+//! Cell fingerprints: a stable hash of everything that decides a cell's
+//! output, computed without running anything, kept input by input so a plan
+//! can say which one changed. Builds record them in the store's state
+//! objects; `plan` compares.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::image;
+use crate::matrix::Cell;
+use crate::module;
+use crate::package::output::hex;
+use crate::spack_env::{self, EnvironmentData, StoreUrl};
+
+/// Bump when the in-container steps change what a stage produces.
+pub const STAGE_LOGIC_VERSION: &str = "1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub value: String,
+    /// Input name → its hash.
+    pub inputs: BTreeMap<String, String>,
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The hash of the recipe files of some packages of `spack-repo/`.
+fn recipes(root: &Path, packages: &[&str]) -> Result<String> {
+    let repo = root.join("spack-repo/spack_repo/slurm_factory");
+    let mut h = Sha256::new();
+    h.update(std::fs::read(repo.join("repo.yaml")).context("reading spack-repo's repo.yaml")?);
+    for pkg in packages {
+        let dir = repo.join("packages").join(pkg);
+        let mut files: Vec<_> = walkdir::WalkDir::new(&dir)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_type().is_file()
+                    && !e
+                        .path()
+                        .components()
+                        .any(|c| c.as_os_str() == "__pycache__")
+            })
+            .map(|e| e.into_path())
+            .collect();
+        files.sort();
+        for f in files {
+            h.update(
+                f.strip_prefix(&repo)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            h.update(std::fs::read(&f)?);
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+impl Fingerprint {
+    fn seal(inputs: BTreeMap<String, String>) -> Fingerprint {
+        let text: String = inputs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        Fingerprint {
+            value: sha(text.as_bytes())[..32].to_string(),
+            inputs,
+        }
+    }
+
+    /// The names of the inputs that differ from `other`'s.
+    pub fn changed(&self, other: &Fingerprint) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inputs
+            .keys()
+            .chain(other.inputs.keys())
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter(|n| self.inputs.get(n) != other.inputs.get(n))
+            .collect()
+    }
+}
+
+/// A deps cell's fingerprint, or a slurm cell's (which includes its
+/// toolchain's deps fingerprint of the same variant).
+pub fn of(root: &Path, data: &EnvironmentData, cell: &Cell<'_>) -> Result<Fingerprint> {
+    let m = cell.matrix;
+    // Where mirrors live does not change what is built: fingerprint the local layout.
+    let opts = spack_env::Options {
+        target: m.target.clone(),
+        store: StoreUrl::Local,
+        deps_mirror: None,
+    };
+    let rendered = spack_env::render(root, data, cell, &opts)?;
+    let mut env = Sha256::new();
+    for (path, text) in &rendered.files {
+        env.update(path.to_string_lossy().as_bytes());
+        env.update(text.as_bytes());
+    }
+    let mut inputs = BTreeMap::new();
+    inputs.insert("environment".to_string(), hex(&env.finalize()));
+    inputs.insert(
+        "image".to_string(),
+        sha(image::recipe(m, cell.toolchain).text.as_bytes()),
+    );
+    inputs.insert(
+        "spack".to_string(),
+        sha(format!(
+            "{}@{} {}@{}",
+            m.spack.repository, m.spack.git_ref, m.spack.packages_repository, m.spack.packages_ref
+        )
+        .as_bytes()),
+    );
+    inputs.insert("toolkit".to_string(), STAGE_LOGIC_VERSION.to_string());
+    match cell.release {
+        None => {
+            inputs.insert("recipes".to_string(), recipes(root, &["curl"])?);
+        }
+        Some(_) => {
+            inputs.insert("recipes".to_string(), recipes(root, &["slurm"])?);
+            inputs.insert(
+                "module".to_string(),
+                sha(module::render(root, cell)?.as_bytes()),
+            );
+            let deps = Cell {
+                release: None,
+                ..*cell
+            };
+            inputs.insert("deps".to_string(), of(root, data, &deps)?.value);
+        }
+    }
+    Ok(Fingerprint::seal(inputs))
+}
+
+/// What a mirror's state object records: per variant, the fingerprint of
+/// the last build and how it ended.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct MirrorState {
+    pub cells: BTreeMap<String, CellState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellState {
+    pub fingerprint: Fingerprint,
+    pub status: BuildStatus,
+    pub time: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    Built,
+    Failed,
+}
+
+/// The state object's key in the store: beside the mirror it describes.
+pub fn state_key(cell: &Cell<'_>) -> String {
+    match cell.release {
+        Some(r) => format!("{}/slurm/{}/state.json", cell.toolchain.name, r.version),
+        None => format!("{}/slurm/deps/state.json", cell.toolchain.name),
+    }
+}
