@@ -771,15 +771,12 @@ fn record(
         },
     );
     let text = serde_json::to_string_pretty(&state)? + "\n";
-    let tmp = tempfile::NamedTempFile::new()?;
-    std::fs::write(tmp.path(), &text)?;
-    let put = crate::store::Put {
-        sha256: crate::store::local::sha256_file(tmp.path())?,
-        size: text.len() as u64,
-        content_type: "application/json",
-        cache_control: Some("public, max-age=60"),
-    };
-    store.put(&key, tmp.path(), &put, &indicatif::ProgressBar::hidden())?;
+    crate::store::put_bytes(
+        store.as_ref(),
+        &key,
+        text.as_bytes(),
+        Some(crate::store::SHORT_CACHE),
+    )?;
     println!(
         "recorded {} as {status:?} in {} ({key})",
         cell.id(),

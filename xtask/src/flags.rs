@@ -85,15 +85,9 @@ pub struct PlanCmd {
     /// Write the plan to $GITHUB_OUTPUT (matrix, count, mirrors) and a table to $GITHUB_STEP_SUMMARY
     #[arg(long)]
     pub github_output: bool,
-    /// Read the published state from this S3 bucket [default: the local store]
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
-    pub bucket: Option<String>,
-    /// Key prefix inside the bucket
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
-    pub prefix: Option<String>,
-    /// The local store's directory [default: target/slurm-factory/store]
-    #[arg(long, value_name = "DIR")]
-    pub store_dir: Option<PathBuf>,
+    /// Where the builds recorded their state
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
 }
 
 /// Render the Spack environment (spack.yaml, module template) of one cell into a directory
@@ -348,15 +342,8 @@ pub struct PublishCmd {
     /// The output directory of `package` / `build-slurm`
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// S3 bucket (with --to s3)
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
-    pub bucket: Option<String>,
-    /// Key prefix inside the bucket (with --to s3)
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
-    pub prefix: Option<String>,
-    /// The local store's directory (with --to local) [default: target/slurm-factory/store]
-    #[arg(long, value_name = "DIR")]
-    pub store_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
     /// Publish packages without a signature (local test stores only)
     #[arg(long)]
     pub allow_unsigned: bool,

@@ -8,13 +8,11 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::fingerprint::{self, BuildStatus, Fingerprint, MirrorState};
-use crate::flags::{PlanCmd, UsageError};
+use crate::flags::PlanCmd;
 use crate::gha;
 use crate::matrix::{Cell, CellFilter, Matrix, Stage, Variant};
 use crate::spack_env::EnvironmentData;
 use crate::store::Store;
-use crate::store::local::LocalStore;
-use crate::store::s3::S3Store;
 
 /// Why a cell is (or is not) in the plan. Every decision carries one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,21 +251,7 @@ fn matrix_entry(cell: &Cell<'_>) -> serde_json::Value {
 
 impl PlanCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let store: Box<dyn Store> = match (&self.bucket, &self.store_dir) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    UsageError::new("--bucket and --store-dir name two stores: give one").into(),
-                );
-            }
-            (Some(bucket), None) => {
-                Box::new(S3Store::new(bucket, self.prefix.as_deref().unwrap_or(""))?)
-            }
-            (None, dir) => Box::new(LocalStore {
-                root: dir
-                    .clone()
-                    .unwrap_or_else(|| root.join("target/slurm-factory/store")),
-            }),
-        };
+        let store = self.store.open(root)?;
         let plan = plan(
             root,
             matrix,
@@ -306,6 +290,7 @@ impl PlanCmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::local::LocalStore;
 
     fn root() -> &'static Path {
         Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()

@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::{PublishCmd, PublishTo, UsageError};
+use crate::flags::{PublishCmd, PublishTo};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;
 use crate::store::github::{AssetFile, GitHub};
-use crate::store::local::{LocalStore, sha256_file};
-use crate::store::s3::S3Store;
+use crate::store::local::sha256_file;
 use crate::store::{self, Put, Store};
 
 /// Upload order: a reader who sees a later class can rely on the earlier ones.
@@ -28,9 +27,6 @@ pub enum Class {
     Manifest,
     Pointer,
 }
-
-/// Objects that change in place sit behind a CDN: keep their cache short.
-const SHORT_CACHE: &str = "public, max-age=60";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Upload {
@@ -256,7 +252,7 @@ fn publish_planned(
                 sha256: u.sha256.clone(),
                 size: u.size,
                 content_type: store::content_type(&u.key),
-                cache_control: (u.class == Class::Pointer).then_some(SHORT_CACHE),
+                cache_control: (u.class == Class::Pointer).then_some(store::SHORT_CACHE),
             };
             store
                 .put(&u.key, &u.file, &put, &bar)
@@ -310,20 +306,11 @@ fn publish_planned(
             }
         );
     } else if before != serde_json::to_string(&index)? {
-        let tmp = tempfile::NamedTempFile::new()?;
-        std::fs::write(tmp.path(), &text)?;
-        let sha = sha256_file(tmp.path())?;
-        let put = Put {
-            sha256: sha,
-            size: text.len() as u64,
-            content_type: "application/json",
-            cache_control: Some(SHORT_CACHE),
-        };
-        store.put(
+        store::put_bytes(
+            store,
             "releases/index.json",
-            tmp.path(),
-            &put,
-            &indicatif::ProgressBar::hidden(),
+            text.as_bytes(),
+            Some(store::SHORT_CACHE),
         )?;
         println!("put  releases/index.json");
     } else {
@@ -391,21 +378,8 @@ impl PublishCmd {
         }
         let store: Box<dyn Store> = match self.to {
             PublishTo::Github => unreachable!("handled above"),
-            PublishTo::Local => Box::new(LocalStore {
-                root: self
-                    .store_dir
-                    .clone()
-                    .unwrap_or_else(|| root.join("target/slurm-factory/store")),
-            }),
-            PublishTo::S3 => {
-                let Some(bucket) = &self.bucket else {
-                    return Err(UsageError::new(
-                        "--to s3 needs --bucket NAME (or SLURM_FACTORY_BUCKET)",
-                    )
-                    .into());
-                };
-                Box::new(S3Store::new(bucket, self.prefix.as_deref().unwrap_or(""))?)
-            }
+            PublishTo::Local => Box::new(self.store.local(root)),
+            PublishTo::S3 => Box::new(self.store.s3()?),
         };
         let _g = gha::Group::new(&format!(
             "Publish {} to {}",

@@ -7,9 +7,14 @@ pub mod local;
 pub mod s3;
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+
+use crate::flags::UsageError;
+
+/// Objects that change in place sit behind a CDN: keep their cache short.
+pub const SHORT_CACHE: &str = "public, max-age=60";
 
 /// What a store knows of an object: enough to decide whether to upload again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,4 +77,68 @@ pub fn content_type(name: &str) -> &'static str {
     } else {
         "application/octet-stream"
     }
+}
+
+/// The store options `plan` and `publish` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// S3 bucket of the store [default: the local store]
+    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    pub prefix: Option<String>,
+    /// The local store's directory [default: target/slurm-factory/store]
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub fn local(&self, root: &Path) -> local::LocalStore {
+        local::LocalStore {
+            root: self
+                .store_dir
+                .clone()
+                .unwrap_or_else(|| root.join("target/slurm-factory/store")),
+        }
+    }
+
+    /// The bucket's store; a usage error without `--bucket`.
+    pub fn s3(&self) -> Result<s3::S3Store> {
+        let Some(bucket) = &self.bucket else {
+            return Err(
+                UsageError::new("--to s3 needs --bucket NAME (or SLURM_FACTORY_BUCKET)").into(),
+            );
+        };
+        s3::S3Store::new(bucket, self.prefix.as_deref().unwrap_or(""))
+    }
+
+    /// The bucket when one is given, else the local store.
+    pub fn open(&self, root: &Path) -> Result<Box<dyn Store>> {
+        match (&self.bucket, &self.store_dir) {
+            (Some(_), Some(_)) => {
+                Err(UsageError::new("--bucket and --store-dir name two stores: give one").into())
+            }
+            (Some(_), None) => Ok(Box::new(self.s3()?)),
+            (None, _) => Ok(Box::new(self.local(root))),
+        }
+    }
+}
+
+/// Writes a small object (a state, an index) through a temporary file.
+pub fn put_bytes(
+    store: &dyn Store,
+    key: &str,
+    bytes: &[u8],
+    cache_control: Option<&'static str>,
+) -> Result<()> {
+    let tmp = tempfile::NamedTempFile::new()?;
+    std::fs::write(tmp.path(), bytes)?;
+    let put = Put {
+        sha256: local::sha256_file(tmp.path())?,
+        size: bytes.len() as u64,
+        content_type: content_type(key),
+        cache_control,
+    };
+    store.put(key, tmp.path(), &put, &indicatif::ProgressBar::hidden())
 }
