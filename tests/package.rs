@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::gpg::TestKey;
-use common::{fixtures, sh, xtask};
+use common::{fixtures, repo_root, sh};
 
 const STEM: &str = "slurm-25.11-noble-cpu-x86_64";
 
@@ -80,23 +80,9 @@ fn package_with_passphrase(extra: &[&str], passphrase: &str) -> Packaged {
     let out = dir.path().join("dist");
     let key = TestKey::new("Packager", passphrase);
     let lock = lock();
-    let mut args = vec![
-        "package",
-        "--view",
-        view.to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--slurm",
-        "25.11",
-        "--toolchain",
-        "noble",
-        "--out",
-        out.to_str().unwrap(),
-        "--fingerprint",
-        "abc123",
-    ];
+    let mut args = vec!["--fingerprint", "abc123"];
     args.extend_from_slice(extra);
-    let done = xtask(&args)
+    let done = common::package(&repo_root(), &view, &lock, ("25.11", "noble"), &out, &args)
         .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
         .env("SLURM_FACTORY_GPG_PASSPHRASE", &key.passphrase)
         .env("SOURCE_DATE_EPOCH", "1764000000")
@@ -361,20 +347,14 @@ fn refused(setup: impl FnOnce(&Path), expected: &str) {
     setup(&view);
     let out = dir.path().join("dist");
     let lock = lock();
-    let done = xtask(&[
-        "package",
-        "--view",
-        view.to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--slurm",
-        "25.11",
-        "--toolchain",
-        "noble",
-        "--out",
-        out.to_str().unwrap(),
-        "--unsigned",
-    ])
+    let done = common::package(
+        &repo_root(),
+        &view,
+        &lock,
+        ("25.11", "noble"),
+        &out,
+        &["--unsigned"],
+    )
     .failure();
     assert!(done.stderr.contains(expected), "{}", done.stderr);
     assert!(
@@ -412,19 +392,14 @@ fn missing_key_says_how_to_provide_one() {
     let dir = tempfile::tempdir().unwrap();
     let view = make_view(dir.path());
     let lock = lock();
-    let done = xtask(&[
-        "package",
-        "--view",
-        view.to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--slurm",
-        "25.11",
-        "--toolchain",
-        "noble",
-        "--out",
-        dir.path().join("d").to_str().unwrap(),
-    ])
+    let done = common::package(
+        &repo_root(),
+        &view,
+        &lock,
+        ("25.11", "noble"),
+        &dir.path().join("d"),
+        &[],
+    )
     .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
     .failure();
     assert!(
@@ -445,20 +420,14 @@ fn base64_key_and_unsigned_package() {
     let lock = lock();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&key.secret_armored);
     let out = dir.path().join("signed");
-    xtask(&[
-        "package",
-        "--view",
-        view.to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--slurm",
-        "25.11",
-        "--toolchain",
-        "noble",
-        "--gpu",
-        "--out",
-        out.to_str().unwrap(),
-    ])
+    common::package(
+        &repo_root(),
+        &view,
+        &lock,
+        ("25.11", "noble"),
+        &out,
+        &["--gpu"],
+    )
     .env("SLURM_FACTORY_GPG_PRIVATE_KEY", b64)
     .env_remove("SLURM_FACTORY_GPG_PASSPHRASE")
     .success();
@@ -469,20 +438,14 @@ fn base64_key_and_unsigned_package() {
         &gpu
     ));
     let unsigned = dir.path().join("unsigned");
-    xtask(&[
-        "package",
-        "--view",
-        view.to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--slurm",
-        "25.11",
-        "--toolchain",
-        "noble",
-        "--out",
-        unsigned.to_str().unwrap(),
-        "--unsigned",
-    ])
+    common::package(
+        &repo_root(),
+        &view,
+        &lock,
+        ("25.11", "noble"),
+        &unsigned,
+        &["--unsigned"],
+    )
     .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
     .success();
     assert!(unsigned.join(format!("{STEM}.tar.gz")).is_file());

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::gpg::TestKey;
-use common::{fixtures, xtask};
+use common::{fixtures, repo_root, xtask};
 
 struct Dist {
     dir: tempfile::TempDir,
@@ -40,25 +40,19 @@ fn dist(split: Option<&str>) -> Dist {
     let key = TestKey::new("Publisher", "");
     let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
     let out = dir.path().join("dist");
-    let mut args = vec![
-        "package",
-        "--view",
-        dir.path().join("view").to_str().unwrap().to_string().leak(),
-        "--lock",
-        lock.to_str().unwrap().to_string().leak(),
-        "--slurm",
-        "24.11",
-        "--toolchain",
-        "jammy",
-        "--out",
-        out.to_str().unwrap().to_string().leak(),
-    ];
-    if let Some(size) = split {
-        args.extend(["--split-size", size]);
-    }
-    xtask(&args)
-        .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
-        .success();
+    let split: Vec<&str> = split
+        .map(|size| vec!["--split-size", size])
+        .unwrap_or_default();
+    common::package(
+        &repo_root(),
+        &dir.path().join("view"),
+        &lock,
+        ("24.11", "jammy"),
+        &out,
+        &split,
+    )
+    .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
+    .success();
     Dist { dir, key }
 }
 
@@ -399,19 +393,14 @@ fn big_dist() -> Dist {
     std::fs::write(view.join("libbig.so"), noise).unwrap();
     let _ = std::fs::remove_dir_all(d.out());
     let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
-    xtask(&[
-        "package",
-        "--view",
-        d.dir.path().join("view").to_str().unwrap(),
-        "--lock",
-        lock.to_str().unwrap(),
-        "--slurm",
-        "24.11",
-        "--toolchain",
-        "jammy",
-        "--out",
-        d.out().to_str().unwrap(),
-    ])
+    common::package(
+        &repo_root(),
+        &d.dir.path().join("view"),
+        &lock,
+        ("24.11", "jammy"),
+        &d.out(),
+        &[],
+    )
     .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &d.key.secret_armored)
     .success();
     d

@@ -146,22 +146,15 @@ fn package_and_verify(
     let lock = dir.join("spack.lock");
     std::fs::write(&lock, LOCK).unwrap();
     let out = dir.join("dist");
-    project
-        .xtask(&[
-            "package",
-            "--view",
-            view.to_str().unwrap(),
-            "--lock",
-            lock.to_str().unwrap(),
-            "--slurm",
-            "22.05",
-            "--toolchain",
-            "bookworm",
-            "--out",
-            out.to_str().unwrap(),
-            "--unsigned",
-        ])
-        .success();
+    common::package(
+        &project.root,
+        view,
+        &lock,
+        ("22.05", "bookworm"),
+        &out,
+        &["--unsigned"],
+    )
+    .success();
     let tarball = out.join(format!("{STEM}.tar.gz"));
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg("--root")
@@ -297,22 +290,15 @@ fn an_os_image_that_is_not_available_is_a_clear_error() {
     let lock = dir.path().join("spack.lock");
     std::fs::write(&lock, LOCK).unwrap();
     let out = dir.path().join("dist");
-    project
-        .xtask(&[
-            "package",
-            "--view",
-            view.to_str().unwrap(),
-            "--lock",
-            lock.to_str().unwrap(),
-            "--slurm",
-            "22.05",
-            "--toolchain",
-            "jammy",
-            "--out",
-            out.to_str().unwrap(),
-            "--unsigned",
-        ])
-        .success();
+    common::package(
+        &project.root,
+        &view,
+        &lock,
+        ("22.05", "jammy"),
+        &out,
+        &["--unsigned"],
+    )
+    .success();
     let done = project
         .xtask(&[
             "verify",

@@ -200,3 +200,22 @@ pub fn sh(cmd: &mut Command) -> String {
 pub fn fixtures() -> PathBuf {
     repo_root().join("../shared/fixtures")
 }
+
+/// `package` for one cell (`slurm`, `toolchain`) of the project at `root`,
+/// with `extra` flags after the common ones.
+pub fn package(
+    root: &Path,
+    view: &Path,
+    lock: &Path,
+    cell: (&str, &str),
+    out: &Path,
+    extra: &[&str],
+) -> Run {
+    let mut cmd = command(root, &["package"]);
+    cmd.arg("--view").arg(view).arg("--lock").arg(lock);
+    cmd.args(["--slurm", cell.0, "--toolchain", cell.1])
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    Run { cmd }
+}
