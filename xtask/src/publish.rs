@@ -125,20 +125,16 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
         );
     }
     let mut uploads = Vec::new();
-    for file in &data {
+    // One read of the data gives each part's SHA-256 and the whole's.
+    let paths: Vec<&Path> = data.iter().map(|p| p.as_path()).collect();
+    let (part_shas, whole_sha) = crate::store::local::sha256_parts(&paths)?;
+    for (file, sha) in data.iter().zip(part_shas) {
         let n = name_of(file);
-        let sha = sha256_file(file)?;
         if data.len() > 1 {
             check_sum_file(&dir.join(format!("{n}.sha256")), &n, &sha)?;
         }
         uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
     }
-    let whole_sha = if data.len() > 1 {
-        let paths: Vec<&Path> = data.iter().map(|p| p.as_path()).collect();
-        crate::store::local::sha256_files(&paths)?
-    } else {
-        uploads[0].sha256.clone()
-    };
     check_sum_file(&dir.join(format!("{tarball}.sha256")), &tarball, &whole_sha)?;
     for file in &found.files {
         let n = name_of(file);

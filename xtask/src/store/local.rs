@@ -27,14 +27,17 @@ impl LocalStore {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    sha256_files(&[path])
+    Ok(sha256_parts(&[path])?.1)
 }
 
-/// The SHA-256 of the files' concatenation, read in 1 MiB blocks.
-pub fn sha256_files(paths: &[&Path]) -> Result<String> {
-    let mut h = Sha256::new();
+/// Each file's SHA-256 and that of their concatenation, in one read of
+/// 1 MiB blocks.
+pub fn sha256_parts(paths: &[&Path]) -> Result<(Vec<String>, String)> {
+    let mut whole = Sha256::new();
+    let mut parts = Vec::with_capacity(paths.len());
     let mut buf = vec![0u8; 1 << 20];
     for path in paths {
+        let mut part = Sha256::new();
         let mut f =
             std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
         loop {
@@ -42,10 +45,23 @@ pub fn sha256_files(paths: &[&Path]) -> Result<String> {
             if n == 0 {
                 break;
             }
-            h.update(&buf[..n]);
+            part.update(&buf[..n]);
+            if paths.len() > 1 {
+                whole.update(&buf[..n]);
+            }
         }
+        parts.push(hex(&part.finalize()));
     }
-    Ok(hex(&h.finalize()))
+    // One file: its own hash is the whole's.
+    let whole = if paths.len() > 1 {
+        hex(&whole.finalize())
+    } else {
+        parts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| hex(&whole.finalize()))
+    };
+    Ok((parts, whole))
 }
 
 impl Store for LocalStore {
