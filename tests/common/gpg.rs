@@ -13,20 +13,35 @@ pub struct TestKey {
 impl TestKey {
     /// An ed25519 signing key protected by `passphrase` ("" for none).
     pub fn new(name: &str, passphrase: &str) -> TestKey {
-        let home = tempfile::tempdir().unwrap();
+        // Under load gpg-agent occasionally fails a protected key's first
+        // signature ("Corrupted protection"): start again in a fresh home.
+        let mut attempt = 0;
+        let home = loop {
+            attempt += 1;
+            let home = tempfile::tempdir().unwrap();
+            let out = gpg_in(
+                home.path(),
+                passphrase,
+                &[
+                    "--quick-gen-key",
+                    &format!("{name} <{name}@example.invalid>"),
+                    "ed25519",
+                    "sign",
+                    "1y",
+                ],
+            );
+            if out.status.success() {
+                break home;
+            }
+            kill_agent(home.path());
+            assert!(
+                attempt < 3,
+                "gpg --quick-gen-key: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         let gpg = |args: &[&str]| {
-            let out = Command::new("gpg")
-                .env("GNUPGHOME", home.path())
-                .args([
-                    "--batch",
-                    "--pinentry-mode",
-                    "loopback",
-                    "--passphrase",
-                    passphrase,
-                ])
-                .args(args)
-                .output()
-                .expect("gpg is not installed: run `sudo bash .ci/install`");
+            let out = gpg_in(home.path(), passphrase, args);
             assert!(
                 out.status.success(),
                 "gpg {args:?}: {}",
@@ -34,13 +49,6 @@ impl TestKey {
             );
             out.stdout
         };
-        gpg(&[
-            "--quick-gen-key",
-            &format!("{name} <{name}@example.invalid>"),
-            "ed25519",
-            "sign",
-            "1y",
-        ]);
         let secret_armored = String::from_utf8(gpg(&["--armor", "--export-secret-keys"])).unwrap();
         let public = gpg(&["--armor", "--export"]);
         let public_file = home.path().join("public.asc");
@@ -90,6 +98,21 @@ fn verify_with(public: &Path, files: &[&std::ffi::OsStr]) -> bool {
         .success();
     kill_agent(home.path());
     ok
+}
+
+fn gpg_in(home: &Path, passphrase: &str, args: &[&str]) -> std::process::Output {
+    Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            passphrase,
+        ])
+        .args(args)
+        .output()
+        .expect("gpg is not installed: run `sudo bash .ci/install`")
 }
 
 pub fn kill_agent(home: &Path) {
