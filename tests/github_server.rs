@@ -166,6 +166,51 @@ fn get(url: &str) -> Resp {
     send(url, "GET", &[], b"").unwrap()
 }
 
+/// The `Location` of a download's `302 Found`, which must be a storage URL on
+/// the uploads listener (another host than the API's).
+fn cdn_location(gh: &GitHubServer, resp: &Resp) -> String {
+    assert_eq!(resp.status, 302, "{}", String::from_utf8_lossy(&resp.body));
+    assert!(resp.body.is_empty());
+    let location = resp.header("Location").expect("a Location").to_string();
+    assert!(
+        location.starts_with(&format!("{}/cdn/", gh.uploads_url)),
+        "{location}"
+    );
+    assert!(location.contains("?sig="), "{location}");
+    location
+}
+
+/// Follows a download's redirect without any credentials, as clients must.
+fn follow(gh: &GitHubServer, resp: &Resp) -> Resp {
+    get(&cdn_location(gh, resp))
+}
+
+/// The API form of an asset download: `Accept: application/octet-stream`.
+fn api_download(gh: &GitHubServer, asset_id: u64) -> Resp {
+    let auth = bearer(gh);
+    send(
+        &format!("{}{}/assets/{asset_id}", gh.api_url, releases_path()),
+        "GET",
+        &[
+            ("Authorization", &auth),
+            ("Accept", "application/octet-stream"),
+        ],
+        b"",
+    )
+    .unwrap()
+}
+
+/// A GET of a storage URL with a `Range` header.
+fn get_range(url: &str, range: &str) -> Resp {
+    send(url, "GET", &[("Range", range)], b"").unwrap()
+}
+
+/// A published release `tag` holding `name` with `bytes`; the asset's id.
+fn published_asset(gh: &GitHubServer, tag: &str, name: &str, bytes: &[u8]) -> u64 {
+    let release = gh.add_release(tag, false);
+    gh.add_asset(release, name, bytes)
+}
+
 fn assert_validation(resp: &Resp, resource: &str, code: &str, field: &str) {
     assert_eq!(resp.status, 422, "{}", String::from_utf8_lossy(&resp.body));
     let body = resp.json();
@@ -252,17 +297,7 @@ fn draft_upload_publish_download_delete() {
     assert_eq!(get(&draft_download).status, 404);
     assert_eq!(get(&gh.download_url("v1.0.0", "slurm.tar.gz")).status, 404);
     let asset_path = format!("{}/assets/{asset_id}", releases_path());
-    let auth = bearer(&gh);
-    let resp = send(
-        &format!("{}{asset_path}", gh.api_url),
-        "GET",
-        &[
-            ("Authorization", &auth),
-            ("Accept", "application/octet-stream"),
-        ],
-        b"",
-    )
-    .unwrap();
+    let resp = follow(&gh, &api_download(&gh, asset_id));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, bytes);
     let listed = api(
@@ -324,7 +359,7 @@ fn draft_upload_publish_download_delete() {
         .unwrap()
         .to_string();
     assert_eq!(public_url, gh.download_url("v1.0.0", "slurm.tar.gz"));
-    let resp = get(&public_url);
+    let resp = follow(&gh, &get(&public_url));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, bytes);
     assert_eq!(get(&draft_download).status, 404);
@@ -535,7 +570,7 @@ fn authentication() {
 
     // Downloads of a published release's assets need none.
     assert_eq!(upload(&gh, &release, "a.tar.gz", b"abc").status, 201);
-    let resp = get(&gh.download_url("v5", "a.tar.gz"));
+    let resp = follow(&gh, &get(&gh.download_url("v5", "a.tar.gz")));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"abc");
     assert_eq!(
@@ -755,4 +790,412 @@ fn dropping_the_server_closes_its_ports() {
     for addr in [api_addr, uploads_addr] {
         assert!(TcpStream::connect(&addr).is_err(), "{addr} still listens");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Downloads: a 302 from the API or github.com, the bytes from the storage host.
+
+#[test]
+fn downloads_redirect_to_the_storage_host() {
+    let gh = GitHubServer::start();
+    let draft = create(&gh, "v9", true).json();
+    let bytes = b"release bytes ".repeat(500);
+    let asset = upload(&gh, &draft, "slurm.tar.gz", &bytes).json();
+    let asset_id = asset["id"].as_u64().unwrap();
+    let id = draft["id"].as_u64().unwrap();
+    let published = api(
+        &gh,
+        "PATCH",
+        &format!("{}/{id}", releases_path()),
+        Some(json!({"draft": false})),
+    )
+    .json();
+    let public_url = published["assets"][0]["browser_download_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The JSON form of the asset endpoint is still the asset's JSON.
+    let resp = api(
+        &gh,
+        "GET",
+        &format!("{}/assets/{asset_id}", releases_path()),
+        None,
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["name"], "slurm.tar.gz");
+
+    // Neither download form serves bytes: both redirect to the storage host.
+    let prefix = format!("{}/cdn/{asset_id}/slurm.tar.gz?sig=", gh.uploads_url);
+    let by_api = api_download(&gh, asset_id);
+    assert_eq!(by_api.header("Content-Length"), Some("0"));
+    let api_location = cdn_location(&gh, &by_api);
+    assert!(api_location.starts_with(&prefix), "{api_location}");
+    let by_browser = get(&public_url);
+    let browser_location = cdn_location(&gh, &by_browser);
+    assert!(browser_location.starts_with(&prefix), "{browser_location}");
+
+    // The storage host serves them, with no token.
+    for location in [&api_location, &browser_location] {
+        let resp = get(location);
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, bytes);
+        assert_eq!(
+            resp.header("Content-Type"),
+            Some("application/octet-stream")
+        );
+        assert_eq!(
+            resp.header("Content-Length"),
+            Some(bytes.len().to_string().as_str())
+        );
+        assert_eq!(resp.header("Accept-Ranges"), Some("bytes"));
+        assert!(resp.header("Content-Range").is_none());
+    }
+
+    // One download counted: the browser_download_url redirect; neither the
+    // API form nor the requests to the storage host count.
+    let count = |gh: &GitHubServer| gh.release("v9").unwrap().assets[0].download_count;
+    assert_eq!(count(&gh), 1);
+    let _ = get(&browser_location);
+    assert_eq!(count(&gh), 1);
+    let _ = get(&public_url);
+    assert_eq!(count(&gh), 2);
+    let listed = api(&gh, "GET", &format!("{}/{id}", releases_path()), None).json();
+    assert_eq!(listed["assets"][0]["download_count"], 2);
+
+    // The log names the hosts: the redirects on "api", the bytes on "cdn".
+    let log = gh.request_log();
+    let redirects: Vec<_> = log.iter().filter(|r| r.status == 302).collect();
+    assert_eq!(redirects.len(), 3);
+    assert!(redirects.iter().all(|r| r.host == "api"));
+    let downloads = gh.download_requests();
+    assert_eq!(downloads.len(), 3);
+    assert!(
+        downloads
+            .iter()
+            .all(|r| r.method == "GET" && r.status == 200 && r.range.is_none())
+    );
+    assert!(gh.upload_requests().iter().all(|r| r.host == "uploads"));
+}
+
+#[test]
+fn storage_host_serves_single_ranges() {
+    let gh = GitHubServer::start();
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    published_asset(&gh, "v10", "a.bin", &bytes);
+    let url = cdn_location(&gh, &get(&gh.download_url("v10", "a.bin")));
+
+    let partial = [
+        ("bytes=100-", 100, 999),
+        ("bytes=10-19", 10, 19),
+        ("bytes=990-5000", 990, 999),
+        ("bytes=999-", 999, 999),
+        ("bytes=0-", 0, 999),
+        ("bytes=-10", 990, 999),
+        ("bytes=-5000", 0, 999),
+    ];
+    for (range, first, last) in partial {
+        let resp = get_range(&url, range);
+        assert_eq!(resp.status, 206, "{range}");
+        assert_eq!(
+            resp.header("Content-Range"),
+            Some(format!("bytes {first}-{last}/1000").as_str()),
+            "{range}"
+        );
+        assert_eq!(
+            resp.header("Content-Length"),
+            Some((last - first + 1).to_string().as_str()),
+            "{range}"
+        );
+        assert_eq!(resp.body, bytes[first..=last], "{range}");
+        assert_eq!(
+            resp.header("Content-Type"),
+            Some("application/octet-stream")
+        );
+        assert_eq!(resp.header("Accept-Ranges"), Some("bytes"));
+    }
+
+    // A start at or past the end cannot be satisfied.
+    for range in ["bytes=1000-", "bytes=5000-6000", "bytes=-0"] {
+        let resp = get_range(&url, range);
+        assert_eq!(resp.status, 416, "{range}");
+        assert_eq!(resp.header("Content-Range"), Some("bytes */1000"));
+        assert!(String::from_utf8_lossy(&resp.body).contains("<Code>InvalidRange</Code>"));
+    }
+
+    // Headers that are not one valid range are ignored: everything, 200.
+    for range in ["bytes=0-1,5-6", "bytes=20-10", "items=0-9", "bytes=x-"] {
+        let resp = get_range(&url, range);
+        assert_eq!(resp.status, 200, "{range}");
+        assert_eq!(resp.body, bytes, "{range}");
+        assert!(resp.header("Content-Range").is_none());
+    }
+
+    // The log keeps each request's Range.
+    let ranges: Vec<Option<String>> = gh
+        .download_requests()
+        .into_iter()
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(ranges.len(), 14);
+    assert_eq!(ranges[0].as_deref(), Some("bytes=100-"));
+    assert_eq!(ranges[13].as_deref(), Some("bytes=x-"));
+
+    // An empty asset: 200 with nothing, and no range can be satisfied.
+    let id = published_asset(&gh, "v11", "empty.bin", b"");
+    let url = cdn_location(&gh, &api_download(&gh, id));
+    let resp = get(&url);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("Content-Length"), Some("0"));
+    assert!(resp.body.is_empty());
+    let resp = get_range(&url, "bytes=0-");
+    assert_eq!(resp.status, 416);
+    assert_eq!(resp.header("Content-Range"), Some("bytes */0"));
+}
+
+#[test]
+fn storage_host_refuses_tokens_and_bad_urls() {
+    let gh = GitHubServer::start();
+    let id = published_asset(&gh, "v12", "a.tar.gz", b"abcdef");
+    let url = cdn_location(&gh, &get(&gh.download_url("v12", "a.tar.gz")));
+
+    // A client that forwards its GitHub token to the storage host is refused,
+    // whatever the token.
+    let auth = bearer(&gh);
+    for value in [auth.as_str(), "token other", "Basic eDp5"] {
+        let resp = send(&url, "GET", &[("Authorization", value)], b"").unwrap();
+        assert_eq!(resp.status, 400, "{value}");
+        let text = String::from_utf8_lossy(&resp.body);
+        assert!(text.contains("Only one auth mechanism allowed"), "{text}");
+        assert_eq!(resp.header("Content-Type"), Some("application/xml"));
+    }
+
+    // The signature covers the method, the id and the name.
+    let (base, sig) = url.split_once("?sig=").unwrap();
+    let mut wrong_sig = sig.to_string();
+    let last = if wrong_sig.ends_with('0') { "1" } else { "0" };
+    wrong_sig.replace_range(wrong_sig.len() - 1.., last);
+    for bad in [
+        base.to_string(),
+        format!("{base}?sig="),
+        format!("{base}?sig={wrong_sig}"),
+    ] {
+        let resp = get(&bad);
+        assert_eq!(resp.status, 403, "{bad}");
+        assert!(String::from_utf8_lossy(&resp.body).contains("AccessDenied"));
+    }
+    assert_eq!(send(&url, "PUT", &[], b"").unwrap().status, 403);
+
+    // Unknown objects are 404, whatever the signature.
+    let other_name = url.replace("/a.tar.gz?", "/b.tar.gz?");
+    let other_id = url.replace(&format!("/cdn/{id}/"), "/cdn/999999/");
+    for missing in [
+        other_name,
+        other_id,
+        format!("{}/cdn/", gh.uploads_url),
+        format!("{}/cdn/{id}", gh.uploads_url),
+        format!("{}/cdn/x/a.tar.gz?sig=1", gh.uploads_url),
+    ] {
+        let resp = get(&missing);
+        assert_eq!(resp.status, 404, "{missing}");
+        assert!(String::from_utf8_lossy(&resp.body).contains("NoSuchKey"));
+    }
+
+    // The storage URL works until the asset is deleted, then it is a 404.
+    assert_eq!(get(&url).body, b"abcdef");
+    let path = format!("{}/assets/{id}", releases_path());
+    assert_eq!(api(&gh, "DELETE", &path, None).status, 204);
+    assert_eq!(get(&url).status, 404);
+
+    // The storage path exists only on the uploads listener.
+    let on_api = url.replace(&gh.uploads_url, &gh.api_url);
+    assert_eq!(get(&on_api).status, 404);
+    assert!(gh.download_requests().iter().all(|r| r.host == "cdn"));
+}
+
+#[test]
+fn drafts_and_starters_are_not_downloadable() {
+    let gh = GitHubServer::start();
+    let draft = create(&gh, "v13", true).json();
+    let id = draft["id"].as_u64().unwrap();
+    let asset = upload(&gh, &draft, "a.tar.gz", b"draft bytes").json();
+    let asset_id = asset["id"].as_u64().unwrap();
+    gh.fail_next_upload_leaving_starter(502);
+    assert_eq!(upload(&gh, &draft, "b.tar.gz", b"lost").status, 502);
+    let starter_id = gh.release("v13").unwrap().asset("b.tar.gz").unwrap().id;
+
+    // A draft's assets: no anonymous download, by the untagged URL or the tag;
+    // with the token, the API form redirects and the bytes come.
+    let untagged = asset["browser_download_url"].as_str().unwrap();
+    assert!(untagged.contains("/untagged-"));
+    assert_eq!(get(untagged).status, 404);
+    assert_eq!(get(&gh.download_url("v13", "a.tar.gz")).status, 404);
+    assert_eq!(
+        follow(&gh, &api_download(&gh, asset_id)).body,
+        b"draft bytes"
+    );
+
+    // A starter asset: its JSON is there, its bytes are not, either way.
+    let starter_path = format!("{}/assets/{starter_id}", releases_path());
+    let resp = api(&gh, "GET", &starter_path, None);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["state"], "starter");
+    assert_eq!(api_download(&gh, starter_id).status, 404);
+    let published = api(
+        &gh,
+        "PATCH",
+        &format!("{}/{id}", releases_path()),
+        Some(json!({"draft": false})),
+    );
+    assert_eq!(published.status, 200);
+    assert_eq!(get(&gh.download_url("v13", "b.tar.gz")).status, 404);
+    assert_eq!(api_download(&gh, starter_id).status, 404);
+    // The storage host has nothing for it either.
+    let guess = format!("{}/cdn/{starter_id}/b.tar.gz?sig=0", gh.uploads_url);
+    assert_eq!(get(&guess).status, 404);
+
+    // Unknown names, tags and ids.
+    assert_eq!(get(&gh.download_url("v13", "c.tar.gz")).status, 404);
+    assert_eq!(get(&gh.download_url("v0", "a.tar.gz")).status, 404);
+    assert_eq!(api_download(&gh, 999_999).status, 404);
+
+    // Published now: the tag's URL redirects and counts.
+    assert_eq!(
+        follow(&gh, &get(&gh.download_url("v13", "a.tar.gz"))).body,
+        b"draft bytes"
+    );
+    let state = gh.release("v13").unwrap();
+    assert_eq!(state.asset("a.tar.gz").unwrap().download_count, 1);
+    assert_eq!(state.asset("b.tar.gz").unwrap().download_count, 0);
+}
+
+#[test]
+fn injected_download_faults() {
+    let gh = GitHubServer::start();
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    published_asset(&gh, "v14", "a.bin", &bytes);
+    let url = cdn_location(&gh, &get(&gh.download_url("v14", "a.bin")));
+
+    // A cut transfer: full headers, then 1000 bytes, then the end.
+    gh.cut_next_downloads(1, 1000);
+    let resp = get(&url);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("Content-Length"), Some("10000"));
+    assert_eq!(resp.body, bytes[..1000]);
+    // A resume from there gets the rest.
+    let rest = get_range(&url, "bytes=1000-");
+    assert_eq!(rest.status, 206);
+    assert_eq!(rest.header("Content-Range"), Some("bytes 1000-9999/10000"));
+    assert_eq!([resp.body, rest.body].concat(), bytes);
+
+    // Cuts apply to ranges too, and `after` past the end is no cut.
+    gh.cut_next_downloads(2, 10);
+    let resp = get_range(&url, "bytes=5000-");
+    assert_eq!(resp.status, 206);
+    assert_eq!(resp.header("Content-Length"), Some("5000"));
+    assert_eq!(resp.body, bytes[5000..5010]);
+    let resp = get(&url);
+    assert_eq!(resp.header("Content-Length"), Some("10000"));
+    assert_eq!(resp.body.len(), 10);
+    assert_eq!(get(&url).body, bytes);
+    gh.cut_next_downloads(1, 1 << 40);
+    assert_eq!(get(&url).body, bytes);
+
+    // Failures: the status with an empty body.
+    gh.fail_next_downloads(2, 503);
+    for _ in 0..2 {
+        let resp = get(&url);
+        assert_eq!(resp.status, 503);
+        assert_eq!(resp.header("Content-Length"), Some("0"));
+        assert!(resp.body.is_empty());
+    }
+    assert_eq!(get(&url).status, 200);
+
+    // Faults are used in the order queued, and only by requests that would
+    // be served: a forwarded token (400) or an unsatisfiable range (416) is
+    // refused as usual and leaves the fault for the next.
+    gh.fail_next_downloads(1, 500);
+    gh.cut_next_downloads(1, 3);
+    let auth = bearer(&gh);
+    let refused = send(&url, "GET", &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(refused.status, 400);
+    assert_eq!(get_range(&url, "bytes=10000-").status, 416);
+    assert_eq!(get(&url).status, 500);
+    assert_eq!(get(&url).body, bytes[..3]);
+    assert_eq!(get(&url).body, bytes);
+
+    // clear_faults forgets the download faults too.
+    gh.cut_next_downloads(5, 0);
+    gh.fail_next_downloads(5, 502);
+    gh.clear_faults();
+    assert_eq!(get(&url).body, bytes);
+
+    // The log shows what each request to the storage host asked and got.
+    let seen: Vec<(u16, Option<String>)> = gh
+        .download_requests()
+        .into_iter()
+        .map(|r| (r.status, r.range))
+        .collect();
+    let range = |s: &str| Some(s.to_string());
+    assert_eq!(
+        seen,
+        [
+            (200, None),
+            (206, range("bytes=1000-")),
+            (206, range("bytes=5000-")),
+            (200, None),
+            (200, None),
+            (200, None),
+            (503, None),
+            (503, None),
+            (200, None),
+            (400, None),
+            (416, range("bytes=10000-")),
+            (500, None),
+            (200, None),
+            (200, None),
+            (200, None),
+        ]
+    );
+    // One download counted: the single redirect.
+    assert_eq!(gh.release("v14").unwrap().assets[0].download_count, 1);
+}
+
+#[test]
+fn large_download_whole_and_resumed() {
+    let gh = GitHubServer::start();
+    // About 48 MiB, in a pattern that a shifted copy would not match.
+    let pattern: Vec<u8> = (0..=250u8).collect();
+    let bytes = pattern.repeat(200_000);
+    let id = published_asset(&gh, "v15", "big.tar.gz", &bytes);
+    let url = cdn_location(&gh, &api_download(&gh, id));
+
+    let resp = get(&url);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("Content-Length"),
+        Some(bytes.len().to_string().as_str())
+    );
+    assert!(resp.body == bytes, "whole body differs");
+
+    let cut = 40 << 20;
+    gh.cut_next_downloads(1, cut);
+    let head = get(&url);
+    assert_eq!(head.body.len() as u64, cut);
+    let rest = get_range(&url, &format!("bytes={cut}-"));
+    assert_eq!(rest.status, 206);
+    assert_eq!(
+        rest.header("Content-Range"),
+        Some(format!("bytes {cut}-{}/{}", bytes.len() - 1, bytes.len()).as_str())
+    );
+    assert!(
+        [head.body, rest.body].concat() == bytes,
+        "resumed body differs"
+    );
+    let ranges: Vec<_> = gh
+        .download_requests()
+        .into_iter()
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(ranges, [None, None, Some(format!("bytes={cut}-"))]);
 }

@@ -1,12 +1,16 @@
 //! A stateful fake of GitHub's Releases REST API for one repository,
 //! `owner/repo`, served over plain HTTP on 127.0.0.1 for the tests.
 //!
-//! Three hosts of the real service are played by two listeners:
+//! Four hosts of the real service are played by two listeners:
 //! - `api_url` plays api.github.com (the REST endpoints) and also github.com
 //!   for `browser_download_url`s (`/owner/repo/releases/download/TAG/NAME`);
 //! - `uploads_url` plays uploads.github.com, the different host that a
 //!   release's `upload_url` points at. A client that builds upload URLs from
 //!   the API base instead of `upload_url` gets 404, as it would on GitHub.
+//!   Under `/cdn/ID/NAME?sig=…` it also plays the storage host that downloads
+//!   are redirected to (objects.githubusercontent.com,
+//!   release-assets.githubusercontent.com); the request log names that host
+//!   "cdn".
 //!
 //! The HTTP/1.1 server is a small one on `std::net` written here rather than a
 //! crate: the fake must be able to reject an upload before reading its body,
@@ -49,9 +53,39 @@
 //! - Each file in a release must be under 2 GiB. What GitHub answers for a
 //!   larger upload is not documented; the fake answers 422 without storing
 //!   anything.
-//! - Get a release asset with `Accept: application/octet-stream` gives the
-//!   bytes ("API clients should handle both a 200 or 302 response"): the fake
-//!   answers 200 with the bytes, for drafts too.
+//! - Asset bytes never come from api.github.com or github.com. "Get a release
+//!   asset" with `Accept: application/octet-stream` ("API clients should
+//!   handle both a 200 or 302 response"), and a `browser_download_url`, answer
+//!   `302 Found` with a `Location` on another host: a pre-signed storage URL
+//!   that expires after minutes (octokit/octokit.js#967 shows the exchange
+//!   with `curl -L`). The fake answers both with 302 and
+//!   `Location: {uploads_url}/cdn/ID/NAME?sig=…`; the API form works for
+//!   drafts too (with the token), the JSON form of that endpoint stays a 200
+//!   with the asset's JSON, and a "starter" asset is a 404 either way.
+//! - `download_count` counts `browser_download_url` downloads; the fake
+//!   counts one at the redirect, whatever the storage host serves afterwards
+//!   (ranges, retries, cut transfers), and none for the API form, which the
+//!   docs do not say is counted.
+//! - The storage host serves the bytes as `application/octet-stream` with a
+//!   `Content-Length`, `Accept-Ranges: bytes` and single byte ranges
+//!   (`bytes=N-`, `bytes=N-M`, `bytes=-K`): `206 Partial Content` with
+//!   `Content-Range: bytes N-M/TOTAL`, an end past the last byte being cut to
+//!   it; a start at or past the end is `416` with `Content-Range: bytes
+//!   */TOTAL`. A Range header it cannot parse, or one with several ranges, is
+//!   ignored (a 200 with everything), as RFC 9110 allows. Its errors are S3's
+//!   XML `<Error><Code>…</Code><Message>…</Message></Error>`.
+//! - A pre-signed URL carries its credentials in the query, and a request to
+//!   it that also has an `Authorization` header is refused with 400 "Only one
+//!   auth mechanism allowed; only the X-Amz-Algorithm query parameter,
+//!   Signature query string parameter or the Authorization header should be
+//!   specified" (octokit/rest.js#6, request/request#860,
+//!   microsoft/azure-pipelines-tasks#14312; octokit/core.js#415 shows a later
+//!   variant of the same refusal). A client that forwards its GitHub token
+//!   across hosts fails here, as it does on GitHub. The fake checks that
+//!   first, then the object (an unknown or deleted id, or another name, is a
+//!   404 `NoSuchKey`), then the signature, which covers the method, the id
+//!   and the name: a missing or altered `sig`, or a method other than GET, is
+//!   a 403 `AccessDenied`. The URL does not expire here.
 //! - Errors are JSON: `{"message", "documentation_url", "status"}`, with
 //!   `errors` on a 422 "Validation Failed".
 
@@ -125,15 +159,18 @@ impl ReleaseState {
     }
 }
 
-/// One request as the fake saw it: `host` is "api" or "uploads"; `target` is
-/// the path with its query string; `status` is 0 when the connection was
-/// dropped without a response.
+/// One request as the fake saw it: `host` is "api", "uploads" or "cdn" (the
+/// storage host downloads are redirected to); `target` is the path with its
+/// query string; `status` is 0 when the connection was dropped without a
+/// response (a download cut by `cut_next_downloads` logs the status its
+/// headers carried); `range` is the request's `Range` header, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedRequest {
     pub host: &'static str,
     pub method: String,
     pub target: String,
     pub status: u16,
+    pub range: Option<String>,
 }
 
 impl GitHubServer {
@@ -264,6 +301,7 @@ impl GitHubServer {
             state: "uploaded",
             content_type: "application/octet-stream".into(),
             bytes: bytes.to_vec(),
+            sha256: hex(&Sha256::digest(bytes)),
             download_count: 0,
             created_at: now.clone(),
             updated_at: now,
@@ -280,9 +318,33 @@ impl GitHubServer {
             .extend(std::iter::repeat_n(Fault::Fail(status), n));
     }
 
-    /// Forgets the faults not used yet: the server is healthy again.
+    /// Forgets the upload and download faults not used yet: the server is
+    /// healthy again.
     pub fn clear_faults(&self) {
-        self.shared.lock().faults.clear();
+        let mut state = self.shared.lock();
+        state.faults.clear();
+        state.download_faults.clear();
+    }
+
+    /// The next `n` downloads that the storage host would serve (a 200 or 206)
+    /// send their full headers, with the `Content-Length` of the whole range
+    /// asked, then only `after` bytes of the body, and the connection is
+    /// closed: a truncated transfer. Requests it refuses (400, 403, 404, 416)
+    /// use no fault. Download faults are used in the order they were queued.
+    pub fn cut_next_downloads(&self, n: usize, after: u64) {
+        self.shared
+            .lock()
+            .download_faults
+            .extend(std::iter::repeat_n(DownloadFault::Cut(after), n));
+    }
+
+    /// The next `n` downloads that the storage host would serve get `status`
+    /// (e.g. 500, 503) with an empty body instead.
+    pub fn fail_next_downloads(&self, n: usize, status: u16) {
+        self.shared
+            .lock()
+            .download_faults
+            .extend(std::iter::repeat_n(DownloadFault::Fail(status), n));
     }
 
     /// The next upload that passes validation gets `status` after its body is
@@ -324,6 +386,15 @@ impl GitHubServer {
         self.request_log()
             .into_iter()
             .filter(|r| r.host == "uploads" && r.method == "POST")
+            .collect()
+    }
+
+    /// The requests to the storage host, where downloads are redirected; each
+    /// with the `Range` it asked for.
+    pub fn download_requests(&self) -> Vec<LoggedRequest> {
+        self.request_log()
+            .into_iter()
+            .filter(|r| r.host == "cdn")
             .collect()
     }
 }
@@ -383,6 +454,7 @@ struct State {
     /// In creation order; "newest first" is the reverse.
     releases: Vec<Release>,
     faults: Vec<Fault>,
+    download_faults: Vec<DownloadFault>,
     log: Vec<LoggedRequest>,
 }
 
@@ -391,6 +463,14 @@ enum Fault {
     Fail(u16),
     FailLeavingStarter(u16),
     Break,
+}
+
+#[derive(Clone, Copy)]
+enum DownloadFault {
+    /// Full headers, then this many body bytes, then the connection closes.
+    Cut(u64),
+    /// This status, with an empty body.
+    Fail(u16),
 }
 
 struct Release {
@@ -414,6 +494,8 @@ struct Asset {
     state: &'static str,
     content_type: String,
     bytes: Vec<u8>,
+    /// Hex SHA-256 of `bytes`, computed once when they are stored.
+    sha256: String,
     download_count: u64,
     created_at: String,
     updated_at: String,
@@ -545,7 +627,7 @@ impl Shared {
             "content_type": a.content_type,
             "size": a.bytes.len(),
             // GitHub reports a SHA-256 of each uploaded asset.
-            "digest": uploaded.then(|| format!("sha256:{}", hex(&Sha256::digest(&a.bytes)))),
+            "digest": uploaded.then(|| format!("sha256:{}", a.sha256)),
             "download_count": a.download_count,
             "created_at": a.created_at,
             "updated_at": a.updated_at,
@@ -583,6 +665,24 @@ impl Shared {
             "author": self.user_json(),
             "assets": r.assets.iter().map(|a| self.asset_json(r, a)).collect::<Vec<_>>()
         })
+    }
+
+    /// The pre-signed storage URL that downloads of an asset redirect to.
+    fn cdn_url(&self, a: &Asset) -> String {
+        format!(
+            "{}/cdn/{}/{}?sig={}",
+            self.uploads_url,
+            a.id,
+            encode_segment(&a.name),
+            self.cdn_sig(a.id, &a.name)
+        )
+    }
+
+    /// The signature of a storage URL: it covers the id and the name, and is
+    /// keyed by the token so that a client cannot make one up.
+    fn cdn_sig(&self, id: u64, name: &str) -> String {
+        let mac = Sha256::digest(format!("GET\n{id}\n{name}\n{}", self.token).as_bytes());
+        hex(&mac[..16])
     }
 }
 
@@ -675,6 +775,9 @@ struct Response {
     content_type: &'static str,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// Send only this many bytes of `body` (its full length is still the
+    /// `Content-Length`), then close: a transfer cut short.
+    cut_after: Option<u64>,
 }
 
 impl Response {
@@ -684,6 +787,7 @@ impl Response {
             content_type: "application/json; charset=utf-8",
             headers: Vec::new(),
             body: serde_json::to_vec_pretty(value).unwrap(),
+            cut_after: None,
         }
     }
 
@@ -693,15 +797,43 @@ impl Response {
             content_type: "",
             headers: Vec::new(),
             body: Vec::new(),
+            cut_after: None,
         }
     }
 
-    fn bytes(bytes: Vec<u8>) -> Response {
+    fn bytes(status: u16, bytes: Vec<u8>) -> Response {
         Response {
-            status: 200,
+            status,
             content_type: "application/octet-stream",
             headers: Vec::new(),
             body: bytes,
+            cut_after: None,
+        }
+    }
+
+    /// `302 Found` to `location`, with an empty body as GitHub sends.
+    fn redirect(location: String) -> Response {
+        Response {
+            status: 302,
+            content_type: "text/html;charset=utf-8",
+            headers: vec![("Location".into(), location)],
+            body: Vec::new(),
+            cut_after: None,
+        }
+    }
+
+    /// An error of the storage host, in S3's XML.
+    fn s3_error(status: u16, code: &str, message: &str) -> Response {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        );
+        Response {
+            status,
+            content_type: "application/xml",
+            headers: Vec::new(),
+            body: body.into_bytes(),
+            cut_after: None,
         }
     }
 
@@ -856,11 +988,17 @@ fn serve(stream: TcpStream, host: Host, shared: &Shared) {
         Outcome::Reply(resp) => resp.status,
         Outcome::Drop => 0,
     };
+    let host_name = if host == Host::Uploads && is_cdn_path(&req) {
+        "cdn"
+    } else {
+        host.name()
+    };
     shared.lock().log.push(LoggedRequest {
-        host: host.name(),
+        host: host_name,
         method: req.method.clone(),
         target: req.target.clone(),
         status,
+        range: req.header("range").map(str::to_string),
     });
     match outcome {
         Outcome::Reply(resp) => {
@@ -944,7 +1082,12 @@ fn write_response(w: &mut TcpStream, resp: &Response) -> io::Result<()> {
     }
     head.push_str("\r\n");
     w.write_all(head.as_bytes())?;
-    w.write_all(&resp.body)?;
+    // The body goes out in one write of the slice, however large; a cut one
+    // stops short of its Content-Length.
+    let cap = resp
+        .cut_after
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    w.write_all(&resp.body[..resp.body.len().min(cap)])?;
     w.flush()
 }
 
@@ -953,11 +1096,15 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        206 => "Partial Content",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         411 => "Length Required",
         413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
         422 => "Unprocessable Entity",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -987,6 +1134,16 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome
         let tag = segs[4..segs.len() - 1].join("/");
         let name = segs[segs.len() - 1];
         return Outcome::Reply(download(shared, &tag, name));
+    }
+
+    // The storage host that downloads are redirected to: no token, the
+    // signature in the query.
+    if host == Host::Uploads && is_cdn_path(req) {
+        let resp = match segs.as_slice() {
+            ["cdn", id, name @ ..] if !name.is_empty() => cdn(shared, req, id, &name.join("/")),
+            _ => no_such_key(),
+        };
+        return Outcome::Reply(resp);
     }
 
     // Everything else is /repos/OWNER/REPO/releases/...
@@ -1330,7 +1487,8 @@ fn get_asset(shared: &Shared, req: &Request, id: &str) -> Response {
         if asset.state != "uploaded" {
             return Response::not_found();
         }
-        Response::bytes(asset.bytes.clone())
+        // Not counted in `download_count` (see the header).
+        Response::redirect(shared.cdn_url(asset))
     } else {
         Response::json(200, &shared.asset_json(release, asset))
     }
@@ -1351,10 +1509,138 @@ fn download(shared: &Shared, tag: &str, name: &str) -> Response {
         });
     match asset {
         Some(a) => {
+            // Counted here, once per download, not at the storage host.
             a.download_count += 1;
-            Response::bytes(a.bytes.clone())
+            Response::redirect(shared.cdn_url(a))
         }
         None => Response::error(404, "Not Found"),
+    }
+}
+
+fn is_cdn_path(req: &Request) -> bool {
+    req.segments.first().is_some_and(|s| s == "cdn")
+}
+
+fn no_such_key() -> Response {
+    Response::s3_error(404, "NoSuchKey", "The specified key does not exist.")
+}
+
+/// What a `Range` header asks of an object of `total` bytes.
+#[derive(Debug, PartialEq)]
+enum ByteRange {
+    /// No header, or one that is ignored: the whole object, 200.
+    Whole,
+    /// First and last byte, inclusive: 206.
+    Part(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+/// A single range of RFC 9110: `bytes=N-`, `bytes=N-M` or `bytes=-K`. A
+/// header that does not parse, or that asks for several ranges, is ignored.
+fn byte_range(header: Option<&str>, total: u64) -> ByteRange {
+    let Some((unit, spec)) = header.and_then(|h| h.trim().split_once('=')) else {
+        return ByteRange::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // The last `last` bytes.
+        return match last.parse::<u64>() {
+            Ok(0) => ByteRange::Unsatisfiable,
+            Ok(_) if total == 0 => ByteRange::Unsatisfiable,
+            Ok(n) => ByteRange::Part(total - n.min(total), total - 1),
+            Err(_) => ByteRange::Whole,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return ByteRange::Whole;
+    };
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        match last.parse::<u64>() {
+            Ok(end) if end >= start => end,
+            _ => return ByteRange::Whole,
+        }
+    };
+    if start >= total {
+        return ByteRange::Unsatisfiable;
+    }
+    ByteRange::Part(start, end.min(total - 1))
+}
+
+/// `GET {uploads_url}/cdn/ID/NAME?sig=…`: the pre-signed storage URL that
+/// downloads are redirected to.
+fn cdn(shared: &Shared, req: &Request, id: &str, name: &str) -> Response {
+    if req.header("authorization").is_some() {
+        return Response::s3_error(
+            400,
+            "InvalidArgument",
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, \
+             Signature query string parameter or the Authorization header should be specified",
+        );
+    }
+    let mut state = shared.lock();
+    // Borrowed apart, so that a fault can be taken while the asset is held.
+    let State {
+        releases,
+        download_faults,
+        ..
+    } = &mut *state;
+    let id: Option<u64> = id.parse().ok();
+    let found = releases
+        .iter()
+        .flat_map(|r| &r.assets)
+        .find(|a| Some(a.id) == id && a.state == "uploaded" && a.name == name);
+    let Some(asset) = found else {
+        return no_such_key();
+    };
+    let sig = shared.cdn_sig(asset.id, &asset.name);
+    if req.method != "GET" || req.param("sig") != Some(sig.as_str()) {
+        return Response::s3_error(
+            403,
+            "AccessDenied",
+            "Request has expired or the signature does not match",
+        );
+    }
+    let total = asset.bytes.len() as u64;
+    let range = byte_range(req.header("range"), total);
+    if range == ByteRange::Unsatisfiable {
+        return Response::s3_error(
+            416,
+            "InvalidRange",
+            "The requested range is not satisfiable",
+        )
+        .header("Content-Range", format!("bytes */{total}"));
+    }
+    let fault = (!download_faults.is_empty()).then(|| download_faults.remove(0));
+    let cut_after = match fault {
+        Some(DownloadFault::Fail(status)) => return Response::empty(status),
+        Some(DownloadFault::Cut(after)) => Some(after),
+        None => None,
+    };
+    let resp = match range {
+        ByteRange::Part(first, last) => {
+            Response::bytes(206, asset.bytes[first as usize..=last as usize].to_vec())
+                .header("Content-Range", format!("bytes {first}-{last}/{total}"))
+        }
+        _ => Response::bytes(200, asset.bytes.clone()),
+    };
+    Response {
+        cut_after,
+        ..resp
+            .header("Accept-Ranges", "bytes".into())
+            .header("ETag", format!("\"{}\"", &asset.sha256[..32]))
+            .header(
+                "Content-Disposition",
+                format!("attachment; filename={}", asset.name),
+            )
     }
 }
 
@@ -1437,6 +1723,7 @@ fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> O
             state: "starter",
             content_type: content_type.to_string(),
             bytes: Vec::new(),
+            sha256: String::new(),
             download_count: 0,
             created_at: now.clone(),
             updated_at: now,
@@ -1474,6 +1761,7 @@ fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> O
         // Deleted while it was being uploaded.
         return reply(Response::not_found());
     };
+    asset.sha256 = hex(&Sha256::digest(&bytes));
     asset.bytes = bytes;
     asset.state = "uploaded";
     asset.updated_at = now_rfc3339();
