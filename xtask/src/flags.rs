@@ -39,6 +39,7 @@ pub enum Command {
     Index(IndexCmd),
     Verify(VerifyCmd),
     Publish(PublishCmd),
+    Download(DownloadCmd),
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -348,6 +349,65 @@ pub struct PublishCmd {
     #[arg(long)]
     pub allow_unsigned: bool,
     /// Print what would be uploaded where (and what is already there)
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Fetch a released Slurm, verify its checksum and signature, unpack it safely and install its module
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Nothing unverified reaches the prefix: the package is unpacked beside it and
+moved in only after its SHA-256 and its signature by the trusted key (the
+fingerprint pinned in spack-env/matrix.yaml, or --trusted-key) both check out.
+An interrupted download resumes when the command is run again.
+
+Examples:
+  cargo xtask download --list --slurm 25.11
+  cargo xtask download --slurm 25.11 --toolchain noble --prefix /opt/slurm/25.11
+  cargo xtask download --slurm 25.11 --toolchain rockylinux9 --gpu --prefix /opt/slurm/25.11-gpu \\
+      --modules /etc/modulefiles --from https://cdn.example.org/slurm-factory")]
+pub struct DownloadCmd {
+    /// The Slurm version
+    #[arg(long, value_name = "V")]
+    pub slurm: Option<String>,
+    /// The toolchain (the OS the package was built for)
+    #[arg(long, value_name = "T")]
+    pub toolchain: Option<String>,
+    /// The GPU variant
+    #[arg(long)]
+    pub gpu: bool,
+    /// The machine architecture [default: the matrix's, x86_64]
+    #[arg(long, value_name = "A")]
+    pub arch: Option<String>,
+    /// Where Slurm goes: a new or empty directory (the module finds view/ there)
+    #[arg(long, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+    /// Also install the module file here (a MODULEPATH root) [default: PREFIX/modules only]
+    #[arg(long, value_name = "DIR")]
+    pub modules: Option<PathBuf>,
+    /// `github` (the release slurm-V), `s3` (--bucket), `local` (the local store), or an
+    /// http(s) URL: a store's public base URL or one release directory
+    #[arg(long, value_name = "SOURCE", default_value = "github")]
+    pub from: String,
+    /// The GitHub repository [default: releases.github in the matrix]
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+    /// S3 bucket for --from s3
+    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    pub bucket_prefix: Option<String>,
+    /// The local store's directory for --from local [default: target/slurm-factory/store]
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+    /// Trust this armored public key instead of the project's pinned one
+    #[arg(long, value_name = "FILE")]
+    pub trusted_key: Option<PathBuf>,
+    /// List what the source offers (versions, toolchains, variants, sizes) and exit
+    #[arg(long)]
+    pub list: bool,
+    /// Print what would be fetched and where it would go
     #[arg(long)]
     pub dry_run: bool,
 }

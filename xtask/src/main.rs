@@ -5,9 +5,11 @@ mod bench;
 mod build;
 mod codegen;
 mod container;
+mod download;
 mod fingerprint;
 mod flags;
 mod gha;
+mod http;
 mod image;
 mod manifest;
 mod matrix;
@@ -68,6 +70,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Index(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Verify(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
         Command::Publish(cmd) => cmd.run(&root).map(|()| ExitCode::SUCCESS),
+        Command::Download(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

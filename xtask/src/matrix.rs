@@ -24,7 +24,18 @@ pub struct Matrix {
     pub runners: Runners,
     pub toolchains: Vec<Toolchain>,
     pub slurm: Vec<SlurmRelease>,
+    pub releases: Releases,
     pub actions: Actions,
+}
+
+/// Where releases are downloaded from and the key their signatures must have.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Releases {
+    /// `owner/name` of the repository whose GitHub Releases carry the packages.
+    pub github: String,
+    /// The release signing key's fingerprint (40 hex digits), once there is one.
+    pub signing_key_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -292,6 +303,15 @@ impl Matrix {
                     field.1
                 );
             }
+        }
+        let r = &self.releases;
+        if r.github.split('/').count() != 2 || r.github.split('/').any(|p| p.is_empty()) {
+            bail!("`releases.github: {}` must be owner/name", r.github);
+        }
+        if let Some(fpr) = &r.signing_key_fingerprint
+            && (fpr.len() != 40 || !fpr.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            bail!("`releases.signing_key_fingerprint: {fpr}` must be 40 hex digits");
         }
         if !is_version(&self.rust_toolchain) {
             bail!(

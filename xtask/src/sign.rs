@@ -203,3 +203,180 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }
+
+/// A public key that downloads are checked against, alone in a temporary
+/// GnuPG home: a signature counts only when gpg says it is good *and* made by
+/// this key (its primary fingerprint), whatever else a key file carried.
+pub struct TrustedKey {
+    home: tempfile::TempDir,
+    pub fingerprint: String,
+}
+
+impl TrustedKey {
+    /// Imports an armored public key; the file must hold exactly one primary
+    /// key, and when `pinned` is given, the key with that fingerprint.
+    pub fn import(armored: &[u8], what: &str, pinned: Option<&str>) -> Result<TrustedKey> {
+        let home = tempfile::Builder::new()
+            .prefix("slurm-factory-trust-")
+            .tempdir()?;
+        set_mode(home.path(), 0o700)?;
+        let key = TrustedKey {
+            home,
+            fingerprint: String::new(),
+        };
+        let mut import = key.gpg();
+        import.args(["--import"]);
+        run_with_stdin(import, armored)
+            .with_context(|| format!("{what} is not a PGP public key"))?;
+        let listing = key
+            .gpg()
+            .args(["--list-keys", "--with-colons", "--fixed-list-mode"])
+            .stdout(Stdio::piped())
+            .output()?;
+        let text = String::from_utf8_lossy(&listing.stdout);
+        let primaries = primary_fingerprints(&text);
+        let fingerprint = match primaries.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("{what} holds no public key"),
+            many => bail!(
+                "{what} holds {} keys ({}): a trusted key file holds one",
+                many.len(),
+                many.join(", ")
+            ),
+        };
+        if let Some(pinned) = pinned
+            && !pinned.eq_ignore_ascii_case(&fingerprint)
+        {
+            bail!(
+                "{what} is key {fingerprint}, not the project's pinned key {pinned}: refusing it"
+            );
+        }
+        Ok(TrustedKey { fingerprint, ..key })
+    }
+
+    fn gpg(&self) -> Command {
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--no-tty", "--quiet", "--trust-model", "always"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts `gpg --verify SIGNATURE -`; the signed bytes go to `stdin`.
+    pub fn start_verify(&self, signature: &Path) -> Result<Verification> {
+        let mut child = self
+            .gpg()
+            .args(["--status-fd", "1", "--verify"])
+            .arg(signature)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("running gpg (is GnuPG installed?)")?;
+        Ok(Verification {
+            stdin: child.stdin.take(),
+            child,
+            fingerprint: self.fingerprint.clone(),
+        })
+    }
+}
+
+/// The primary keys' fingerprints in `gpg --with-colons` output.
+fn primary_fingerprints(colons: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after_pub = false;
+    for line in colons.lines() {
+        if line.starts_with("pub:") {
+            after_pub = true;
+        } else if after_pub && let Some(rest) = line.strip_prefix("fpr:") {
+            out.push(rest.trim_matches(':').to_string());
+            after_pub = false;
+        } else if !line.starts_with("fpr:") {
+            after_pub = after_pub && !line.starts_with("sub:");
+        }
+    }
+    out
+}
+
+/// A running `gpg --verify`: write the data to `stdin`, drop it, `finish`.
+pub struct Verification {
+    pub stdin: Option<std::process::ChildStdin>,
+    child: std::process::Child,
+    fingerprint: String,
+}
+
+impl Verification {
+    /// Ok only for a good signature by the trusted key.
+    pub fn finish(mut self, what: &str) -> Result<()> {
+        drop(self.stdin.take());
+        let out = self.child.wait_with_output()?;
+        let status = String::from_utf8_lossy(&out.stdout);
+        signature_verdict(&status, &self.fingerprint, what)
+    }
+}
+
+/// What gpg's `--status-fd` lines say of one detached signature.
+fn signature_verdict(status: &str, trusted: &str, what: &str) -> Result<()> {
+    let mut good = false;
+    let mut valid_by = None;
+    for line in status.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.get(1).copied() {
+            Some("GOODSIG") => good = true,
+            // VALIDSIG <fpr> … <primary-key-fpr> (the 10th argument)
+            Some("VALIDSIG") => {
+                valid_by = words.get(11).or(words.get(2)).map(|s| s.to_string());
+            }
+            Some("BADSIG") => bail!(
+                "bad signature: {what} is not what key {trusted} signed (changed or corrupted)"
+            ),
+            Some("EXPKEYSIG") => bail!("{what} is signed by an expired key"),
+            Some("REVKEYSIG") => bail!("{what} is signed by a revoked key"),
+            Some("NO_PUBKEY") => bail!(
+                "{what} is signed by an unknown key {} (trusted: {trusted})",
+                words.get(2).unwrap_or(&"?")
+            ),
+            _ => {}
+        }
+    }
+    match valid_by {
+        Some(by) if good && by.eq_ignore_ascii_case(trusted) => Ok(()),
+        Some(by) if good => bail!("{what} is signed by key {by}, not the trusted key {trusted}"),
+        _ => bail!("{what}: its signature file holds no signature gpg could check"),
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    const T: &str = "AAAABBBBCCCCDDDDEEEEFFFF0000111122223333";
+
+    #[test]
+    fn only_a_good_signature_by_the_trusted_primary_key_passes() {
+        let good = format!(
+            "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG 2222333344445555 t\n[GNUPG:] VALIDSIG 9999 2026-01-01 1 0 4 0 22 10 00 {T}\n"
+        );
+        assert!(signature_verdict(&good, T, "x").is_ok());
+        let other = good.replace(T, "1234");
+        let e = signature_verdict(&other, T, "x").unwrap_err().to_string();
+        assert!(e.contains("signed by key 1234, not the trusted key"), "{e}");
+        let e = signature_verdict("[GNUPG:] BADSIG 22 t\n", T, "x").unwrap_err();
+        assert!(e.to_string().starts_with("bad signature"));
+        let e = signature_verdict(
+            "[GNUPG:] ERRSIG 77 22 10 00 1 9\n[GNUPG:] NO_PUBKEY 77\n",
+            T,
+            "x",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown key 77"));
+        assert!(signature_verdict("[GNUPG:] NODATA 1\n", T, "x").is_err());
+    }
+
+    #[test]
+    fn primary_fingerprints_skip_subkeys() {
+        let colons = "tru::1:0\npub:-:255:22:AA:1:::-:::scSC::::::23::0:\nfpr:::::::::PRIMARY1:\nuid:-::::1::H::t <t@x>::::::::::0:\nsub:-:255:18:BB:1::::::e::::::23:\nfpr:::::::::SUB1:\npub:-:255:22:CC:1:::-:::scSC::::::23::0:\nfpr:::::::::PRIMARY2:\n";
+        assert_eq!(primary_fingerprints(colons), vec!["PRIMARY1", "PRIMARY2"]);
+    }
+}

@@ -49,6 +49,20 @@ pub trait Store {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
 }
 
+/// A body arriving in pieces: an HTTP response, an S3 object, a file.
+pub trait Chunks: Send {
+    /// The next piece; `None` at the end.
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>>;
+}
+
+/// Reading objects from byte `from` on, for downloads that resume.
+pub trait Fetch {
+    /// How messages name the source.
+    fn describe(&self) -> String;
+    /// `None` when there is no such object.
+    fn open(&self, key: &str, from: u64) -> Result<Option<Box<dyn Chunks>>>;
+}
+
 /// A progress bar for `len` bytes on a terminal; hidden in logs and CI.
 pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {

@@ -364,3 +364,41 @@ impl S3Store {
         Ok(done)
     }
 }
+
+/// An object's body, piece by piece.
+struct ObjectChunks {
+    rt: tokio::runtime::Handle,
+    body: aws_sdk_s3::primitives::ByteStream,
+}
+
+impl super::Chunks for ObjectChunks {
+    fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        let body = &mut self.body;
+        self.rt
+            .block_on(body.next())
+            .transpose()
+            .context("reading the object")
+    }
+}
+
+impl super::Fetch for S3Store {
+    fn describe(&self) -> String {
+        Store::describe(self)
+    }
+
+    fn open(&self, key: &str, from: u64) -> Result<Option<Box<dyn super::Chunks>>> {
+        let key = self.key(key);
+        let mut req = self.client.get_object().bucket(&self.bucket).key(&key);
+        if from > 0 {
+            req = req.range(format!("bytes={from}-"));
+        }
+        match self.rt.block_on(req.send()) {
+            Ok(out) => Ok(Some(Box::new(ObjectChunks {
+                rt: self.rt.handle().clone(),
+                body: out.body,
+            }))),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(explain(&format!("s3://{}/{key}", self.bucket), e)),
+        }
+    }
+}

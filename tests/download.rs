@@ -1,0 +1,806 @@
+//! `cargo xtask download`: packages made by `package` and published by
+//! `publish` come back verified and unpacked; tampered, unsigned, foreign-key,
+//! truncated and hostile artifacts are refused with the prefix untouched.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::github::GitHubServer;
+use common::gpg::TestKey;
+use common::s3::S3Server;
+use common::{Project, Run, fixtures, repo_root, xtask};
+
+const STEM: &str = "slurm-24.11-jammy-cpu-x86_64";
+const CELL_DIR: &str = "releases/24.11/jammy/cpu";
+
+struct Dist {
+    dir: tempfile::TempDir,
+    key: TestKey,
+}
+
+impl Dist {
+    fn view(&self) -> PathBuf {
+        self.dir.path().join("view")
+    }
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("dist")
+    }
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    /// A fresh place to install into (its parent exists, it does not).
+    fn prefix(&self, name: &str) -> PathBuf {
+        let sites = self.dir.path().join("sites");
+        std::fs::create_dir_all(&sites).unwrap();
+        sites.join(name)
+    }
+    fn stored(&self, name: &str) -> PathBuf {
+        self.store().join(CELL_DIR).join(name)
+    }
+}
+
+fn noise(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A signed package of a small view (a stand-in scontrol, a library with its
+/// symlink, a hard link, a read-only directory), published to a local store.
+fn dist(split: Option<&str>) -> Dist {
+    let dir = tempfile::tempdir().unwrap();
+    let view = dir.path().join("view");
+    for sub in ["bin", "sbin", "lib", "share/man/man1", "share/doc"] {
+        std::fs::create_dir_all(view.join(sub)).unwrap();
+    }
+    let scontrol = view.join("bin/scontrol");
+    std::fs::write(&scontrol, "#!/bin/sh\necho \"slurm 24.11.6 from $0\"\n").unwrap();
+    std::fs::set_permissions(&scontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(view.join("lib/libslurm.so.42"), noise(300_000, 7)).unwrap();
+    std::os::unix::fs::symlink("libslurm.so.42", view.join("lib/libslurm.so")).unwrap();
+    std::fs::hard_link(&scontrol, view.join("sbin/scontrol-link")).unwrap();
+    std::fs::write(view.join("share/doc/README"), "read me\n").unwrap();
+    std::fs::set_permissions(
+        view.join("share/doc"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    let key = TestKey::new("Releaser", "");
+    let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
+    let split: Vec<&str> = split.map(|s| vec!["--split-size", s]).unwrap_or_default();
+    let out = dir.path().join("dist");
+    common::package(&repo_root(), &view, &lock, ("24.11", "jammy"), &out, &split)
+        .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
+        .success();
+    let d = Dist { dir, key };
+    xtask(&[
+        "publish",
+        "--to",
+        "local",
+        "--dir",
+        d.out().to_str().unwrap(),
+        "--store-dir",
+        d.store().to_str().unwrap(),
+    ])
+    .success();
+    d
+}
+
+/// `download` of the jammy cpu cell into `prefix`, trusting the test key.
+fn download(d: &Dist, prefix: &Path, from: &[&str]) -> Run {
+    let mut args = vec![
+        "download",
+        "--slurm",
+        "24.11",
+        "--toolchain",
+        "jammy",
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--trusted-key",
+        d.key.public_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(from);
+    xtask(&args)
+}
+
+fn from_local(d: &Dist) -> Vec<String> {
+    vec![
+        "--from".into(),
+        "local".into(),
+        "--store-dir".into(),
+        d.store().to_str().unwrap().into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every path under `root` with its kind and content (files), target
+/// (symlinks) and permission bits.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let meta = e.path().symlink_metadata().unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let what = if meta.is_symlink() {
+            format!("link {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if meta.is_dir() {
+            format!("dir {mode:o}")
+        } else {
+            let bytes = std::fs::read(e.path()).unwrap();
+            format!("file {mode:o} {} {:x}", bytes.len(), md5ish(&bytes))
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+fn md5ish(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Nothing of a failed download is left beside the prefix but the resumable
+/// work directory, and the prefix itself does not exist.
+fn assert_untouched(prefix: &Path) {
+    assert!(!prefix.exists(), "{} was created", prefix.display());
+    let parent = prefix.parent().unwrap();
+    let left: Vec<String> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".staging"))
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+const LMOD_INIT: &str = "/usr/share/lmod/lmod/init/bash";
+
+/// Loads the module with real Lmod the way the command's output says to.
+fn lmod_load(stdout: &str) -> String {
+    let use_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("module use "))
+        .unwrap_or_else(|| panic!("no `module use` line in:\n{stdout}"));
+    let load_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("module load "))
+        .unwrap();
+    let script = format!(
+        "source {LMOD_INIT}\nunset SLURM_INSTALL_PREFIX MODULEPATH\nset -e\n{}\n{}\nscontrol\necho ROOT=$SLURM_ROOT\n",
+        use_line.trim(),
+        load_line.trim()
+    );
+    let out = Command::new("bash")
+        .args(["--noprofile", "--norc", "-c", &script])
+        .env_remove("LMOD_CMD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn local_store_round_trip_matches_the_view_and_loads_with_lmod() {
+    let d = dist(None);
+    let prefix = d.prefix("slurm");
+    let modules = d.dir.path().join("modulefiles");
+    let mut args = from_local(&d);
+    args.extend(["--modules".into(), modules.to_str().unwrap().into()]);
+    let done = download(&d, &prefix, &strs(&args)).success();
+    assert!(
+        done.stdout
+            .contains(&format!("module use {}", modules.display())),
+        "{}",
+        done.stdout
+    );
+    assert!(done.stdout.contains("module load slurm/24.11-jammy"));
+    assert_eq!(
+        tree(&prefix.join("view")),
+        tree(&d.view()),
+        "the unpacked view"
+    );
+    assert!(prefix.join("manifest.json").is_file());
+    assert!(prefix.join("modules/slurm/24.11-jammy.lua").is_file());
+    let out = lmod_load(&done.stdout);
+    let bin = prefix.join("view/bin/scontrol");
+    assert!(out.contains(&format!("from {}", bin.display())), "{out}");
+    assert!(
+        out.contains(&format!("ROOT={}", prefix.join("view").display())),
+        "{out}"
+    );
+    // The work directory is gone; a second install elsewhere works too.
+    assert!(!d.prefix(".slurm.download").exists());
+    let again = download(&d, &prefix, &strs(&from_local(&d))).failure();
+    assert!(
+        again.stderr.contains("exists and is not empty"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn github_release_with_parts_round_trips_without_leaking_the_token() {
+    let d = dist(Some("150k"));
+    let gh = GitHubServer::start();
+    xtask(&[
+        "publish",
+        "--to",
+        "github",
+        "--dir",
+        d.out().to_str().unwrap(),
+    ])
+    .env("GITHUB_TOKEN", &gh.token)
+    .env("GITHUB_REPOSITORY", "owner/repo")
+    .env("GITHUB_API_URL", &gh.api_url)
+    .success();
+    let parts = std::fs::read_dir(d.out())
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name();
+            let n = n.to_string_lossy();
+            n.contains(".part-") && !n.ends_with(".sha256")
+        })
+        .count();
+    assert!(parts >= 2, "the package is split ({parts} parts)");
+    // The fake plays a private repository: every API read needs the token.
+    let list = xtask(&[
+        "download",
+        "--list",
+        "--slurm",
+        "24.11",
+        "--repo",
+        "owner/repo",
+    ])
+    .env("GITHUB_API_URL", &gh.api_url)
+    .env("GITHUB_TOKEN", &gh.token)
+    .success();
+    assert!(list.stdout.contains("jammy"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains(&format!("in {parts} parts")),
+        "{}",
+        list.stdout
+    );
+
+    let prefix = d.prefix("slurm");
+    // The token goes to the API only: the CDN refuses a request carrying one.
+    let done = download(&d, &prefix, &["--repo", "owner/repo"])
+        .env("GITHUB_API_URL", &gh.api_url)
+        .env("GITHUB_TOKEN", &gh.token)
+        .success();
+    assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
+    lmod_load(&done.stdout);
+    assert!(
+        gh.download_requests().len() >= parts,
+        "{:?}",
+        gh.download_requests()
+    );
+}
+
+#[test]
+fn an_interrupted_download_resumes_where_it_stopped() {
+    let d = dist(None);
+    let gh = GitHubServer::start();
+    xtask(&[
+        "publish",
+        "--to",
+        "github",
+        "--dir",
+        d.out().to_str().unwrap(),
+    ])
+    .env("GITHUB_TOKEN", &gh.token)
+    .env("GITHUB_REPOSITORY", "owner/repo")
+    .env("GITHUB_API_URL", &gh.api_url)
+    .success();
+    let prefix = d.prefix("slurm");
+    // Every transfer breaks after 20 kB: each of the run's five attempts at
+    // the tarball (~300 kB) resumes where the last stopped, then it gives up.
+    gh.cut_next_downloads(100, 20_000);
+    let failed = download(&d, &prefix, &["--repo", "owner/repo"])
+        .env("GITHUB_API_URL", &gh.api_url)
+        .env("GITHUB_TOKEN", &gh.token)
+        .failure();
+    assert!(
+        failed.stderr.contains("run the command again to resume"),
+        "{}",
+        failed.stderr
+    );
+    assert_untouched(&prefix);
+    gh.clear_faults();
+    let before = gh.download_requests().len();
+    download(&d, &prefix, &["--repo", "owner/repo"])
+        .env("GITHUB_API_URL", &gh.api_url)
+        .env("GITHUB_TOKEN", &gh.token)
+        .success();
+    let tarball_requests: Vec<_> = gh.download_requests()[before..]
+        .iter()
+        .filter(|r| r.target.split('?').next().unwrap().ends_with(".tar.gz"))
+        .map(|r| r.range.clone())
+        .collect();
+    assert_eq!(
+        tarball_requests,
+        vec![Some("bytes=100000-".to_string())],
+        "the rerun asks only for the rest"
+    );
+    assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
+}
+
+#[test]
+fn s3_round_trip() {
+    let d = dist(None);
+    let s3 = S3Server::start();
+    let mut publish = xtask(&[
+        "publish",
+        "--to",
+        "s3",
+        "--bucket",
+        &s3.bucket,
+        "--dir",
+        d.out().to_str().unwrap(),
+    ]);
+    for (k, v) in s3.env() {
+        publish = publish.env(k, v);
+    }
+    publish.success();
+    let prefix = d.prefix("slurm");
+    let mut run = download(&d, &prefix, &["--from", "s3", "--bucket", &s3.bucket]);
+    for (k, v) in s3.env() {
+        run = run.env(k, v);
+    }
+    let done = run.success();
+    assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
+    lmod_load(&done.stdout);
+}
+
+/// Runs a download that must fail, and checks the message and the prefix.
+fn refused(d: &Dist, name: &str, expect: &str) {
+    let prefix = d.prefix(name);
+    let failed = download(d, &prefix, &strs(&from_local(d))).failure();
+    assert!(
+        failed.stderr.contains(expect),
+        "{name}: wanted `{expect}` in:\n{}",
+        failed.stderr
+    );
+    assert_eq!(
+        failed.stderr.trim().lines().count(),
+        1,
+        "{name}: one line: {}",
+        failed.stderr
+    );
+    assert_untouched(&prefix);
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn tampered_artifacts_are_refused_and_the_prefix_is_untouched() {
+    let d = dist(None);
+    let tarball = d.stored(&format!("{STEM}.tar.gz"));
+    let original = std::fs::read(&tarball).unwrap();
+
+    flip_byte(&tarball, original.len() / 2);
+    refused(&d, "flipped", "checksum mismatch");
+    std::fs::write(&tarball, &original).unwrap();
+
+    let sum = d.stored(&format!("{STEM}.tar.gz.sha256"));
+    let sum_text = std::fs::read_to_string(&sum).unwrap();
+    std::fs::write(&sum, format!("{}{}", "0".repeat(64), &sum_text[64..])).unwrap();
+    refused(&d, "checksum-file", "checksum mismatch");
+    std::fs::write(&sum, &sum_text).unwrap();
+
+    let sig = d.stored(&format!("{STEM}.tar.gz.asc"));
+    let sig_text = std::fs::read(&sig).unwrap();
+    let other = TestKey::new("Mallory", "");
+    let status = Command::new("gpg")
+        .env("GNUPGHOME", other.home.path())
+        .args([
+            "--batch",
+            "--yes",
+            "--no-permission-warning",
+            "--armor",
+            "--detach-sign",
+            "--output",
+        ])
+        .arg(&sig)
+        .arg(&tarball)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    refused(&d, "other-key", "signed by an unknown key");
+
+    std::fs::remove_file(&sig).unwrap();
+    refused(&d, "unsigned", "refusing an unsigned package");
+    std::fs::write(&sig, &sig_text).unwrap();
+
+    // Truncated at the source: shorter than the release lists.
+    std::fs::write(&tarball, &original[..original.len() / 3]).unwrap();
+    refused(&d, "truncated", "run the command again to resume");
+    std::fs::write(&tarball, &original).unwrap();
+
+    // After all that, the untouched artifact installs.
+    let prefix = d.prefix("good");
+    download(&d, &prefix, &strs(&from_local(&d))).success();
+    assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
+}
+
+#[test]
+fn a_flipped_byte_in_one_part_names_the_part() {
+    let d = dist(Some("150k"));
+    let part = d.stored(&format!("{STEM}.tar.gz.part-001"));
+    flip_byte(&part, 10);
+    refused(
+        &d,
+        "part",
+        &format!("checksum mismatch: {STEM}.tar.gz.part-001"),
+    );
+}
+
+#[test]
+fn the_pinned_fingerprint_decides_which_published_key_is_trusted() {
+    let d = dist(None);
+    let project = Project::copy();
+    let fingerprint = {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", d.key.home.path())
+            .args(["--batch", "--with-colons", "--list-keys"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .unwrap()
+    };
+    let run = |prefix: &Path| {
+        let mut args = vec![
+            "download",
+            "--slurm",
+            "24.11",
+            "--toolchain",
+            "jammy",
+            "--prefix",
+            prefix.to_str().unwrap(),
+        ];
+        let from = from_local(&d);
+        args.extend(strs(&from));
+        project.xtask(&args)
+    };
+    // Nothing pinned, no --trusted-key: nothing to trust.
+    let none = run(&d.prefix("none")).failure();
+    assert!(
+        none.stderr.contains("--trusted-key FILE"),
+        "{}",
+        none.stderr
+    );
+    // Pinned to another key: the published key is refused.
+    project.edit("spack-env/matrix.yaml", |t| {
+        t.replace(
+            "signing_key_fingerprint: null",
+            &format!("signing_key_fingerprint: {}", "AB".repeat(20)),
+        )
+    });
+    let wrong = run(&d.prefix("wrong")).failure();
+    assert!(
+        wrong.stderr.contains("not the project's pinned key"),
+        "{}",
+        wrong.stderr
+    );
+    assert_untouched(&d.prefix("wrong"));
+    // Pinned to the signing key: the published key is accepted.
+    project.edit("spack-env/matrix.yaml", |t| {
+        t.replace(&"AB".repeat(20), &fingerprint)
+    });
+    run(&d.prefix("pinned")).success();
+}
+
+#[test]
+fn bad_requests_fail_with_one_clear_line() {
+    let d = dist(None);
+    let prefix = d.prefix("x");
+    let mut args = vec![
+        "download",
+        "--slurm",
+        "99.99",
+        "--toolchain",
+        "jammy",
+        "--prefix",
+    ];
+    args.push(prefix.to_str().unwrap());
+    let bad = xtask(&args).code(2);
+    assert!(
+        bad.stderr.contains("valid: 25.11, 24.11, 23.11"),
+        "{}",
+        bad.stderr
+    );
+    let bad = xtask(&[
+        "download",
+        "--slurm",
+        "24.11",
+        "--toolchain",
+        "focal",
+        "--prefix",
+        "x",
+    ])
+    .code(2);
+    assert!(
+        bad.stderr.contains("unknown toolchain 'focal'"),
+        "{}",
+        bad.stderr
+    );
+    let bad = xtask(&["download", "--slurm", "24.11"]).code(2);
+    assert!(bad.stderr.contains("--prefix"), "{}", bad.stderr);
+    let bad = xtask(&["download", "--list", "--from", "ftp://x"]).code(2);
+    assert!(
+        bad.stderr.contains("expected github, s3, local"),
+        "{}",
+        bad.stderr
+    );
+
+    // The GPU package was never published: say what there is.
+    let mut gpu = from_local(&d);
+    gpu.push("--gpu".into());
+    let missing = download(&d, &prefix, &strs(&gpu)).failure();
+    assert!(
+        missing
+            .stderr
+            .contains("offers no slurm-24.11-jammy-gpu-x86_64")
+            && missing.stderr.contains("jammy/cpu/x86_64"),
+        "{}",
+        missing.stderr
+    );
+    assert_untouched(&prefix);
+
+    // A non-empty prefix is never touched.
+    std::fs::create_dir_all(&prefix).unwrap();
+    std::fs::write(prefix.join("keep"), "mine").unwrap();
+    let busy = download(&d, &prefix, &strs(&from_local(&d))).failure();
+    assert!(
+        busy.stderr.contains("exists and is not empty"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(prefix.join("keep")).unwrap(),
+        "mine"
+    );
+
+    // --dry-run says what it would do and does nothing.
+    let mut dry = from_local(&d);
+    dry.push("--dry-run".into());
+    let plan = download(&d, &d.prefix("dry"), &strs(&dry)).success();
+    assert!(
+        plan.stdout.contains(&format!("fetch  {STEM}.tar.gz")),
+        "{}",
+        plan.stdout
+    );
+    assert_untouched(&d.prefix("dry"));
+    // --list on the local store.
+    let list = xtask(&[
+        "download",
+        "--list",
+        "--from",
+        "local",
+        "--store-dir",
+        d.store().to_str().unwrap(),
+    ])
+    .success();
+    assert!(list.stdout.contains("24.11    jammy"), "{}", list.stdout);
+}
+
+// ------------------------------------------------------------ hostile archives
+
+/// An entry of a hand-made tarball: path, type, link target, mode.
+type Entry<'a> = (&'a str, tar::EntryType, &'a str, u32);
+
+/// A hand-made tarball: `<STEM>/` then the given entries, gzipped, summed,
+/// signed and put in a local store with an index.
+fn hostile(key: &TestKey, store: &Path, entries: &[Entry<'_>]) {
+    let mut raw = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut raw);
+        let mut top = tar::Header::new_gnu();
+        top.set_entry_type(tar::EntryType::Directory);
+        top.set_mode(0o755);
+        top.set_size(0);
+        set_name(&mut top, &format!("{STEM}/"));
+        b.append(&top, std::io::empty()).unwrap();
+        for (name, kind, link, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            let body: &[u8] = if *kind == tar::EntryType::Regular {
+                b"pwned\n"
+            } else {
+                b""
+            };
+            h.set_size(body.len() as u64);
+            if !link.is_empty() {
+                let bytes = link.as_bytes();
+                h.as_old_mut().linkname[..bytes.len()].copy_from_slice(bytes);
+            }
+            if *kind == tar::EntryType::Char {
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+            }
+            set_name(&mut h, name);
+            b.append(&h, body).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let tgz = gz.finish().unwrap();
+    let dir = store.join(CELL_DIR);
+    let _ = std::fs::remove_dir_all(store);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tarball = dir.join(format!("{STEM}.tar.gz"));
+    std::fs::write(&tarball, &tgz).unwrap();
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&tgz)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::write(
+        dir.join(format!("{STEM}.tar.gz.sha256")),
+        format!("{sha}  {STEM}.tar.gz\n"),
+    )
+    .unwrap();
+    let status = Command::new("gpg")
+        .env("GNUPGHOME", key.home.path())
+        .args([
+            "--batch",
+            "--yes",
+            "--no-permission-warning",
+            "--armor",
+            "--detach-sign",
+            "--output",
+        ])
+        .arg(dir.join(format!("{STEM}.tar.gz.asc")))
+        .arg(&tarball)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let index = serde_json::json!({"packages": {STEM: {
+        "slurm": "24.11", "toolchain": "jammy", "variant": "cpu", "arch": "x86_64",
+        "fingerprint": null,
+        "files": {
+            format!("{STEM}.tar.gz"): [tgz.len(), sha],
+        }
+    }}});
+    std::fs::write(store.join("releases/index.json"), index.to_string()).unwrap();
+}
+
+/// Writes a name into the header's raw field: the tar crate refuses to set
+/// absolute and `..` paths, which is the point here.
+fn set_name(h: &mut tar::Header, name: &str) {
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    field[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_cksum();
+}
+
+#[test]
+fn hostile_archives_are_refused_with_the_entry_named() {
+    let key = TestKey::new("Signer", "");
+    let site = tempfile::tempdir().unwrap();
+    let outside = site.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "keep").unwrap();
+    let store = site.path().join("store");
+    let o = outside.to_str().unwrap();
+    use tar::EntryType::{Char, Directory, Link, Regular, Symlink};
+    let escape = format!("{STEM}/../../outside/pwned");
+    let abs = format!("{o}/pwned");
+    let cases: Vec<(&str, Vec<Entry<'_>>, String)> = vec![
+        (
+            "absolute",
+            vec![(abs.as_str(), Regular, "", 0o644)],
+            format!("`{abs}`: an absolute path"),
+        ),
+        (
+            "dotdot",
+            vec![(escape.as_str(), Regular, "", 0o644)],
+            "a `..` path".into(),
+        ),
+        (
+            "symlink-out",
+            vec![
+                (&*format!("{STEM}/etc").leak(), Symlink, o, 0o777),
+                (&*format!("{STEM}/etc/pwned").leak(), Regular, "", 0o644),
+            ],
+            format!("`{STEM}/etc`: a symlink to `{o}`, outside the package"),
+        ),
+        (
+            "through-inner-symlink",
+            vec![
+                (&*format!("{STEM}/view").leak(), Directory, "", 0o755),
+                (&*format!("{STEM}/s").leak(), Symlink, "view", 0o777),
+                (&*format!("{STEM}/s/pwned").leak(), Regular, "", 0o644),
+            ],
+            "lies under the symlink `s`".into(),
+        ),
+        (
+            "hardlink-out",
+            vec![(
+                &*format!("{STEM}/secret").leak(),
+                Link,
+                &*format!("{o}/secret").leak(),
+                0o644,
+            )],
+            "a hard link to".into(),
+        ),
+        (
+            "device",
+            vec![(&*format!("{STEM}/null").leak(), Char, "", 0o666)],
+            format!("`{STEM}/null`: a device file"),
+        ),
+        (
+            "setuid",
+            vec![(&*format!("{STEM}/su").leak(), Regular, "", 0o4755)],
+            "setuid/setgid bits".into(),
+        ),
+    ];
+    for (name, entries, expect) in cases {
+        hostile(&key, &store, &entries);
+        let prefix = site.path().join(format!("sites/{name}"));
+        std::fs::create_dir_all(prefix.parent().unwrap()).unwrap();
+        let failed = xtask(&[
+            "download",
+            "--slurm",
+            "24.11",
+            "--toolchain",
+            "jammy",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--from",
+            "local",
+            "--store-dir",
+            store.to_str().unwrap(),
+            "--trusted-key",
+            key.public_file.to_str().unwrap(),
+        ])
+        .failure();
+        assert!(
+            failed.stderr.contains("refusing archive entry") && failed.stderr.contains(&expect),
+            "{name}: wanted `{expect}` in:\n{}",
+            failed.stderr
+        );
+        assert_untouched(&prefix);
+        let outside_now: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(outside_now, vec!["secret"], "{name}: wrote outside");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).unwrap(),
+            "keep"
+        );
+        assert!(!site.path().join("pwned").exists(), "{name}");
+    }
+}

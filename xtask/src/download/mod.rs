@@ -1,0 +1,723 @@
+//! `download`: an admin's one command from a release to a working, verified
+//! Slurm. The artifact streams once through everything: each piece is kept
+//! on disk (so an interrupted download resumes), hashed, fed to `gpg
+//! --verify` and unpacked into a staging directory beside the prefix, at the
+//! same time. Only when the checksums and the signature by the trusted key
+//! all agree is the staging directory renamed into the prefix; on any
+//! failure the prefix is exactly as it was.
+
+pub mod extract;
+pub mod source;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::flags::{DownloadCmd, UsageError};
+use crate::matrix::Matrix;
+use crate::package::output::hex;
+use crate::sign::TrustedKey;
+use crate::store;
+use source::{GitHubSource, HttpBase, Offer, Source, StoreSource};
+
+/// Pieces in flight to each consumer (gpg, the unpacker): bounded memory.
+const IN_FLIGHT: usize = 64;
+/// Attempts per file when the transfer breaks; each resumes where it stopped.
+const ATTEMPTS: u32 = 5;
+
+impl DownloadCmd {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
+        if let Some(v) = &self.slurm {
+            matrix.release(v)?;
+        }
+        if let Some(t) = &self.toolchain {
+            matrix.toolchain(t)?;
+        }
+        let source = self.source(root, matrix)?;
+        if self.list {
+            return list(
+                source.as_ref(),
+                self.slurm.as_deref(),
+                self.toolchain.as_deref(),
+            );
+        }
+        let (Some(slurm), Some(toolchain), Some(prefix)) =
+            (&self.slurm, &self.toolchain, &self.prefix)
+        else {
+            return Err(UsageError::new(
+                "download needs --slurm V --toolchain T --prefix DIR (or --list to see what is offered)",
+            )
+            .into());
+        };
+        let want = Offer {
+            slurm: slurm.clone(),
+            toolchain: toolchain.clone(),
+            variant: if self.gpu { "gpu" } else { "cpu" }.into(),
+            arch: self.arch.clone().unwrap_or_else(|| matrix.arch.clone()),
+            files: Default::default(),
+        };
+        let prefix = absolute(prefix)?;
+        check_prefix(&prefix)?;
+        let offers = source.offers(Some(slurm), Some(&want))?;
+        let Some(offer) = offers.iter().find(|o| o.stem() == want.stem()) else {
+            let have: Vec<String> = offers
+                .iter()
+                .map(|o| format!("{}/{}/{}", o.toolchain, o.variant, o.arch))
+                .collect();
+            bail!(
+                "{} offers no {} (Slurm {slurm} there: {})",
+                source.describe(),
+                want.stem(),
+                if have.is_empty() {
+                    "nothing".into()
+                } else {
+                    have.join(", ")
+                }
+            );
+        };
+        let modules = match &self.modules {
+            Some(m) => Some(absolute(m)?),
+            None => None,
+        };
+        if self.dry_run {
+            println!("dry run: from {}", source.describe());
+            for f in offer.data_files() {
+                println!("  fetch  {f} ({})", size_text(offer.files[&f]));
+            }
+            println!(
+                "  verify SHA-256 ({}.sha256) and the signature ({}.asc)",
+                offer.tarball(),
+                offer.tarball()
+            );
+            println!(
+                "  unpack into {} (via a staging directory beside it)",
+                prefix.display()
+            );
+            if let Some(m) = &modules {
+                println!("  module into {}", m.display());
+            }
+            return Ok(());
+        }
+        let key = self.trusted_key(matrix, source.as_ref(), offer)?;
+        let installed = install(source.as_ref(), offer, &key, &prefix, modules.as_deref())?;
+        println!(
+            "installed Slurm {slurm} ({toolchain}, {}) in {}: {} files, {:.1} MiB, signed by {}",
+            offer.variant,
+            prefix.display(),
+            installed.files,
+            installed.bytes as f64 / (1 << 20) as f64,
+            key.fingerprint
+        );
+        println!("To use it:");
+        println!("  module use {}", installed.module_root.display());
+        println!("  module load {}", installed.module);
+        Ok(())
+    }
+
+    fn store(&self) -> crate::store::StoreArgs {
+        crate::store::StoreArgs {
+            bucket: self.bucket.clone(),
+            prefix: self.bucket_prefix.clone(),
+            store_dir: self.store_dir.clone(),
+        }
+    }
+
+    fn source(&self, root: &Path, matrix: &Matrix) -> Result<Box<dyn Source>> {
+        let from = self.from.as_str();
+        Ok(match from {
+            "github" => Box::new(GitHubSource::new(
+                self.repo.as_deref().unwrap_or(&matrix.releases.github),
+            )?),
+            "s3" => Box::new(StoreSource {
+                fetch: Box::new(self.store().s3()?),
+                dir: None,
+            }),
+            "local" => Box::new(StoreSource {
+                fetch: Box::new(self.store().local(root)),
+                dir: None,
+            }),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                let (base, dir) = source::split_url(url);
+                if let (Some((v, t, var)), Some(slurm), Some(tc)) =
+                    (&dir, &self.slurm, &self.toolchain)
+                {
+                    let variant = if self.gpu { "gpu" } else { "cpu" };
+                    if (v, t, var.as_str()) != (slurm, tc, variant) {
+                        return Err(UsageError::new(format!(
+                            "--from {url} is the release directory of {v}/{t}/{var}, not {slurm}/{tc}/{variant}"
+                        ))
+                        .into());
+                    }
+                }
+                Box::new(StoreSource {
+                    fetch: Box::new(HttpBase::new(&base)?),
+                    dir,
+                })
+            }
+            other => {
+                return Err(UsageError::new(format!(
+                    "--from {other}: expected github, s3, local or an http(s):// URL"
+                ))
+                .into());
+            }
+        })
+    }
+
+    /// `--trusted-key FILE`, else the key published beside the packages if
+    /// it is the one pinned in the matrix.
+    fn trusted_key(
+        &self,
+        matrix: &Matrix,
+        source: &dyn Source,
+        offer: &Offer,
+    ) -> Result<TrustedKey> {
+        if let Some(file) = &self.trusted_key {
+            let armored = std::fs::read(file)
+                .with_context(|| format!("reading --trusted-key {}", file.display()))?;
+            return TrustedKey::import(&armored, &file.display().to_string(), None);
+        }
+        let Some(pinned) = &matrix.releases.signing_key_fingerprint else {
+            bail!(
+                "no release signing key is pinned (releases.signing_key_fingerprint in spack-env/matrix.yaml): \
+                 pass --trusted-key FILE with the armored public key you trust"
+            );
+        };
+        let Some(armored) = source.public_key(offer)? else {
+            bail!(
+                "{} publishes no {}: pass --trusted-key FILE",
+                source.describe(),
+                crate::package::PUBLIC_KEY_FILE
+            );
+        };
+        TrustedKey::import(
+            &armored,
+            &format!("the key published by {}", source.describe()),
+            Some(pinned),
+        )
+    }
+}
+
+fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Result<()> {
+    let offers: Vec<Offer> = source
+        .offers(slurm, None)?
+        .into_iter()
+        .filter(|o| toolchain.is_none_or(|t| t == o.toolchain))
+        .collect();
+    if offers.is_empty() {
+        println!(
+            "{} offers no packages{}",
+            source.describe(),
+            match slurm {
+                Some(v) => format!(" of Slurm {v}"),
+                None => String::new(),
+            }
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<14} {:<8} {:<8} {:>10}  files",
+        "slurm", "toolchain", "variant", "arch", "size"
+    );
+    for o in &offers {
+        let parts = o.data_files().len();
+        println!(
+            "{:<8} {:<14} {:<8} {:<8} {:>10}  {}",
+            o.slurm,
+            o.toolchain,
+            o.variant,
+            o.arch,
+            size_text(o.size()),
+            if parts > 1 {
+                format!("{} in {parts} parts", o.tarball())
+            } else {
+                o.tarball()
+            }
+        );
+    }
+    Ok(())
+}
+
+fn size_text(size: Option<u64>) -> String {
+    match size {
+        Some(s) if s >= 1 << 20 => format!("{:.1} MiB", s as f64 / (1 << 20) as f64),
+        Some(s) => format!("{s} B"),
+        None => "?".into(),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.as_os_str().is_empty() {
+        return Err(UsageError::new("an empty path").into());
+    }
+    Ok(std::path::absolute(p)?)
+}
+
+/// The prefix must not exist, or be an empty directory.
+fn check_prefix(prefix: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(prefix) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--prefix {}", prefix.display())),
+        Ok(m) if m.is_dir() => {
+            if std::fs::read_dir(prefix)?.next().is_some() {
+                bail!(
+                    "--prefix {} exists and is not empty: install into a new directory (or remove it first)",
+                    prefix.display()
+                );
+            }
+            Ok(())
+        }
+        Ok(_) => bail!(
+            "--prefix {} exists and is not a directory",
+            prefix.display()
+        ),
+    }
+}
+
+pub struct Installed {
+    pub files: u64,
+    pub bytes: u64,
+    pub module: String,
+    pub module_root: PathBuf,
+}
+
+/// The work directory beside the prefix: resumable pieces and a lock.
+struct Work {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Work {
+    fn open(prefix: &Path) -> Result<Work> {
+        let parent = prefix
+            .parent()
+            .context("--prefix has no parent directory")?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let name = prefix.file_name().context("--prefix has no name")?;
+        let dir = parent.join(format!(".{}.download", name.to_string_lossy()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock = File::create(dir.join("lock"))?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "another download into {} is running (lock {})",
+                prefix.display(),
+                dir.join("lock").display()
+            );
+        }
+        Ok(Work { dir, _lock: lock })
+    }
+}
+
+/// The parsed `sha256sum` line for `name`.
+fn expected_sum(text: &[u8], name: &str, file: &str) -> Result<String> {
+    let text = String::from_utf8_lossy(text);
+    let (sum, named) = text
+        .trim()
+        .split_once("  ")
+        .with_context(|| format!("{file} is not in sha256sum format"))?;
+    if named != name || sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{file} is not a SHA-256 line for {name}");
+    }
+    Ok(sum.to_ascii_lowercase())
+}
+
+/// A failure worth a rerun: the bytes so far are kept, the next run resumes.
+#[derive(Debug)]
+struct Transport(String);
+
+fn install(
+    source: &dyn Source,
+    offer: &Offer,
+    key: &TrustedKey,
+    prefix: &Path,
+    modules: Option<&Path>,
+) -> Result<Installed> {
+    let tarball = offer.tarball();
+    let data = offer.data_files();
+    let small = |name: &str, what: &str| -> Result<Vec<u8>> {
+        source
+            .small(offer, name)?
+            .with_context(|| format!("{} has no {name}: {what}", source.describe()))
+    };
+    let whole_sum = expected_sum(
+        &small(&format!("{tarball}.sha256"), "cannot check the download")?,
+        &tarball,
+        &format!("{tarball}.sha256"),
+    )?;
+    let mut part_sums = Vec::new();
+    if data.len() > 1 {
+        for d in &data {
+            let f = format!("{d}.sha256");
+            part_sums.push(expected_sum(&small(&f, "cannot check the part")?, d, &f)?);
+        }
+    }
+    let signature = small(&format!("{tarball}.asc"), "refusing an unsigned package")?;
+
+    let work = Work::open(prefix)?;
+    let sig_path = work.dir.join(format!("{tarball}.asc"));
+    std::fs::write(&sig_path, &signature)?;
+    let parent = prefix.parent().expect("checked by Work::open");
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.staging-",
+            prefix.file_name().unwrap().to_string_lossy()
+        ))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    let tree = staging.path().join("tree");
+    std::fs::create_dir(&tree)?;
+
+    let stem = offer.stem();
+    let (tar_tx, tar_rx) = sync_channel::<Bytes>(IN_FLIGHT);
+    let unpacker = {
+        let tree = tree.clone();
+        let stem = stem.clone();
+        std::thread::spawn(move || -> Result<extract::Unpacked> {
+            let mut gz = flate2::read::GzDecoder::new(ChannelReader::new(tar_rx));
+            let unpacked = extract::unpack(&mut gz, &stem, &tree)?;
+            // The rest of the stream: tar's padding and the gzip trailer's CRC.
+            std::io::copy(&mut gz, &mut std::io::sink()).context("reading the tarball's end")?;
+            Ok(unpacked)
+        })
+    };
+    let mut verification = key.start_verify(&sig_path)?;
+    let (gpg_tx, gpg_rx) = sync_channel::<Bytes>(IN_FLIGHT);
+    let gpg_stdin = verification.stdin.take().expect("piped");
+    let gpg_writer = std::thread::spawn(move || {
+        let mut stdin = gpg_stdin;
+        for chunk in gpg_rx {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+
+    let total = offer.size();
+    let bar = store::progress(total.unwrap_or(0), &tarball);
+    let started = Instant::now();
+    let mut whole = Sha256::new();
+    let mut fed = Feed {
+        to: [tar_tx, gpg_tx],
+        whole: &mut whole,
+        bar: &bar,
+    };
+    let mut fetched = Ok(());
+    for (i, name) in data.iter().enumerate() {
+        let result = fetch_file(source, offer, name, &work.dir, &mut fed);
+        match result {
+            Ok(sha) => {
+                if let Some(expected) = part_sums.get(i)
+                    && *expected != sha
+                {
+                    let _ = std::fs::remove_file(work.dir.join(name));
+                    fetched = Err(anyhow!(
+                        "checksum mismatch: {name} has SHA-256 {sha}, its .sha256 says {expected}"
+                    ));
+                    break;
+                }
+            }
+            Err(e) => {
+                fetched = Err(e);
+                break;
+            }
+        }
+    }
+    drop(fed);
+    bar.finish_and_clear();
+    let unpacked = unpacker
+        .join()
+        .map_err(|_| anyhow!("the unpacker panicked"))?;
+    let _ = gpg_writer.join();
+    let signed = verification.finish(&tarball);
+    fetched?;
+    let sha = hex(&whole.finalize());
+    if sha != whole_sum {
+        for d in &data {
+            let _ = std::fs::remove_file(work.dir.join(d));
+        }
+        bail!("checksum mismatch: {tarball} has SHA-256 {sha}, {tarball}.sha256 says {whole_sum}");
+    }
+    if let Err(e) = signed {
+        for d in &data {
+            let _ = std::fs::remove_file(work.dir.join(d));
+        }
+        return Err(e);
+    }
+    let unpacked = unpacked?;
+    eprintln!(
+        "fetched and verified {tarball} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Verified. Point the module at where the package now lives.
+    let manifest: crate::manifest::Manifest = serde_json::from_slice(
+        &std::fs::read(tree.join("manifest.json")).context("the package has no manifest.json")?,
+    )
+    .context("the package's manifest.json")?;
+    let module_rel = format!("{}.lua", manifest.module);
+    let module_file = tree.join("modules").join(&module_rel);
+    let text = std::fs::read_to_string(&module_file)
+        .with_context(|| format!("the package has no modules/{module_rel}"))?;
+    let module_text = point_module(&text, &prefix.join("view"))
+        .with_context(|| format!("modules/{module_rel}"))?;
+    extract::write_atomically(&module_file, module_text.as_bytes())?;
+    extract::apply_dir_modes(&unpacked.dir_modes)?;
+    let external = match modules {
+        Some(m) => {
+            let target = m.join(&module_rel);
+            let dir = target.parent().expect("a module file");
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(module_text.as_bytes())?;
+            Some((tmp, target))
+        }
+        None => None,
+    };
+    if prefix.is_dir() {
+        std::fs::remove_dir(prefix)
+            .with_context(|| format!("--prefix {} is no longer empty", prefix.display()))?;
+    }
+    std::fs::rename(&tree, prefix)
+        .with_context(|| format!("moving the package into {}", prefix.display()))?;
+    let module_root = match external {
+        Some((tmp, target)) => {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            tmp.persist(&target)
+                .with_context(|| format!("writing {}", target.display()))?;
+            modules.expect("given").to_path_buf()
+        }
+        None => prefix.join("modules"),
+    };
+    drop(staging);
+    let _ = std::fs::remove_dir_all(&work.dir);
+    Ok(Installed {
+        files: unpacked.files,
+        bytes: unpacked.bytes,
+        module: manifest.module,
+        module_root,
+    })
+}
+
+/// Sets the module's built-in prefix (used when `SLURM_INSTALL_PREFIX` is
+/// unset) to where the view was installed.
+fn point_module(text: &str, view: &Path) -> Result<String> {
+    let view = view.to_str().context("the prefix is not UTF-8")?;
+    let quoted = format!("\"{}\"", view.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !found && l.starts_with("local default_prefix = ") {
+                found = true;
+                format!("local default_prefix = {quoted}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        bail!("no `local default_prefix = …` line to point at the install");
+    }
+    Ok(out.join("\n") + "\n")
+}
+
+/// Where every piece goes: both consumers and the whole's hash.
+struct Feed<'a> {
+    to: [SyncSender<Bytes>; 2],
+    whole: &'a mut Sha256,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Feed<'_> {
+    fn piece(&mut self, chunk: Bytes) {
+        self.whole.update(&chunk);
+        self.bar.inc(chunk.len() as u64);
+        // A consumer that stopped has its error to tell; keep hashing.
+        let _ = self.to[1].send(chunk.clone());
+        let _ = self.to[0].send(chunk);
+    }
+}
+
+/// One data file: the bytes kept from an earlier run first, then the rest
+/// from the source, resumed after a broken transfer. Returns its SHA-256.
+fn fetch_file(
+    source: &dyn Source,
+    offer: &Offer,
+    name: &str,
+    work: &Path,
+    feed: &mut Feed<'_>,
+) -> Result<String> {
+    let path = work.join(name);
+    let size = offer.files.get(name).copied().flatten();
+    let mut have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if size.is_some_and(|s| have > s) {
+        have = 0;
+    }
+    let mut part = Sha256::new();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.set_len(have)?;
+    let mut kept = &file;
+    let mut left = have;
+    while left > 0 {
+        let mut buf = vec![0u8; (1usize << 20).min(left as usize)];
+        kept.read_exact(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        left -= buf.len() as u64;
+        part.update(&buf);
+        feed.piece(buf.into());
+    }
+    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    let mut attempt = 0;
+    loop {
+        if size == Some(have) {
+            break;
+        }
+        attempt += 1;
+        let outcome = (|| -> Result<()> {
+            let Some(mut body) = source.open(offer, name, have)? else {
+                return Err(Missing(format!("{} has no {name}", source.describe())).into());
+            };
+            while let Some(chunk) = body.next_chunk()? {
+                out.write_all(&chunk).map_err(|e| disk_error(e, &path))?;
+                have += chunk.len() as u64;
+                part.update(&chunk);
+                feed.piece(chunk);
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) if size.is_none_or(|s| s == have) => break,
+            Ok(()) => {
+                if attempt >= ATTEMPTS {
+                    out.flush().ok();
+                    return Err(Transport(format!(
+                        "download of {name} stopped at {have} of {} bytes, {ATTEMPTS} times: run the command again to resume",
+                        size.unwrap_or(0)
+                    ))
+                    .into());
+                }
+            }
+            Err(e) if e.is::<DiskError>() || e.is::<Missing>() => return Err(e),
+            Err(e) if attempt >= ATTEMPTS => {
+                out.flush().ok();
+                return Err(e.context(Transport(format!(
+                    "download of {name} failed at byte {have}; run the command again to resume"
+                ))));
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+    }
+    out.flush().map_err(|e| disk_error(e, &path))?;
+    if let Some(s) = size
+        && have != s
+    {
+        bail!("{name} is {have} bytes, the release lists {s}");
+    }
+    Ok(hex(&part.finalize()))
+}
+
+/// Failures that another attempt would not mend.
+#[derive(Debug)]
+struct DiskError(String);
+
+#[derive(Debug)]
+struct Missing(String);
+
+macro_rules! message_error {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for $t {}
+    )*};
+}
+message_error!(DiskError, Missing, Transport);
+
+fn disk_error(e: std::io::Error, path: &Path) -> anyhow::Error {
+    let what = if e.kind() == std::io::ErrorKind::StorageFull {
+        "disk full"
+    } else {
+        "cannot write"
+    };
+    DiskError(format!("{what}: {}: {e}", path.display())).into()
+}
+
+/// The pieces as a byte stream, for the gzip decoder.
+struct ChannelReader {
+    rx: Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<Bytes>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(next) => self.current = next,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_module_points_at_the_installed_view() {
+        let text =
+            "local name = \"slurm/25.11-noble\"\nlocal default_prefix = \"/opt/slurm/view\"\nx\n";
+        let out = point_module(text, Path::new("/srv/a \"b\"/view")).unwrap();
+        assert!(
+            out.contains("local default_prefix = \"/srv/a \\\"b\\\"/view\"\n"),
+            "{out}"
+        );
+        assert!(point_module("nothing", Path::new("/x")).is_err());
+    }
+
+    #[test]
+    fn checksum_lines_must_name_the_file() {
+        let sum = "a".repeat(64);
+        assert_eq!(
+            expected_sum(
+                format!("{sum}  f.tar.gz\n").as_bytes(),
+                "f.tar.gz",
+                "f.sha256"
+            )
+            .unwrap(),
+            sum
+        );
+        assert!(expected_sum(format!("{sum}  other\n").as_bytes(), "f.tar.gz", "x").is_err());
+        assert!(expected_sum(b"garbage", "f.tar.gz", "x").is_err());
+    }
+}

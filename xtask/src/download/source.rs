@@ -1,0 +1,527 @@
+//! Where packages are downloaded from: a GitHub release (`slurm-<version>`),
+//! or a store laid out by `publish` (S3 through the SDK, a public base URL
+//! such as a CDN in front of the bucket, a local store directory) whose
+//! `releases/index.json` lists every package, or a plain URL of one release
+//! directory (`…/releases/25.11/noble/cpu/`), probed file by file.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http::header;
+use serde::Deserialize;
+
+use crate::http::{Http, Response};
+use crate::package::PUBLIC_KEY_FILE;
+use crate::publish::Index;
+use crate::store::{Chunks, Fetch};
+
+/// Small files (checksums, signatures, keys, indexes) are read whole, up to this.
+const SMALL: u64 = 16 << 20;
+
+/// One package a source offers: its cell and its files with their sizes.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub slurm: String,
+    pub toolchain: String,
+    pub variant: String,
+    pub arch: String,
+    /// File name → size (unknown when a release directory is probed).
+    pub files: BTreeMap<String, Option<u64>>,
+}
+
+impl Offer {
+    pub fn stem(&self) -> String {
+        format!(
+            "slurm-{}-{}-{}-{}",
+            self.slurm, self.toolchain, self.variant, self.arch
+        )
+    }
+
+    pub fn tarball(&self) -> String {
+        format!("{}.tar.gz", self.stem())
+    }
+
+    /// The tarball, or its parts in order.
+    pub fn data_files(&self) -> Vec<String> {
+        let tarball = self.tarball();
+        if self.files.contains_key(&tarball) {
+            return vec![tarball];
+        }
+        let prefix = format!("{tarball}.part-");
+        self.files
+            .keys()
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn size(&self) -> Option<u64> {
+        self.data_files()
+            .iter()
+            .map(|f| self.files.get(f).copied().flatten())
+            .sum()
+    }
+}
+
+/// A name `slurm-<version>-<toolchain>-<variant>-<arch>.<anything>`, parsed.
+fn parse_name(name: &str) -> Option<(String, String, String, String)> {
+    let rest = name.strip_prefix("slurm-")?;
+    let stem = &rest[..rest
+        .find(".tar.gz")
+        .or_else(|| rest.find(".manifest.json"))?];
+    let mut it = stem.splitn(4, '-');
+    let (v, t, var, arch) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    if [v, t, var, arch].iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    Some((v.into(), t.into(), var.into(), arch.into()))
+}
+
+/// Groups release file names into the packages they belong to.
+fn offers_from_names(names: impl IntoIterator<Item = (String, Option<u64>)>) -> Vec<Offer> {
+    let mut by_stem: BTreeMap<(String, String, String, String), Offer> = BTreeMap::new();
+    for (name, size) in names {
+        if let Some(cell) = parse_name(&name) {
+            by_stem
+                .entry(cell.clone())
+                .or_insert_with(|| Offer {
+                    slurm: cell.0,
+                    toolchain: cell.1,
+                    variant: cell.2,
+                    arch: cell.3,
+                    files: BTreeMap::new(),
+                })
+                .files
+                .insert(name, size);
+        }
+    }
+    by_stem
+        .into_values()
+        .filter(|o| !o.data_files().is_empty())
+        .collect()
+}
+
+pub trait Source {
+    fn describe(&self) -> String;
+    /// The packages on offer; `slurm` narrows to one version (one release).
+    fn offers(&self, slurm: Option<&str>, want: Option<&Offer>) -> Result<Vec<Offer>>;
+    /// One of an offer's files from byte `from` on; `None` if it is not there.
+    fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>>;
+    /// The public key published beside the packages, if any.
+    fn public_key(&self, offer: &Offer) -> Result<Option<Vec<u8>>>;
+
+    /// A small file whole.
+    fn small(&self, offer: &Offer, name: &str) -> Result<Option<Vec<u8>>> {
+        let Some(mut body) = self.open(offer, name, 0)? else {
+            return Ok(None);
+        };
+        read_all(body.as_mut(), name).map(Some)
+    }
+}
+
+fn read_all(body: &mut dyn Chunks, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(c) = body.next_chunk()? {
+        out.extend_from_slice(&c);
+        if out.len() as u64 > SMALL {
+            bail!("{what} is larger than {SMALL} bytes: not a checksum, signature or index");
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- GitHub
+
+pub struct GitHubSource {
+    http: Http,
+    api: String,
+    pub repo: String,
+    token: Option<String>,
+    /// Asset name → API URL, per release tag, as listed.
+    assets: std::cell::RefCell<BTreeMap<String, BTreeMap<String, String>>>,
+}
+
+#[derive(Deserialize)]
+struct ReleaseJson {
+    tag_name: String,
+    #[serde(default)]
+    draft: bool,
+    assets: Vec<AssetJson>,
+}
+
+#[derive(Deserialize)]
+struct AssetJson {
+    name: String,
+    size: u64,
+    url: String,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+impl GitHubSource {
+    /// `GITHUB_API_URL` (default api.github.com); `GITHUB_TOKEN` when set (private
+    /// repositories, rate limits), sent to the API host only.
+    pub fn new(repo: &str) -> Result<GitHubSource> {
+        let api = std::env::var("GITHUB_API_URL")
+            .ok()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "https://api.github.com".into());
+        Ok(GitHubSource {
+            http: Http::new()?,
+            api: api.trim_end_matches('/').into(),
+            repo: repo.into(),
+            token: std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()),
+            assets: Default::default(),
+        })
+    }
+
+    fn headers(&self, accept: &str) -> Vec<(header::HeaderName, String)> {
+        let mut h = vec![(header::ACCEPT, accept.to_string())];
+        if let Some(t) = &self.token {
+            h.push((header::AUTHORIZATION, format!("Bearer {t}")));
+        }
+        h
+    }
+
+    fn api_get(&self, path: &str) -> Result<Option<Response>> {
+        let url = format!("{}/repos/{}/{path}", self.api, self.repo);
+        let resp = self
+            .http
+            .get(&url, &self.headers("application/vnd.github+json"))?;
+        match resp.status {
+            200 => Ok(Some(resp)),
+            404 => Ok(None),
+            _ => Err(resp.error(&format!("GitHub {}", self.repo))),
+        }
+    }
+
+    fn remember(&self, release: &ReleaseJson) -> Vec<Offer> {
+        let uploaded: Vec<&AssetJson> = release
+            .assets
+            .iter()
+            .filter(|a| a.state.as_deref().is_none_or(|s| s == "uploaded"))
+            .collect();
+        self.assets.borrow_mut().insert(
+            release.tag_name.clone(),
+            uploaded
+                .iter()
+                .map(|a| (a.name.clone(), a.url.clone()))
+                .collect(),
+        );
+        offers_from_names(uploaded.iter().map(|a| (a.name.clone(), Some(a.size))))
+            .into_iter()
+            .filter(|o| release.tag_name == format!("slurm-{}", o.slurm))
+            .collect()
+    }
+
+    fn asset_url(&self, offer: &Offer, name: &str) -> Option<String> {
+        self.assets
+            .borrow()
+            .get(&format!("slurm-{}", offer.slurm))?
+            .get(name)
+            .cloned()
+    }
+}
+
+impl Source for GitHubSource {
+    fn describe(&self) -> String {
+        format!("GitHub releases of {}", self.repo)
+    }
+
+    fn offers(&self, slurm: Option<&str>, _want: Option<&Offer>) -> Result<Vec<Offer>> {
+        if let Some(v) = slurm {
+            let Some(resp) = self.api_get(&format!("releases/tags/slurm-{v}"))? else {
+                bail!(
+                    "{} has no published release slurm-{v} (see: cargo xtask download --list)",
+                    self.repo
+                );
+            };
+            let release: ReleaseJson = serde_json::from_slice(&resp.bytes(SMALL)?)
+                .context("GitHub's release is not the JSON expected")?;
+            return Ok(self.remember(&release));
+        }
+        let mut offers = Vec::new();
+        for page in 1.. {
+            let Some(resp) = self.api_get(&format!("releases?per_page=100&page={page}"))? else {
+                bail!("{} not found on {}", self.repo, self.api);
+            };
+            let releases: Vec<ReleaseJson> = serde_json::from_slice(&resp.bytes(SMALL)?)
+                .context("GitHub's release list is not the JSON expected")?;
+            let last = releases.len() < 100;
+            for r in releases
+                .iter()
+                .filter(|r| !r.draft && r.tag_name.starts_with("slurm-"))
+            {
+                offers.extend(self.remember(r));
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(offers)
+    }
+
+    fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>> {
+        let Some(url) = self.asset_url(offer, name) else {
+            return Ok(None);
+        };
+        let mut headers = self.headers("application/octet-stream");
+        if from > 0 {
+            headers.push((header::RANGE, format!("bytes={from}-")));
+        }
+        ranged(self.http.get(&url, &headers)?, from, name)
+    }
+
+    fn public_key(&self, offer: &Offer) -> Result<Option<Vec<u8>>> {
+        self.small(offer, PUBLIC_KEY_FILE)
+    }
+}
+
+/// A response to a GET from byte `from`: 206 as asked, or 200 with the bytes
+/// before `from` skipped (a server that ignores ranges), or 404.
+fn ranged(resp: Response, from: u64, name: &str) -> Result<Option<Box<dyn Chunks>>> {
+    match resp.status {
+        200 if from == 0 => Ok(Some(Box::new(resp))),
+        200 => Ok(Some(Box::new(Skip {
+            inner: Box::new(resp),
+            skip: from,
+        }))),
+        206 => Ok(Some(Box::new(resp))),
+        404 => Ok(None),
+        _ => Err(resp.error(&format!("downloading {name}"))),
+    }
+}
+
+struct Skip {
+    inner: Box<dyn Chunks>,
+    skip: u64,
+}
+
+impl Chunks for Skip {
+    fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let Some(mut c) = self.inner.next_chunk()? else {
+                return Ok(None);
+            };
+            if self.skip == 0 {
+                return Ok(Some(c));
+            }
+            let n = self.skip.min(c.len() as u64);
+            self.skip -= n;
+            let rest = c.split_off(n as usize);
+            if !rest.is_empty() {
+                return Ok(Some(rest));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- stores
+
+/// A public base URL over HTTP(S): a CDN or a bucket's website endpoint.
+pub struct HttpBase {
+    http: Http,
+    base: String,
+}
+
+impl HttpBase {
+    pub fn new(base: &str) -> Result<HttpBase> {
+        Ok(HttpBase {
+            http: Http::new()?,
+            base: base.trim_end_matches('/').into(),
+        })
+    }
+}
+
+impl Fetch for HttpBase {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn open(&self, key: &str, from: u64) -> Result<Option<Box<dyn Chunks>>> {
+        let mut headers = Vec::new();
+        if from > 0 {
+            headers.push((header::RANGE, format!("bytes={from}-")));
+        }
+        let resp = self.http.get(&format!("{}/{key}", self.base), &headers)?;
+        // S3 website endpoints and CDNs answer 403 for a missing key of a
+        // bucket that does not grant listing.
+        if resp.status == 403 && from == 0 {
+            return Ok(None);
+        }
+        ranged(resp, from, key)
+    }
+}
+
+/// A store written by `publish`: `releases/index.json` lists the packages.
+/// With `dir` set (a release directory URL), the index may be absent and the
+/// requested package's files are probed instead.
+pub struct StoreSource {
+    pub fetch: Box<dyn Fetch>,
+    pub dir: Option<(String, String, String)>,
+}
+
+fn dir_of(offer: &Offer) -> String {
+    format!(
+        "releases/{}/{}/{}",
+        offer.slurm, offer.toolchain, offer.variant
+    )
+}
+
+impl StoreSource {
+    fn probe(&self, want: &Offer) -> Result<Vec<Offer>> {
+        let dir = dir_of(want);
+        let mut files = BTreeMap::new();
+        let tarball = want.tarball();
+        let exists = |name: &str| -> Result<bool> {
+            Ok(self.fetch.open(&format!("{dir}/{name}"), 0)?.is_some())
+        };
+        if exists(&tarball)? {
+            files.insert(tarball.clone(), None);
+        } else {
+            for i in 0.. {
+                let part = format!("{tarball}.part-{i:03}");
+                if !exists(&part)? {
+                    break;
+                }
+                files.insert(format!("{part}.sha256"), None);
+                files.insert(part, None);
+            }
+        }
+        if files.is_empty() {
+            return Ok(vec![]);
+        }
+        for extra in [".sha256", ".asc"] {
+            files.insert(format!("{tarball}{extra}"), None);
+        }
+        Ok(vec![Offer {
+            files,
+            ..want.clone()
+        }])
+    }
+}
+
+impl Source for StoreSource {
+    fn describe(&self) -> String {
+        self.fetch.describe()
+    }
+
+    fn offers(&self, slurm: Option<&str>, want: Option<&Offer>) -> Result<Vec<Offer>> {
+        let index = match self.fetch.open("releases/index.json", 0)? {
+            Some(mut body) => {
+                let bytes = read_all(body.as_mut(), "releases/index.json")?;
+                let index: Index = serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{}/releases/index.json is not an index", self.describe())
+                })?;
+                Some(index)
+            }
+            None => None,
+        };
+        let Some(index) = index else {
+            return match (want, &self.dir) {
+                (Some(want), Some(_)) => self.probe(want),
+                _ => bail!(
+                    "{} has no releases/index.json: is it a store written by `publish`?",
+                    self.describe()
+                ),
+            };
+        };
+        Ok(index
+            .packages
+            .into_values()
+            .filter(|e| slurm.is_none_or(|v| v == e.slurm))
+            .filter(|e| {
+                self.dir
+                    .as_ref()
+                    .is_none_or(|(v, t, var)| (v, t, var) == (&e.slurm, &e.toolchain, &e.variant))
+            })
+            .map(|e| Offer {
+                slurm: e.slurm,
+                toolchain: e.toolchain,
+                variant: e.variant,
+                arch: e.arch,
+                files: e
+                    .files
+                    .into_iter()
+                    .map(|(n, (size, _))| (n, Some(size)))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>> {
+        self.fetch.open(&format!("{}/{name}", dir_of(offer)), from)
+    }
+
+    fn public_key(&self, _offer: &Offer) -> Result<Option<Vec<u8>>> {
+        match self.fetch.open(&format!("keys/{PUBLIC_KEY_FILE}"), 0)? {
+            Some(mut body) => read_all(body.as_mut(), PUBLIC_KEY_FILE).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A URL's base and, for a release directory URL, its cell.
+pub fn split_url(url: &str) -> (String, Option<(String, String, String)>) {
+    let trimmed = url.trim_end_matches('/');
+    if let Some((base, rest)) = trimmed.rsplit_once("/releases/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        if let [v, t, var] = parts.as_slice() {
+            return (
+                base.into(),
+                Some((v.to_string(), t.to_string(), var.to_string())),
+            );
+        }
+    }
+    (trimmed.into(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_group_into_packages() {
+        let names = [
+            "slurm-25.11-noble-cpu-x86_64.tar.gz",
+            "slurm-25.11-noble-cpu-x86_64.tar.gz.sha256",
+            "slurm-25.11-noble-cpu-x86_64.manifest.json",
+            "slurm-25.11-rockylinux9-gpu-x86_64.tar.gz.part-001",
+            "slurm-25.11-rockylinux9-gpu-x86_64.tar.gz.part-000",
+            "slurm-25.11-rockylinux9-gpu-x86_64.tar.gz.part-000.sha256",
+            "slurm-factory-signing-key.asc",
+            "slurm-25.11-jammy-cpu-x86_64.manifest.json",
+        ];
+        let offers = offers_from_names(names.iter().map(|n| (n.to_string(), Some(1))));
+        assert_eq!(offers.len(), 2, "a package without data is not offered");
+        assert_eq!(offers[0].toolchain, "noble");
+        assert_eq!(offers[0].data_files(), vec![offers[0].tarball()]);
+        assert_eq!(
+            offers[1].data_files(),
+            vec![
+                "slurm-25.11-rockylinux9-gpu-x86_64.tar.gz.part-000",
+                "slurm-25.11-rockylinux9-gpu-x86_64.tar.gz.part-001"
+            ]
+        );
+        assert_eq!(offers[1].size(), Some(2));
+    }
+
+    #[test]
+    fn release_directory_urls_name_their_cell() {
+        assert_eq!(
+            split_url("https://cdn.example/sf/releases/25.11/noble/gpu/"),
+            (
+                "https://cdn.example/sf".into(),
+                Some(("25.11".into(), "noble".into(), "gpu".into()))
+            )
+        );
+        assert_eq!(
+            split_url("https://cdn.example/sf/"),
+            ("https://cdn.example/sf".into(), None)
+        );
+    }
+}
