@@ -24,6 +24,7 @@ impl BenchCmd {
         match self.what {
             BenchWhat::Package => bench_package(root, matrix, &self),
             BenchWhat::Upload => bench_upload(root, &self),
+            BenchWhat::Download => bench_download(root, matrix, &self),
         }
     }
 }
@@ -287,6 +288,230 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data);
     result
+}
+
+/// `bench download`: one signed package of about `--size-mib` served over
+/// loopback HTTP (python3's http.server), installed by `cargo xtask download`
+/// and, in the same run, by `curl -o && sha256sum -c && gpg --verify && tar
+/// -xzf`: the four passes an admin would otherwise make.
+fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
+    let work = cmd
+        .dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/slurm-factory/bench-download"));
+    let cell = Cell {
+        release: Some(&matrix.slurm[0]),
+        toolchain: &matrix.toolchains[0],
+        variant: Variant::Cpu,
+        matrix,
+    };
+    let stem = package::artifact_stem(&cell, &matrix.arch);
+    let tarball_name = format!("{stem}.tar.gz");
+    let store = work.join("store");
+    let cell_dir = store.join(format!(
+        "releases/{}/{}/cpu",
+        matrix.slurm[0].version, matrix.toolchains[0].name
+    ));
+    let public_key = work.join("public.asc");
+    // Slurm-like views compress about 3:1: three times the artifact's size.
+    let marker = work.join(format!(".complete-{}m", cmd.size_mib));
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(&work);
+        let view = work.join("tree/view");
+        println!(
+            "generating a {} MiB Slurm-like view and its signed package in {} …",
+            cmd.size_mib * 3,
+            work.display()
+        );
+        generate_view(&view, (cmd.size_mib * 3) << 20)?;
+        let lock = work.join("spack.lock");
+        std::fs::write(&lock, BENCH_LOCK)?;
+        let (armored, public) = throwaway_key(&work)?;
+        std::fs::write(&public_key, public)?;
+        let keyring = crate::sign::Keyring::import(&armored, "")?;
+        let out = work.join("out");
+        let opts = package::Options {
+            view: &view,
+            lock: &lock,
+            out: &out,
+            arch: matrix.arch.clone(),
+            fingerprint: None,
+            split_size: u64::MAX,
+            threads: threads(),
+            keyring: Some(&keyring),
+        };
+        package::package(root, &EnvironmentData::load(root)?, &cell, &opts)?;
+        let local = crate::store::local::LocalStore {
+            root: store.clone(),
+        };
+        crate::publish::publish(&local, &out, false, false)?;
+        std::fs::remove_dir_all(&out)?;
+        std::fs::remove_dir_all(work.join("tree"))?;
+        std::fs::write(&marker, b"")?;
+    }
+    let tarball = cell_dir.join(&tarball_name);
+    let size = std::fs::metadata(&tarball)?.len();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .arg("--directory")
+        .arg(&store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting python3 -m http.server")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let result = (|| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the HTTP server did not start listening on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Both contenders read the served file from a warm page cache.
+        std::io::copy(&mut std::fs::File::open(&tarball)?, &mut std::io::sink())?;
+        println!(
+            "installing a {:.0} MiB package from {url}; {} cores",
+            mib(size),
+            threads()
+        );
+        let ours_prefix = work.join("ours");
+        let peer_dir = work.join("peer");
+        for d in [&ours_prefix, &peer_dir] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        std::fs::create_dir_all(&peer_dir)?;
+
+        let gnupg = tempfile::tempdir()?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(gnupg.path(), std::fs::Permissions::from_mode(0o700))?;
+        }
+        let status = Command::new("gpg")
+            .env("GNUPGHOME", gnupg.path())
+            .args(["--batch", "--quiet", "--import"])
+            .arg(&public_key)
+            .status()?;
+        if !status.success() {
+            bail!("gpg --import of the bench key failed");
+        }
+        let rel = cell_dir.strip_prefix(&store)?.display().to_string();
+        let script = format!(
+            "set -e
+cd {peer}
+             curl -fsS -o {t} {url}/{rel}/{t}
+             curl -fsS -o {t}.sha256 {url}/{rel}/{t}.sha256
+             curl -fsS -o {t}.asc {url}/{rel}/{t}.asc
+             sha256sum --quiet -c {t}.sha256
+             gpg --batch --quiet --verify {t}.asc {t} 2>/dev/null
+             mkdir -p root
+tar -xzf {t} -C root
+",
+            peer = peer_dir.display(),
+            t = tarball_name,
+        );
+        let started = Instant::now();
+        let status = Command::new("bash")
+            .args(["-c", &script])
+            .env("GNUPGHOME", gnupg.path())
+            .status()
+            .context("running the curl/sha256sum/gpg/tar pipeline")?;
+        let peer = started.elapsed();
+        if !status.success() {
+            bail!("curl && sha256sum -c && gpg --verify && tar -xzf failed");
+        }
+        println!(
+            "{:<34} {:>7.2} s  {:>8.1} MiB/s",
+            "curl, sha256sum, gpg, tar -xzf",
+            peer.as_secs_f64(),
+            mib(size) / peer.as_secs_f64()
+        );
+
+        let started = Instant::now();
+        let status = Command::new(std::env::current_exe()?)
+            .arg("--root")
+            .arg(root)
+            .args(["download", "--slurm", &matrix.slurm[0].version])
+            .args(["--toolchain", &matrix.toolchains[0].name])
+            .arg("--prefix")
+            .arg(&ours_prefix)
+            .args(["--from", &url])
+            .arg("--trusted-key")
+            .arg(&public_key)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        let ours = started.elapsed();
+        if !status.success() {
+            bail!("cargo xtask download failed");
+        }
+        println!(
+            "{:<34} {:>7.2} s  {:>8.1} MiB/s",
+            "cargo xtask download",
+            ours.as_secs_f64(),
+            mib(size) / ours.as_secs_f64()
+        );
+        let (a, fa) = tree_size(&ours_prefix.join("view"))?;
+        let (b, fb) = tree_size(&peer_dir.join(format!("root/{stem}/view")))?;
+        if (a, fa) != (b, fb) {
+            bail!("the two installs differ: {fa} files / {a} bytes vs {fb} files / {b} bytes");
+        }
+        let ratio = peer.as_secs_f64() / ours.as_secs_f64();
+        println!();
+        println!(
+            "speed vs curl+sha256sum+gpg+tar:  {ratio:.2}x  (goal >= 1.50x) {}",
+            verdict(ratio >= 1.5)
+        );
+        for d in [&ours_prefix, &peer_dir] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        Ok(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+/// A passphrase-less signing key in a temporary GnuPG home: (secret, public), armored.
+fn throwaway_key(work: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let home = tempfile::Builder::new().prefix("gnupg-").tempdir_in(work)?;
+    let gpg = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", home.path())
+            .args(["--batch", "--quiet", "--passphrase", ""])
+            .args(args)
+            .output()
+            .context("running gpg")?;
+        if !out.status.success() {
+            bail!(
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out.stdout)
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "Slurm Factory bench <bench@example.invalid>",
+        "ed25519",
+        "sign",
+        "1d",
+    ])?;
+    let secret = gpg(&[
+        "--armor",
+        "--pinentry-mode",
+        "loopback",
+        "--export-secret-keys",
+    ])?;
+    let public = gpg(&["--armor", "--export"])?;
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", home.path())
+        .args(["--kill", "gpg-agent"])
+        .status();
+    Ok((secret, public))
 }
 
 fn verdict(ok: bool) -> &'static str {

@@ -193,6 +193,8 @@ pub enum BenchWhat {
     Package,
     /// `publish`'s S3 upload vs `aws s3 cp` to a loopback s3s-fs server
     Upload,
+    /// `download` vs `curl && sha256sum -c && gpg --verify && tar -xzf` from a loopback HTTP server
+    Download,
 }
 
 /// Show a toolchain's build-image recipe (Containerfile) or its content-derived tag
