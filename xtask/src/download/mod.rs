@@ -359,9 +359,44 @@ fn install(
     }
     let signature = small(&format!("{tarball}.asc"), "refusing an unsigned package")?;
 
+    let expected = Expected {
+        data,
+        whole: whole_sum,
+        parts: part_sums,
+        signature,
+    };
     let work = Work::open(prefix)?;
+    let result = install_with(source, offer, key, prefix, modules, &work, &expected);
+    // Keep what was fetched only when a rerun can resume from it.
+    if result.as_ref().is_err_and(|e| !e.is::<Transport>()) {
+        let _ = std::fs::remove_dir_all(&work.dir);
+    }
+    result
+}
+
+/// What the release says the download must be.
+struct Expected {
+    /// The tarball, or its parts in order.
+    data: Vec<String>,
+    whole: String,
+    /// Each part's SHA-256 (empty for a single file).
+    parts: Vec<String>,
+    signature: Vec<u8>,
+}
+
+fn install_with(
+    source: &dyn Source,
+    offer: &Offer,
+    key: &TrustedKey,
+    prefix: &Path,
+    modules: Option<&Path>,
+    work: &Work,
+    expected: &Expected,
+) -> Result<Installed> {
+    let tarball = offer.tarball();
+    let data = &expected.data;
     let sig_path = work.dir.join(format!("{tarball}.asc"));
-    std::fs::write(&sig_path, &signature)?;
+    std::fs::write(&sig_path, &expected.signature)?;
     let parent = prefix.parent().expect("checked by Work::open");
     let staging = tempfile::Builder::new()
         .prefix(&format!(
@@ -412,10 +447,9 @@ fn install(
         let result = fetch_file(source, offer, name, &work.dir, &mut fed);
         match result {
             Ok(sha) => {
-                if let Some(expected) = part_sums.get(i)
+                if let Some(expected) = expected.parts.get(i)
                     && *expected != sha
                 {
-                    let _ = std::fs::remove_file(work.dir.join(name));
                     fetched = Err(anyhow!(
                         "checksum mismatch: {name} has SHA-256 {sha}, its .sha256 says {expected}"
                     ));
@@ -437,18 +471,13 @@ fn install(
     let signed = verification.finish(&tarball);
     fetched?;
     let sha = hex(&whole.finalize());
-    if sha != whole_sum {
-        for d in &data {
-            let _ = std::fs::remove_file(work.dir.join(d));
-        }
-        bail!("checksum mismatch: {tarball} has SHA-256 {sha}, {tarball}.sha256 says {whole_sum}");
+    if sha != expected.whole {
+        bail!(
+            "checksum mismatch: {tarball} has SHA-256 {sha}, {tarball}.sha256 says {}",
+            expected.whole
+        );
     }
-    if let Err(e) = signed {
-        for d in &data {
-            let _ = std::fs::remove_file(work.dir.join(d));
-        }
-        return Err(e);
-    }
+    signed?;
     let unpacked = unpacked?;
     eprintln!(
         "fetched and verified {tarball} in {:.1}s",
