@@ -323,6 +323,14 @@ fn an_interrupted_download_resumes_where_it_stopped() {
         failed.stderr
     );
     assert_untouched(&prefix);
+    let kept = prefix
+        .with_file_name(".slurm.download")
+        .join(format!("{STEM}.tar.gz"));
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().len(),
+        100_000,
+        "the bytes so far are kept"
+    );
     gh.clear_faults();
     let before = gh.download_requests().len();
     download(&d, &prefix, &["--repo", "owner/repo"])
@@ -385,6 +393,14 @@ fn refused(d: &Dist, name: &str, expect: &str) {
         failed.stderr
     );
     assert_untouched(&prefix);
+    // Fetched bytes are kept only where a rerun can resume from them.
+    let work = prefix.with_file_name(format!(".{name}.download"));
+    assert_eq!(
+        work.exists(),
+        expect.contains("resume"),
+        "{name}: {}",
+        work.display()
+    );
 }
 
 fn flip_byte(path: &Path, at: usize) {
