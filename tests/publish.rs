@@ -163,7 +163,13 @@ fn a_corrupt_package_is_refused_and_nothing_is_uploaded() {
         "{}",
         done.stderr
     );
-    assert!(!d.store().exists(), "nothing was uploaded");
+    let stored: Vec<_> = walkdir::WalkDir::new(d.store())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    assert!(stored.is_empty(), "nothing was uploaded: {stored:?}");
 }
 
 #[test]
@@ -349,6 +355,29 @@ fn a_broken_upload_is_cleaned_up_and_changed_content_replaced() {
     let r = gh.release("slurm-24.11").unwrap();
     assert_eq!(r.asset(ASSETS[4]).unwrap().bytes, text.as_bytes());
     assert_eq!(r.assets.len(), 6);
+}
+
+#[test]
+fn github_a_corrupt_tarball_is_never_an_asset() {
+    let d = dist(None);
+    let tarball = d.out().join(ASSETS[0]);
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    bytes[500] ^= 0xff;
+    std::fs::write(&tarball, bytes).unwrap();
+    let gh = GitHubServer::start();
+    let done = publish_github(&d, &gh).failure();
+    assert!(
+        done.stderr.contains("does not match its checksum"),
+        "{}",
+        done.stderr
+    );
+    for r in gh.releases() {
+        assert!(r.draft, "nothing is published");
+        assert!(
+            r.assets.iter().all(|a| a.name != ASSETS[0]),
+            "no tarball asset"
+        );
+    }
 }
 
 #[test]
@@ -539,4 +568,28 @@ fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
         s3.object("releases/index.json").is_none(),
         "no index names a missing file"
     );
+}
+
+#[test]
+fn s3_a_corrupt_multipart_upload_is_aborted_before_it_is_visible() {
+    let d = big_dist();
+    let tarball = d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz");
+    let mut bytes = std::fs::read(&tarball).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0xff;
+    std::fs::write(&tarball, bytes).unwrap();
+    let s3 = S3Server::start();
+    let done = publish_s3(&d, s3.env(), &s3.bucket).failure();
+    assert!(
+        done.stderr.contains("does not match its checksum"),
+        "{}",
+        done.stderr
+    );
+    assert!(s3.object(TARBALL_KEY).is_none(), "no object");
+    assert_eq!(
+        s3.incomplete_uploads(),
+        0,
+        "the multipart upload was aborted"
+    );
+    assert!(s3.object("releases/index.json").is_none());
 }

@@ -125,17 +125,24 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
         );
     }
     let mut uploads = Vec::new();
-    // One read of the data gives each part's SHA-256 and the whole's.
-    let paths: Vec<&Path> = data.iter().map(|p| p.as_path()).collect();
-    let (part_shas, whole_sha) = crate::store::local::sha256_parts(&paths)?;
-    for (file, sha) in data.iter().zip(part_shas) {
-        let n = name_of(file);
-        if data.len() > 1 {
-            check_sum_file(&dir.join(format!("{n}.sha256")), &n, &sha)?;
-        }
+    let whole_file = dir.join(format!("{tarball}.sha256"));
+    if let [file] = data.as_slice() {
+        // The store checks the bytes against this in the read that uploads
+        // them, and makes nothing visible on a mismatch: one read, not two.
+        let sha = claimed_sum(&whole_file, &tarball)?;
         uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
+    } else {
+        // Parts: one read gives each part's SHA-256 and the whole's, so the
+        // whole's checksum (what `download` checks) is proven before upload.
+        let paths: Vec<&Path> = data.iter().map(|p| p.as_path()).collect();
+        let (part_shas, whole_sha) = crate::store::local::sha256_parts(&paths)?;
+        for (file, sha) in data.iter().zip(part_shas) {
+            let n = name_of(file);
+            check_sum_file(&dir.join(format!("{n}.sha256")), &n, &sha)?;
+            uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
+        }
+        check_sum_file(&whole_file, &tarball, &whole_sha)?;
     }
-    check_sum_file(&dir.join(format!("{tarball}.sha256")), &tarball, &whole_sha)?;
     for file in &found.files {
         let n = name_of(file);
         let class = if n.ends_with(".sha256") || n.ends_with(".asc") {
@@ -162,8 +169,8 @@ fn upload(file: &Path, m: &Manifest, class: Class, sha256: String) -> Result<Upl
     })
 }
 
-/// A `sha256sum` line must name the file and match what is on disk.
-fn check_sum_file(path: &Path, name: &str, actual: &str) -> Result<()> {
+/// The SHA-256 a `sha256sum` line gives for `name`.
+fn claimed_sum(path: &Path, name: &str) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("{} is missing", path.display()))?;
     let (sum, file) = text
@@ -173,6 +180,15 @@ fn check_sum_file(path: &Path, name: &str, actual: &str) -> Result<()> {
     if file != name {
         bail!("{} names {file}, not {name}", path.display());
     }
+    if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{} holds no SHA-256", path.display());
+    }
+    Ok(sum.to_ascii_lowercase())
+}
+
+/// A `sha256sum` line must name the file and match what is on disk.
+fn check_sum_file(path: &Path, name: &str, actual: &str) -> Result<()> {
+    let sum = claimed_sum(path, name)?;
     if sum != actual {
         bail!(
             "{name} does not match {}: its SHA-256 is {actual}, the file says {sum}",

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use octocrab::Octocrab;
 use octocrab::models::repos::{Asset, Release};
+use sha2::Digest;
 
 /// GitHub refuses assets of 2 GiB and more.
 pub const ASSET_LIMIT: u64 = (2 << 30) - 1;
@@ -151,12 +152,22 @@ impl GitHub {
             let mut tries = 0;
             loop {
                 let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
+                if let Some(a) = assets.iter().find(|a| a.name == f.name)
+                    && same_content(a, f)
+                {
+                    println!("skip {} (same SHA-256)", f.name);
+                    out.skipped.push(f.name.clone());
+                    break;
+                }
+                // Read and checked before anything on the release changes.
+                let bytes = tokio::fs::read(f.path)
+                    .await
+                    .with_context(|| format!("reading {}", f.path.display()))?;
+                let actual = crate::package::output::hex(&sha2::Sha256::digest(&bytes));
+                if actual != f.sha256 {
+                    return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
+                }
                 if let Some(a) = assets.iter().find(|a| a.name == f.name) {
-                    if same_content(a, f) {
-                        println!("skip {} (same SHA-256)", f.name);
-                        out.skipped.push(f.name.clone());
-                        break;
-                    }
                     // Other content, or a broken upload left as `starter`: replace it.
                     api.repos(&self.owner, &self.repo)
                         .release_assets()
@@ -166,9 +177,6 @@ impl GitHub {
                             github_error(&format!("deleting the old asset {}", f.name), e)
                         })?;
                 }
-                let bytes = tokio::fs::read(f.path)
-                    .await
-                    .with_context(|| format!("reading {}", f.path.display()))?;
                 let sent = uploader
                     .repos(&self.owner, &self.repo)
                     .releases()

@@ -85,7 +85,7 @@ impl Store for LocalStore {
         &self,
         key: &str,
         file: &Path,
-        _put: &Put,
+        put: &Put,
         progress: &indicatif::ProgressBar,
     ) -> Result<()> {
         let path = self.path(key)?;
@@ -99,14 +99,20 @@ impl Store for LocalStore {
         let mut dst =
             std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         let mut buf = vec![0u8; 1 << 20];
+        let mut sha = Sha256::new();
         let result = (|| -> Result<()> {
             loop {
                 let n = src.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
+                sha.update(&buf[..n]);
                 dst.write_all(&buf[..n])?;
                 progress.inc(n as u64);
+            }
+            let actual = hex(&sha.finalize());
+            if actual != put.sha256 {
+                return Err(super::mismatch(file, &actual, &put.sha256));
             }
             dst.sync_all()?;
             Ok(())

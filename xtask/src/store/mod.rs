@@ -27,6 +27,8 @@ pub struct Stat {
 /// How an object is written.
 #[derive(Debug, Clone)]
 pub struct Put {
+    /// The SHA-256 the file must have. Each store checks it in the same read
+    /// that uploads the file and makes nothing visible on a mismatch.
     pub sha256: String,
     pub size: u64,
     pub content_type: &'static str,
@@ -137,6 +139,14 @@ impl StoreArgs {
             (None, _) => Ok(Box::new(self.local(root))),
         }
     }
+}
+
+/// The error for a file whose bytes are not the ones its checksum names.
+pub fn mismatch(file: &Path, actual: &str, expected: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} does not match its checksum: its SHA-256 is {actual}, expected {expected}; nothing was uploaded",
+        file.display()
+    )
 }
 
 /// Writes a small object (a state, an index) through a temporary file.
