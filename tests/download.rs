@@ -820,3 +820,140 @@ fn hostile_archives_are_refused_with_the_entry_named() {
         assert!(!site.path().join("pwned").exists(), "{name}");
     }
 }
+
+// ------------------------------------------------------------ plain HTTP
+
+/// `python3 -m http.server` over a directory: a static server that knows
+/// nothing of ranges or S3, as a CDN origin or a plain web server would be.
+struct StaticServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> StaticServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 is not installed: run `sudo bash .ci/install`");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        StaticServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_public_base_url_and_a_release_directory_url_both_work() {
+    let d = dist(Some("150k"));
+    let server = StaticServer::start(&d.store());
+    // The store's base URL: the index lists the package and its parts.
+    let prefix = d.prefix("from-base");
+    download(&d, &prefix, &["--from", &format!("{}/", server.url)]).success();
+    assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
+    // One release directory with no index beside it: the parts are probed.
+    std::fs::remove_file(d.store().join("releases/index.json")).unwrap();
+    let prefix = d.prefix("from-dir");
+    let dir_url = format!("{}/{CELL_DIR}/", server.url);
+    download(&d, &prefix, &["--from", &dir_url]).success();
+    assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
+    // A release directory of another cell is a usage error.
+    let other = format!("{}/releases/25.11/noble/cpu/", server.url);
+    let bad = download(&d, &d.prefix("x"), &["--from", &other]).code(2);
+    assert!(
+        bad.stderr
+            .contains("is the release directory of 25.11/noble/cpu"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn a_full_disk_fails_in_one_line_and_leaves_nothing() {
+    let d = dist(None);
+    let size = std::fs::metadata(d.stored(&format!("{STEM}.tar.gz")))
+        .unwrap()
+        .len();
+    // A tmpfs that holds the download but not the unpacked tree besides it,
+    // mounted in a private user and mount namespace (no root needed).
+    let disk = d.dir.path().join("small-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let prefix = disk.join("slurm");
+    let mut args: Vec<String> = vec![
+        "--root".into(),
+        repo_root().to_str().unwrap().into(),
+        "download".into(),
+        "--slurm".into(),
+        "24.11".into(),
+        "--toolchain".into(),
+        "jammy".into(),
+        "--prefix".into(),
+        prefix.to_str().unwrap().into(),
+        "--trusted-key".into(),
+        d.key.public_file.to_str().unwrap().into(),
+    ];
+    args.extend(from_local(&d));
+    let script = format!(
+        "mount -t tmpfs -o size={}k tmpfs \"$DISK\" || exit 99\n\"$@\"\nrc=$?\necho LEFT=$(ls -A \"$DISK\")\nexit $rc",
+        size * 3 / 2 / 1024
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .args(&args)
+        .env("DISK", &disk)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(99), "mounting a tmpfs: {stderr}");
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains("disk full: ") && error[0].contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("LEFT=\n") || stdout.trim_end().ends_with("LEFT="),
+        "{stdout}"
+    );
+}

@@ -85,12 +85,13 @@ pub fn unpack(reader: impl Read, top: &str, dest: &Path) -> Result<Unpacked> {
                     .open(&dst)
                     .map_err(|e| match e.kind() {
                         std::io::ErrorKind::AlreadyExists => refuse("it appears twice"),
-                        _ => anyhow::Error::new(e).context(format!("writing {}", dst.display())),
+                        _ => write_error(e, &dst),
                     })?;
                 let mut w = BufWriter::with_capacity(256 << 10, file);
-                let n = std::io::copy(&mut entry, &mut w)
-                    .with_context(|| format!("writing {}", dst.display()))?;
-                let file = w.into_inner().map_err(|e| e.into_error())?;
+                let n = std::io::copy(&mut entry, &mut w).map_err(|e| write_error(e, &dst))?;
+                let file = w
+                    .into_inner()
+                    .map_err(|e| write_error(e.into_error(), &dst))?;
                 file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
                 out.files += 1;
                 out.bytes += n;
@@ -193,6 +194,15 @@ fn ancestors(rel: &Path) -> impl Iterator<Item = &Path> {
     rel.ancestors()
         .skip(1)
         .filter(|a| !a.as_os_str().is_empty())
+}
+
+/// An error writing the staged tree; a full disk says so first.
+fn write_error(e: std::io::Error, path: &Path) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        anyhow::anyhow!("disk full: writing {}: {e}", path.display())
+    } else {
+        anyhow::Error::new(e).context(format!("writing {}", path.display()))
+    }
 }
 
 fn libc_o_nofollow() -> i32 {
