@@ -575,6 +575,28 @@ fn bad_requests_fail_with_one_clear_line() {
         "{}",
         bad.stderr
     );
+    // Options that would be ignored are refused.
+    for (args, expect) in [
+        (
+            &["--list", "--repo", "a/b", "--from", "local"][..],
+            "--repo is for --from github",
+        ),
+        (
+            &["--list", "--bucket", "b"][..],
+            "--bucket is for --from s3",
+        ),
+        (&["--list", "--from", "s3"][..], "--from s3 needs --bucket"),
+        (&["--list", "--gpu"][..], "--gpu has no meaning with --list"),
+        (
+            &["--list", "--prefix", "/x"][..],
+            "--prefix has no meaning with --list",
+        ),
+    ] {
+        let mut all = vec!["download"];
+        all.extend_from_slice(args);
+        let bad = xtask(&all).code(2);
+        assert!(bad.stderr.contains(expect), "{args:?}: {}", bad.stderr);
+    }
 
     // The GPU package was never published: say what there is.
     let mut gpu = from_local(&d);

@@ -394,11 +394,11 @@ pub struct DownloadCmd {
     /// The GitHub repository [default: releases.github in the matrix]
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
-    /// S3 bucket for --from s3
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    /// S3 bucket for --from s3 (credentials from the standard AWS chain)
+    #[arg(long, value_name = "NAME")]
     pub bucket: Option<String>,
-    /// Key prefix inside the bucket
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    /// Key prefix inside the bucket, for --from s3
+    #[arg(long, value_name = "PREFIX")]
     pub bucket_prefix: Option<String>,
     /// The local store's directory for --from local [default: target/slurm-factory/store]
     #[arg(long, value_name = "DIR")]

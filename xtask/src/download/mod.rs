@@ -39,6 +39,7 @@ impl DownloadCmd {
         if let Some(t) = &self.toolchain {
             matrix.toolchain(t)?;
         }
+        self.check_flags()?;
         let source = self.source(root, matrix)?;
         if self.list {
             return list(
@@ -117,6 +118,49 @@ impl DownloadCmd {
         println!("To use it:");
         println!("  module use {}", installed.module_root.display());
         println!("  module load {}", installed.module);
+        Ok(())
+    }
+
+    /// Every option given must mean something for this source and mode.
+    fn check_flags(&self) -> Result<()> {
+        let source_kind = match self.from.as_str() {
+            "github" | "s3" | "local" => self.from.as_str(),
+            _ => "url",
+        };
+        let only = [
+            ("--repo", self.repo.is_some(), "github"),
+            ("--bucket", self.bucket.is_some(), "s3"),
+            ("--bucket-prefix", self.bucket_prefix.is_some(), "s3"),
+            ("--store-dir", self.store_dir.is_some(), "local"),
+        ];
+        for (flag, given, kind) in only {
+            if given && source_kind != kind {
+                return Err(UsageError::new(format!(
+                    "{flag} is for --from {kind}, not --from {}",
+                    self.from
+                ))
+                .into());
+            }
+        }
+        if source_kind == "s3" && self.bucket.is_none() {
+            return Err(UsageError::new("--from s3 needs --bucket NAME").into());
+        }
+        if self.list {
+            let install_only = [
+                ("--prefix", self.prefix.is_some()),
+                ("--modules", self.modules.is_some()),
+                ("--gpu", self.gpu),
+                ("--arch", self.arch.is_some()),
+                ("--trusted-key", self.trusted_key.is_some()),
+                ("--dry-run", self.dry_run),
+            ];
+            if let Some((flag, _)) = install_only.iter().find(|(_, given)| *given) {
+                return Err(UsageError::new(format!(
+                    "{flag} has no meaning with --list (it lists every variant and installs nothing)"
+                ))
+                .into());
+            }
+        }
         Ok(())
     }
 
