@@ -775,6 +775,19 @@ fn hostile_archives_are_refused_with_the_entry_named() {
             format!("`{STEM}/etc`: a symlink to `{o}`, outside the package"),
         ),
         (
+            "symlink-to-etc",
+            vec![
+                (&*format!("{STEM}/etc").leak(), Symlink, "/etc", 0o777),
+                (
+                    &*format!("{STEM}/etc/slurm-factory-test-pwned").leak(),
+                    Regular,
+                    "",
+                    0o644,
+                ),
+            ],
+            format!("`{STEM}/etc`: a symlink to `/etc`, outside the package"),
+        ),
+        (
             "through-inner-symlink",
             vec![
                 (&*format!("{STEM}/view").leak(), Directory, "", 0o755),
@@ -840,6 +853,10 @@ fn hostile_archives_are_refused_with_the_entry_named() {
             "keep"
         );
         assert!(!site.path().join("pwned").exists(), "{name}");
+        assert!(
+            !Path::new("/etc/slurm-factory-test-pwned").exists(),
+            "{name}"
+        );
     }
 }
 
