@@ -249,3 +249,22 @@ fn invalid_matrix_names_the_file_and_entry() {
 fn committed_workflows_pass_actionlint_with_shellcheck() {
     Project::repo().actionlint();
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    // `cargo xtask matrix | head -0`: the reader is gone before anything is written.
+    for args in [&["matrix"][..], &["workflows", "--check"][..]] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .current_dir(common::repo_root())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

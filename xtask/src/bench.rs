@@ -43,7 +43,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     let tree = work.join("tree");
     let view = tree.join("view");
     if !view.join(".complete").exists() {
-        println!(
+        outln!(
             "generating a {} MiB Slurm-like view in {} …",
             cmd.size_mib,
             view.display()
@@ -56,7 +56,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     std::fs::write(&lock, BENCH_LOCK)?;
     let out = work.join("out");
     let (bytes, files) = tree_size(&view)?;
-    println!(
+    outln!(
         "input: {:.0} MiB in {files} files; {} cores",
         bytes as f64 / (1 << 20) as f64,
         threads()
@@ -89,7 +89,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         time: started.elapsed(),
         size: pkg.size,
     };
-    println!(
+    outln!(
         "{:<22} {:>7.2} s  {:>8.1} MiB",
         ours.name,
         ours.time.as_secs_f64(),
@@ -120,7 +120,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
             time: started.elapsed(),
             size: std::fs::metadata(&tar_out)?.len(),
         };
-        println!(
+        outln!(
             "{:<22} {:>7.2} s  {:>8.1} MiB",
             m.name,
             m.time.as_secs_f64(),
@@ -135,20 +135,20 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     let vs_gzip = gzip.time.as_secs_f64() / ours.time.as_secs_f64();
     let vs_pigz = pigz.time.as_secs_f64() / ours.time.as_secs_f64();
     let size_ratio = ours.size as f64 / gzip.size as f64;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "speed vs tar -czf:        {vs_gzip:.2}x  (goal >= 1.80x) {}",
         verdict(vs_gzip >= 1.8)
     );
-    println!(
+    outln!(
         "speed vs tar -I pigz:     {vs_pigz:.2}x  (goal >= 1.00x) {}",
         verdict(vs_pigz >= 1.0)
     );
-    println!(
+    outln!(
         "size vs tar -czf:         {size_ratio:.3}  (goal <= 1.050) {}",
         verdict(size_ratio <= 1.05)
     );
-    println!(
+    outln!(
         "(ours also computes the SHA-256 and the manifest in the same pass; the peers do neither)"
     );
     Ok(())
@@ -225,7 +225,7 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
         let size = std::fs::metadata(&payload)?.len();
         // Both contenders read the file from a warm page cache.
         std::io::copy(&mut std::fs::File::open(&payload)?, &mut std::io::sink())?;
-        println!(
+        outln!(
             "uploading {:.0} MiB to s3s-fs at {endpoint}; {} cores",
             mib(size),
             threads()
@@ -285,7 +285,7 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
                     peer_run()?
                 }
                 let took = started.elapsed();
-                println!(
+                outln!(
                     "{:<22} {:>7.2} s  {:>8.1} MiB/s  server CPU {:.2} s",
                     ["cargo xtask publish", "aws s3 cp"][which],
                     took.as_secs_f64(),
@@ -304,14 +304,14 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
                 bail!("{key} has {} bytes on the server, not {size}", stat.size);
             }
         }
-        println!(
+        outln!(
             "best of {ROUNDS}: ours {:.2} s (its SHA-256 check in the same read), aws s3 cp {:.2} s",
             ours.as_secs_f64(),
             peer.as_secs_f64()
         );
         let ratio = peer.as_secs_f64() / ours.as_secs_f64();
-        println!();
-        println!(
+        outln!();
+        outln!(
             "speed vs aws s3 cp:       {ratio:.2}x  (goal >= 1.20x) {}",
             verdict(ratio >= 1.2)
         );
@@ -351,7 +351,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&work);
         let view = work.join("tree/view");
-        println!(
+        outln!(
             "generating a {} MiB Slurm-like view and its signed package in {} …",
             cmd.size_mib * 3,
             work.display()
@@ -407,7 +407,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         }
         // Both contenders read the served file from a warm page cache.
         std::io::copy(&mut std::fs::File::open(&tarball)?, &mut std::io::sink())?;
-        println!(
+        outln!(
             "installing a {:.0} MiB package from {url}; {} cores",
             mib(size),
             threads()
@@ -458,7 +458,7 @@ tar -xzf {t} -C root
         if !status.success() {
             bail!("curl && sha256sum -c && gpg --verify && tar -xzf failed");
         }
-        println!(
+        outln!(
             "{:<34} {:>7.2} s  {:>8.1} MiB/s",
             "curl, sha256sum, gpg, tar -xzf",
             peer.as_secs_f64(),
@@ -483,7 +483,7 @@ tar -xzf {t} -C root
         if !status.success() {
             bail!("cargo xtask download failed");
         }
-        println!(
+        outln!(
             "{:<34} {:>7.2} s  {:>8.1} MiB/s",
             "cargo xtask download",
             ours.as_secs_f64(),
@@ -495,8 +495,8 @@ tar -xzf {t} -C root
             bail!("the two installs differ: {fa} files / {a} bytes vs {fb} files / {b} bytes");
         }
         let ratio = peer.as_secs_f64() / ours.as_secs_f64();
-        println!();
-        println!(
+        outln!();
+        outln!(
             "speed vs curl+sha256sum+gpg+tar:  {ratio:.2}x  (goal >= 1.50x) {}",
             verdict(ratio >= 1.5)
         );

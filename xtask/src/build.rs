@@ -477,27 +477,27 @@ rm -f "$DEBUG/phase"
 
 impl Plan {
     fn print(&self) {
-        println!("# cell {}", self.cell);
+        outln!("# cell {}", self.cell);
         let engine = self.engine.unwrap_or_else(|| {
-            println!("# no container engine found: showing the podman commands");
+            outln!("# no container engine found: showing the podman commands");
             EngineKind::Podman
         });
         match &self.image_build {
             Some((build, recipe)) => {
-                println!(
+                outln!(
                     "# build image {} from {}:",
                     build.tag,
                     build.containerfile.display()
                 );
                 for l in recipe.lines() {
-                    println!("#   {l}");
+                    outln!("#   {l}");
                 }
-                println!("{}", Shown(&build.argv(engine)));
+                outln!("{}", Shown(&build.argv(engine)));
             }
-            None => println!("# image {} is present: not rebuilt", self.image),
+            None => outln!("# image {} is present: not rebuilt", self.image),
         }
         match &self.signing {
-            Some(key) => println!(
+            Some(key) => outln!(
                 "# signing key {key}: written to {} (0600) for the run and removed afterwards",
                 self.run
                     .mounts
@@ -505,12 +505,12 @@ impl Plan {
                     .find(|m| m.container == mnt::KEYS)
                     .map_or(String::new(), |m| m.host.display().to_string())
             ),
-            None => println!("# unsigned: nothing is signed"),
+            None => outln!("# unsigned: nothing is signed"),
         }
-        println!("{}", Shown(&self.run.argv(engine)));
-        println!("# {}/build.sh:", paths::ENV);
+        outln!("{}", Shown(&self.run.argv(engine)));
+        outln!("# {}/build.sh:", paths::ENV);
         for l in self.script.lines() {
-            println!("#   {l}");
+            outln!("#   {l}");
         }
     }
 
@@ -523,7 +523,7 @@ impl Plan {
                 std::fs::create_dir_all(&build.context)?;
                 std::fs::write(&build.containerfile, recipe)?;
                 let argv = build.argv(engine);
-                println!("{}", Shown(&argv));
+                outln!("{}", Shown(&argv));
                 let code = container::execute(&argv)?;
                 if code != 0 {
                     bail!(
@@ -568,7 +568,7 @@ impl Plan {
             _ => None,
         };
         let argv = self.run.argv(engine);
-        println!("{}", Shown(&argv));
+        outln!("{}", Shown(&argv));
         let code = container::execute(&argv);
         drop(keys);
         let code = code?;
@@ -606,7 +606,7 @@ impl Plan {
                     dir.display()
                 );
             }
-            println!(
+            outln!(
                 "mirror {}: {} specs, {}, blobs intact",
                 dir.display(),
                 report.specs.len(),
@@ -734,7 +734,7 @@ fn keyring(args: &BuildArgs) -> Result<Option<Keyring>> {
     let key = Keyring::from_env_or_file(args.signing_key_file.as_deref())?;
     if key.is_none() {
         if args.dry_run {
-            println!("# note: {}", sign::NO_KEY_HELP);
+            outln!("# note: {}", sign::NO_KEY_HELP);
         } else {
             bail!("{}", sign::NO_KEY_HELP);
         }
@@ -777,7 +777,7 @@ fn record(
         text.as_bytes(),
         Some(crate::store::SHORT_CACHE),
     )?;
-    println!(
+    outln!(
         "recorded {} as {status:?} in {} ({key})",
         cell.id(),
         store.describe()
@@ -866,7 +866,7 @@ impl BuildSlurmCmd {
         let fingerprint = fingerprint::of(root, &data, &cell)?;
         let after = || -> Result<()> {
             if self.build.dry_run {
-                println!(
+                outln!(
                     "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
                     built.join("view").display(),
                     built.join("spack.lock").display(),
@@ -929,7 +929,7 @@ impl BuildSlurmCmd {
                 keyring,
             },
         )?;
-        println!(
+        outln!(
             "packaged {} into {}: {}",
             cell.id(),
             dist.display(),

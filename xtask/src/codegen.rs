@@ -150,17 +150,17 @@ impl WorkflowsCmd {
         let stale = sync(root, &files, self.check)?;
         if !self.check {
             for (path, _) in &stale {
-                println!("updated {}", path.display());
+                outln!("updated {}", path.display());
             }
-            println!("{} generated files, {} updated", files.len(), stale.len());
+            outln!("{} generated files, {} updated", files.len(), stale.len());
             return Ok(ExitCode::SUCCESS);
         }
         if stale.is_empty() {
-            println!("{} generated files are up to date", files.len());
+            outln!("{} generated files are up to date", files.len());
             return Ok(ExitCode::SUCCESS);
         }
         for (path, diff) in &stale {
-            println!("{diff}");
+            outln!("{diff}");
             let msg = format!(
                 "{} is stale: run `{FIX_COMMAND}` and commit the result",
                 path.display()

@@ -18,7 +18,7 @@ pub fn error_annotation(message: &str) {
             .replace('%', "%25")
             .replace('\r', "%0D")
             .replace('\n', "%0A");
-        println!("::error::{encoded}");
+        outln!("::error::{encoded}");
     }
 }
 
@@ -69,7 +69,7 @@ impl Group {
     pub fn new(title: &str) -> Group {
         let active = in_actions();
         if active {
-            println!("::group::{title}");
+            outln!("::group::{title}");
         }
         Group { active }
     }
@@ -78,7 +78,7 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         if self.active {
-            println!("::endgroup::");
+            outln!("::endgroup::");
         }
     }
 }

@@ -236,9 +236,9 @@ impl ImageCmd {
         let tc = matrix.toolchain(&self.toolchain)?;
         let recipe = recipe(matrix, tc);
         if self.print {
-            print!("{}", recipe.text);
+            out!("{}", recipe.text);
         } else {
-            println!("{}", recipe.tag);
+            outln!("{}", recipe.tag);
         }
         Ok(())
     }

@@ -1,6 +1,31 @@
 //! `cargo xtask`: the Slurm Factory toolkit. This file only parses the command
 //! line and dispatches; each stage of the pipeline lives in its own module.
 
+/// `println!`/`print!` for results on stdout: a reader that went away (`cargo
+/// xtask matrix | head -1`) is not an error, where std's macros would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::stdout_result(writeln!(std::io::stdout(), $($arg)*));
+    }};
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        $crate::stdout_result(write!(std::io::stdout(), $($arg)*));
+    }};
+}
+
+/// Writing to stdout failed: a closed pipe is ignored, anything else is fatal.
+fn stdout_result(result: std::io::Result<()>) {
+    if let Err(e) = result
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        panic!("writing to stdout: {e}");
+    }
+}
+
 mod bench;
 mod build;
 mod codegen;
@@ -94,7 +119,7 @@ impl MatrixCmd {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            outln!("{}", serde_json::to_string_pretty(&list)?);
         } else {
             let rows: Vec<[String; 6]> = cells
                 .iter()
@@ -109,7 +134,7 @@ impl MatrixCmd {
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 text_table(
                     &[
@@ -123,7 +148,7 @@ impl MatrixCmd {
                     &rows
                 )
             );
-            println!("{} cells", cells.len());
+            outln!("{} cells", cells.len());
         }
         Ok(())
     }

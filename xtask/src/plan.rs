@@ -267,7 +267,7 @@ impl PlanCmd {
             );
             eprintln!("warning: {msg}");
             if gha::in_actions() {
-                println!("::warning::{msg}");
+                outln!("::warning::{msg}");
             }
         }
         if self.github_output {
@@ -279,9 +279,9 @@ impl PlanCmd {
             gha::append_summary(&plan.summary_markdown())?;
         }
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
+            outln!("{}", serde_json::to_string_pretty(&plan.to_json())?);
         } else {
-            print!("{}", plan.table());
+            out!("{}", plan.table());
         }
         Ok(())
     }

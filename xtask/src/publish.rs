@@ -251,7 +251,7 @@ fn publish_planned(
             .as_ref()
             .is_some_and(|s| s.size == u.size && s.sha256.as_deref() == Some(u.sha256.as_str()));
         if dry_run {
-            println!(
+            outln!(
                 "{} {} -> {} ({} bytes)",
                 if same { "skip" } else { "put " },
                 u.file.display(),
@@ -270,9 +270,9 @@ fn publish_planned(
                 .put(&u.key, &u.file, &put, &bar)
                 .with_context(|| format!("uploading {}", u.file.display()))?;
             bar.finish_and_clear();
-            println!("put  {} ({} bytes)", u.key, u.size);
+            outln!("put  {} ({} bytes)", u.key, u.size);
         } else {
-            println!("skip {} (same SHA-256)", u.key);
+            outln!("skip {} (same SHA-256)", u.key);
         }
         if same {
             outcome.skipped.push(u)
@@ -309,7 +309,7 @@ fn publish_planned(
     }
     let text = serde_json::to_string_pretty(&index)? + "\n";
     if dry_run {
-        println!(
+        outln!(
             "{} releases/index.json",
             if before == serde_json::to_string(&index)? {
                 "skip"
@@ -324,9 +324,9 @@ fn publish_planned(
             text.as_bytes(),
             Some(store::SHORT_CACHE),
         )?;
-        println!("put  releases/index.json");
+        outln!("put  releases/index.json");
     } else {
-        println!("skip releases/index.json (unchanged)");
+        outln!("skip releases/index.json (unchanged)");
     }
     Ok(outcome)
 }
@@ -360,7 +360,7 @@ fn publish_github(dir: &Path, allow_unsigned: bool, dry_run: bool) -> Result<()>
             .collect();
         let _g = gha::Group::new(&format!("Release {tag} on {}/{}", gh.owner, gh.repo));
         let out = gh.publish(&tag, &format!("Slurm {version}"), &files, dry_run)?;
-        println!(
+        outln!(
             "{}release {tag}: {} uploaded, {} already there{}",
             if dry_run { "dry run: " } else { "" },
             out.uploaded.len(),
@@ -400,7 +400,7 @@ impl PublishCmd {
         ));
         let outcome = publish(store.as_ref(), &self.dir, self.allow_unsigned, self.dry_run)?;
         let bytes: u64 = outcome.uploaded.iter().map(|u| u.size).sum();
-        println!(
+        outln!(
             "{}{} uploaded ({:.1} MiB), {} already there, to {}",
             if self.dry_run { "dry run: " } else { "" },
             outcome.uploaded.len(),

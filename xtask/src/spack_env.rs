@@ -516,7 +516,7 @@ impl SpackEnvCmd {
             .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
         rendered.write(&self.out)?;
         for (rel, _) in &rendered.files {
-            println!("wrote {}", self.out.join(rel).display());
+            outln!("wrote {}", self.out.join(rel).display());
         }
         Ok(())
     }

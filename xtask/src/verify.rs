@@ -354,7 +354,7 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
         };
         argv.insert(3, flag.to_string());
     }
-    println!("{}", Shown(&argv));
+    outln!("{}", Shown(&argv));
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -389,9 +389,12 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
 
 impl Report {
     pub fn print(&self) {
-        println!(
+        outln!(
             "verify {} ({}) in {} at {}:",
-            self.tarball, self.cell, self.image, self.prefix
+            self.tarball,
+            self.cell,
+            self.image,
+            self.prefix
         );
         for c in &self.checks {
             let mark = match c.status {
@@ -399,9 +402,9 @@ impl Report {
                 Status::Fail => "FAIL",
                 Status::Skip => "SKIP",
             };
-            println!("  {mark} {}: {}", c.name, c.detail);
+            outln!("  {mark} {}: {}", c.name, c.detail);
         }
-        println!(
+        outln!(
             "{}",
             if self.passed {
                 "verified"

@@ -87,27 +87,27 @@ impl DownloadCmd {
             None => None,
         };
         if self.dry_run {
-            println!("dry run: from {}", source.describe());
+            outln!("dry run: from {}", source.describe());
             for f in offer.data_files() {
-                println!("  fetch  {f} ({})", size_text(offer.files[&f]));
+                outln!("  fetch  {f} ({})", size_text(offer.files[&f]));
             }
-            println!(
+            outln!(
                 "  verify SHA-256 ({}.sha256) and the signature ({}.asc)",
                 offer.tarball(),
                 offer.tarball()
             );
-            println!(
+            outln!(
                 "  unpack into {} (via a staging directory beside it)",
                 prefix.display()
             );
             if let Some(m) = &modules {
-                println!("  module into {}", m.display());
+                outln!("  module into {}", m.display());
             }
             return Ok(());
         }
         let key = self.trusted_key(matrix, source.as_ref(), offer)?;
         let installed = install(source.as_ref(), offer, &key, &prefix, modules.as_deref())?;
-        println!(
+        outln!(
             "installed Slurm {slurm} ({toolchain}, {}) in {}: {} files, {:.1} MiB, signed by {}",
             offer.variant,
             prefix.display(),
@@ -115,9 +115,9 @@ impl DownloadCmd {
             installed.bytes as f64 / (1 << 20) as f64,
             key.fingerprint
         );
-        println!("To use it:");
-        println!("  module use {}", installed.module_root.display());
-        println!("  module load {}", installed.module);
+        outln!("To use it:");
+        outln!("  module use {}", installed.module_root.display());
+        outln!("  module load {}", installed.module);
         Ok(())
     }
 
@@ -254,7 +254,7 @@ fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Re
         .filter(|o| toolchain.is_none_or(|t| t == o.toolchain))
         .collect();
     if offers.is_empty() {
-        println!(
+        outln!(
             "{} offers no packages{}",
             source.describe(),
             match slurm {
@@ -264,13 +264,17 @@ fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Re
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<8} {:<14} {:<8} {:<8} {:>10}  files",
-        "slurm", "toolchain", "variant", "arch", "size"
+        "slurm",
+        "toolchain",
+        "variant",
+        "arch",
+        "size"
     );
     for o in &offers {
         let parts = o.data_files().len();
-        println!(
+        outln!(
             "{:<8} {:<14} {:<8} {:<8} {:>10}  {}",
             o.slurm,
             o.toolchain,

@@ -277,28 +277,28 @@ impl PackageCmd {
         if self.dry_run {
             let manifest = build_manifest(&data, &cell, &opts)?;
             let entries = plan_entries(root, &cell, &manifest.name, &manifest, &self.view)?;
-            println!(
+            outln!(
                 "would package {} ({} archive entries, {} packages from {})",
                 cell.id(),
                 entries.len(),
                 manifest.packages.len(),
                 self.lock.display()
             );
-            println!("would write into {}:", self.out.display());
+            outln!("would write into {}:", self.out.display());
             let stem = &manifest.name;
-            println!(
+            outln!(
                 "  {stem}.tar.gz (split into parts above {} bytes)",
                 self.split_size
             );
             for suffix in [".tar.gz.sha256", ".manifest.json", ".spdx.json"] {
-                println!("  {stem}{suffix}");
+                outln!("  {stem}{suffix}");
             }
             if let Some(k) = &keyring {
-                println!(
+                outln!(
                     "  {stem}.tar.gz.asc  (gpg --armor --detach-sign --local-user {})",
                     k.fingerprint
                 );
-                println!("  {PUBLIC_KEY_FILE}");
+                outln!("  {PUBLIC_KEY_FILE}");
             }
             return Ok(());
         }
@@ -306,7 +306,7 @@ impl PackageCmd {
         let started = std::time::Instant::now();
         let pkg = package(root, &data, &cell, &opts)
             .with_context(|| format!("packaging {}", cell.id()))?;
-        println!(
+        outln!(
             "packaged {} in {:.1}s: {} ({:.1} MiB, sha256 {}){}",
             cell.id(),
             started.elapsed().as_secs_f64(),
@@ -320,7 +320,7 @@ impl PackageCmd {
             }
         );
         for f in &pkg.files {
-            println!("  {}", f.display());
+            outln!("  {}", f.display());
         }
         gha::append_summary(&format!(
             "| `{}` | {} | {:.1} MiB | `{}` |\n",

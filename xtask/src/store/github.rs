@@ -117,7 +117,7 @@ impl GitHub {
             };
             for f in files {
                 let same = assets.iter().any(|a| same_content(a, f));
-                println!(
+                outln!(
                     "{} {} -> release {tag}",
                     if same { "skip" } else { "put " },
                     f.name
@@ -155,7 +155,7 @@ impl GitHub {
                 if let Some(a) = assets.iter().find(|a| a.name == f.name)
                     && same_content(a, f)
                 {
-                    println!("skip {} (same SHA-256)", f.name);
+                    outln!("skip {} (same SHA-256)", f.name);
                     out.skipped.push(f.name.clone());
                     break;
                 }
@@ -185,7 +185,7 @@ impl GitHub {
                     .await;
                 match sent {
                     Ok(_) => {
-                        println!("put  {} ({} bytes)", f.name, f.size);
+                        outln!("put  {} ({} bytes)", f.name, f.size);
                         out.uploaded.push(f.name.clone());
                         break;
                     }
