@@ -9,89 +9,51 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::dist::{Dist, STEM, noise};
 use common::github::GitHubServer;
 use common::gpg::TestKey;
 use common::s3::S3Server;
-use common::{Project, Run, fixtures, repo_root, xtask};
+use common::{Project, Run, repo_root, xtask};
 
-const STEM: &str = "slurm-24.11-jammy-cpu-x86_64";
 const CELL_DIR: &str = "releases/24.11/jammy/cpu";
 
-struct Dist {
-    dir: tempfile::TempDir,
-    key: TestKey,
+/// A fresh place to install into (its parent exists, it does not).
+fn site(d: &Dist, name: &str) -> PathBuf {
+    let sites = d.dir.path().join("sites");
+    std::fs::create_dir_all(&sites).unwrap();
+    sites.join(name)
 }
 
-impl Dist {
-    fn view(&self) -> PathBuf {
-        self.dir.path().join("view")
-    }
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("dist")
-    }
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-    /// A fresh place to install into (its parent exists, it does not).
-    fn prefix(&self, name: &str) -> PathBuf {
-        let sites = self.dir.path().join("sites");
-        std::fs::create_dir_all(&sites).unwrap();
-        sites.join(name)
-    }
-    fn stored(&self, name: &str) -> PathBuf {
-        self.store().join(CELL_DIR).join(name)
-    }
-}
-
-fn noise(len: usize, mut x: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// A file of the cell in the local store.
+fn stored(d: &Dist, name: &str) -> PathBuf {
+    d.store().join(CELL_DIR).join(name)
 }
 
 /// A signed package of a small view (a stand-in scontrol, a library with its
 /// symlink, a hard link, a read-only directory), published to a local store.
 fn dist(split: Option<&str>) -> Dist {
-    let dir = tempfile::tempdir().unwrap();
-    let view = dir.path().join("view");
-    for sub in ["bin", "sbin", "lib", "share/man/man1", "share/doc"] {
-        std::fs::create_dir_all(view.join(sub)).unwrap();
-    }
-    let scontrol = view.join("bin/scontrol");
-    std::fs::write(&scontrol, "#!/bin/sh\necho \"slurm 24.11.6 from $0\"\n").unwrap();
-    std::fs::set_permissions(&scontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(view.join("lib/libslurm.so.42"), noise(300_000, 7)).unwrap();
-    std::os::unix::fs::symlink("libslurm.so.42", view.join("lib/libslurm.so")).unwrap();
-    std::fs::hard_link(&scontrol, view.join("sbin/scontrol-link")).unwrap();
-    std::fs::write(view.join("share/doc/README"), "read me\n").unwrap();
-    std::fs::set_permissions(
-        view.join("share/doc"),
-        std::fs::Permissions::from_mode(0o555),
-    )
-    .unwrap();
-    let key = TestKey::new("Releaser", "");
-    let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
-    let split: Vec<&str> = split.map(|s| vec!["--split-size", s]).unwrap_or_default();
-    let out = dir.path().join("dist");
-    common::package(&repo_root(), &view, &lock, ("24.11", "jammy"), &out, &split)
-        .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
-        .success();
-    let d = Dist { dir, key };
-    xtask(&[
-        "publish",
-        "--to",
-        "local",
-        "--dir",
-        d.out().to_str().unwrap(),
-        "--store-dir",
-        d.store().to_str().unwrap(),
-    ])
-    .success();
+    let d = Dist::new(
+        "Releaser",
+        |view| {
+            for sub in ["bin", "sbin", "lib", "share/man/man1", "share/doc"] {
+                std::fs::create_dir_all(view.join(sub)).unwrap();
+            }
+            let scontrol = view.join("bin/scontrol");
+            std::fs::write(&scontrol, "#!/bin/sh\necho \"slurm 24.11.6 from $0\"\n").unwrap();
+            std::fs::set_permissions(&scontrol, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::write(view.join("lib/libslurm.so.42"), noise(300_000, 7)).unwrap();
+            std::os::unix::fs::symlink("libslurm.so.42", view.join("lib/libslurm.so")).unwrap();
+            std::fs::hard_link(&scontrol, view.join("sbin/scontrol-link")).unwrap();
+            std::fs::write(view.join("share/doc/README"), "read me\n").unwrap();
+            std::fs::set_permissions(
+                view.join("share/doc"),
+                std::fs::Permissions::from_mode(0o555),
+            )
+            .unwrap();
+        },
+        split,
+    );
+    d.publish_local(&[]).success();
     d
 }
 
@@ -200,7 +162,7 @@ fn lmod_load(stdout: &str) -> String {
 #[test]
 fn local_store_round_trip_matches_the_view_and_loads_with_lmod() {
     let d = dist(None);
-    let prefix = d.prefix("slurm");
+    let prefix = site(&d, "slurm");
     let modules = d.dir.path().join("modulefiles");
     let mut args = from_local(&d);
     args.extend(["--modules".into(), modules.to_str().unwrap().into()]);
@@ -227,7 +189,7 @@ fn local_store_round_trip_matches_the_view_and_loads_with_lmod() {
         "{out}"
     );
     // The work directory is gone; a second install elsewhere works too.
-    assert!(!d.prefix(".slurm.download").exists());
+    assert!(!site(&d, ".slurm.download").exists());
     let again = download(&d, &prefix, &strs(&from_local(&d))).failure();
     assert!(
         again.stderr.contains("exists and is not empty"),
@@ -240,17 +202,7 @@ fn local_store_round_trip_matches_the_view_and_loads_with_lmod() {
 fn github_release_with_parts_round_trips_without_leaking_the_token() {
     let d = dist(Some("150k"));
     let gh = GitHubServer::start();
-    xtask(&[
-        "publish",
-        "--to",
-        "github",
-        "--dir",
-        d.out().to_str().unwrap(),
-    ])
-    .env("GITHUB_TOKEN", &gh.token)
-    .env("GITHUB_REPOSITORY", "owner/repo")
-    .env("GITHUB_API_URL", &gh.api_url)
-    .success();
+    d.publish_github(&gh).success();
     let parts = std::fs::read_dir(d.out())
         .unwrap()
         .filter(|e| {
@@ -279,7 +231,7 @@ fn github_release_with_parts_round_trips_without_leaking_the_token() {
         list.stdout
     );
 
-    let prefix = d.prefix("slurm");
+    let prefix = site(&d, "slurm");
     // The token goes to the API only: the CDN refuses a request carrying one.
     let done = download(&d, &prefix, &["--repo", "owner/repo"])
         .env("GITHUB_API_URL", &gh.api_url)
@@ -298,18 +250,8 @@ fn github_release_with_parts_round_trips_without_leaking_the_token() {
 fn an_interrupted_download_resumes_where_it_stopped() {
     let d = dist(None);
     let gh = GitHubServer::start();
-    xtask(&[
-        "publish",
-        "--to",
-        "github",
-        "--dir",
-        d.out().to_str().unwrap(),
-    ])
-    .env("GITHUB_TOKEN", &gh.token)
-    .env("GITHUB_REPOSITORY", "owner/repo")
-    .env("GITHUB_API_URL", &gh.api_url)
-    .success();
-    let prefix = d.prefix("slurm");
+    d.publish_github(&gh).success();
+    let prefix = site(&d, "slurm");
     // Every transfer breaks after 20 kB: each of the run's five attempts at
     // the tarball (~300 kB) resumes where the last stopped, then it gives up.
     gh.cut_next_downloads(100, 20_000);
@@ -367,7 +309,7 @@ fn s3_round_trip() {
         publish = publish.env(k, v);
     }
     publish.success();
-    let prefix = d.prefix("slurm");
+    let prefix = site(&d, "slurm");
     let mut run = download(&d, &prefix, &["--from", "s3", "--bucket", &s3.bucket]);
     for (k, v) in s3.env() {
         run = run.env(k, v);
@@ -379,7 +321,7 @@ fn s3_round_trip() {
 
 /// Runs a download that must fail, and checks the message and the prefix.
 fn refused(d: &Dist, name: &str, expect: &str) {
-    let prefix = d.prefix(name);
+    let prefix = site(d, name);
     let failed = download(d, &prefix, &strs(&from_local(d))).failure();
     assert!(
         failed.stderr.contains(expect),
@@ -413,37 +355,23 @@ fn flip_byte(path: &Path, at: usize) {
 #[test]
 fn tampered_artifacts_are_refused_and_the_prefix_is_untouched() {
     let d = dist(None);
-    let tarball = d.stored(&format!("{STEM}.tar.gz"));
+    let tarball = stored(&d, &format!("{STEM}.tar.gz"));
     let original = std::fs::read(&tarball).unwrap();
 
     flip_byte(&tarball, original.len() / 2);
     refused(&d, "flipped", "checksum mismatch");
     std::fs::write(&tarball, &original).unwrap();
 
-    let sum = d.stored(&format!("{STEM}.tar.gz.sha256"));
+    let sum = stored(&d, &format!("{STEM}.tar.gz.sha256"));
     let sum_text = std::fs::read_to_string(&sum).unwrap();
     std::fs::write(&sum, format!("{}{}", "0".repeat(64), &sum_text[64..])).unwrap();
     refused(&d, "checksum-file", "checksum mismatch");
     std::fs::write(&sum, &sum_text).unwrap();
 
-    let sig = d.stored(&format!("{STEM}.tar.gz.asc"));
+    let sig = stored(&d, &format!("{STEM}.tar.gz.asc"));
     let sig_text = std::fs::read(&sig).unwrap();
     let other = TestKey::new("Mallory", "");
-    let status = Command::new("gpg")
-        .env("GNUPGHOME", other.home.path())
-        .args([
-            "--batch",
-            "--yes",
-            "--no-permission-warning",
-            "--armor",
-            "--detach-sign",
-            "--output",
-        ])
-        .arg(&sig)
-        .arg(&tarball)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    other.detach_sign(&tarball, &sig);
     refused(&d, "other-key", "signed by an unknown key");
 
     std::fs::remove_file(&sig).unwrap();
@@ -456,7 +384,7 @@ fn tampered_artifacts_are_refused_and_the_prefix_is_untouched() {
     std::fs::write(&tarball, &original).unwrap();
 
     // After all that, the untouched artifact installs.
-    let prefix = d.prefix("good");
+    let prefix = site(&d, "good");
     download(&d, &prefix, &strs(&from_local(&d))).success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
 }
@@ -464,7 +392,7 @@ fn tampered_artifacts_are_refused_and_the_prefix_is_untouched() {
 #[test]
 fn a_flipped_byte_in_one_part_names_the_part() {
     let d = dist(Some("150k"));
-    let part = d.stored(&format!("{STEM}.tar.gz.part-001"));
+    let part = stored(&d, &format!("{STEM}.tar.gz.part-001"));
     flip_byte(&part, 10);
     refused(
         &d,
@@ -506,7 +434,7 @@ fn the_pinned_fingerprint_decides_which_published_key_is_trusted() {
         project.xtask(&args)
     };
     // Nothing pinned, no --trusted-key: nothing to trust.
-    let none = run(&d.prefix("none")).failure();
+    let none = run(&site(&d, "none")).failure();
     assert!(
         none.stderr.contains("--trusted-key FILE"),
         "{}",
@@ -519,24 +447,24 @@ fn the_pinned_fingerprint_decides_which_published_key_is_trusted() {
             &format!("signing_key_fingerprint: {}", "AB".repeat(20)),
         )
     });
-    let wrong = run(&d.prefix("wrong")).failure();
+    let wrong = run(&site(&d, "wrong")).failure();
     assert!(
         wrong.stderr.contains("not the project's pinned key"),
         "{}",
         wrong.stderr
     );
-    assert_untouched(&d.prefix("wrong"));
+    assert_untouched(&site(&d, "wrong"));
     // Pinned to the signing key: the published key is accepted.
     project.edit("spack-env/matrix.yaml", |t| {
         t.replace(&"AB".repeat(20), &fingerprint)
     });
-    run(&d.prefix("pinned")).success();
+    run(&site(&d, "pinned")).success();
 }
 
 #[test]
 fn bad_requests_fail_with_one_clear_line() {
     let d = dist(None);
-    let prefix = d.prefix("x");
+    let prefix = site(&d, "x");
     let mut args = vec![
         "download",
         "--slurm",
@@ -629,13 +557,13 @@ fn bad_requests_fail_with_one_clear_line() {
     // --dry-run says what it would do and does nothing.
     let mut dry = from_local(&d);
     dry.push("--dry-run".into());
-    let plan = download(&d, &d.prefix("dry"), &strs(&dry)).success();
+    let plan = download(&d, &site(&d, "dry"), &strs(&dry)).success();
     assert!(
         plan.stdout.contains(&format!("fetch  {STEM}.tar.gz")),
         "{}",
         plan.stdout
     );
-    assert_untouched(&d.prefix("dry"));
+    assert_untouched(&site(&d, "dry"));
     // --list on the local store.
     let list = xtask(&[
         "download",
@@ -709,21 +637,7 @@ fn hostile(key: &TestKey, store: &Path, entries: &[Entry<'_>]) {
         format!("{sha}  {STEM}.tar.gz\n"),
     )
     .unwrap();
-    let status = Command::new("gpg")
-        .env("GNUPGHOME", key.home.path())
-        .args([
-            "--batch",
-            "--yes",
-            "--no-permission-warning",
-            "--armor",
-            "--detach-sign",
-            "--output",
-        ])
-        .arg(dir.join(format!("{STEM}.tar.gz.asc")))
-        .arg(&tarball)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    key.detach_sign(&tarball, &dir.join(format!("{STEM}.tar.gz.asc")));
     let index = serde_json::json!({"packages": {STEM: {
         "slurm": "24.11", "toolchain": "jammy", "variant": "cpu", "arch": "x86_64",
         "fingerprint": null,
@@ -917,18 +831,18 @@ fn a_public_base_url_and_a_release_directory_url_both_work() {
     let d = dist(Some("150k"));
     let server = StaticServer::start(&d.store());
     // The store's base URL: the index lists the package and its parts.
-    let prefix = d.prefix("from-base");
+    let prefix = site(&d, "from-base");
     download(&d, &prefix, &["--from", &format!("{}/", server.url)]).success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
     // One release directory with no index beside it: the parts are probed.
     std::fs::remove_file(d.store().join("releases/index.json")).unwrap();
-    let prefix = d.prefix("from-dir");
+    let prefix = site(&d, "from-dir");
     let dir_url = format!("{}/{CELL_DIR}/", server.url);
     download(&d, &prefix, &["--from", &dir_url]).success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
     // A release directory of another cell is a usage error.
     let other = format!("{}/releases/25.11/noble/cpu/", server.url);
-    let bad = download(&d, &d.prefix("x"), &["--from", &other]).code(2);
+    let bad = download(&d, &site(&d, "x"), &["--from", &other]).code(2);
     assert!(
         bad.stderr
             .contains("is the release directory of 25.11/noble/cpu"),
@@ -940,7 +854,7 @@ fn a_public_base_url_and_a_release_directory_url_both_work() {
 #[test]
 fn a_full_disk_fails_in_one_line_and_leaves_nothing() {
     let d = dist(None);
-    let size = std::fs::metadata(d.stored(&format!("{STEM}.tar.gz")))
+    let size = std::fs::metadata(stored(&d, &format!("{STEM}.tar.gz")))
         .unwrap()
         .len();
     // A tmpfs that holds the download but not the unpacked tree besides it,

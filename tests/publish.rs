@@ -3,71 +3,29 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::gpg::TestKey;
-use common::{fixtures, repo_root, xtask};
-
-struct Dist {
-    dir: tempfile::TempDir,
-    key: TestKey,
-}
-
-impl Dist {
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("dist")
-    }
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-}
+use common::dist::{Dist, noise};
+use common::xtask;
 
 /// A signed package of a small view, split into parts when `split` is set.
 fn dist(split: Option<&str>) -> Dist {
-    let dir = tempfile::tempdir().unwrap();
-    let view = dir.path().join("view/bin");
-    std::fs::create_dir_all(&view).unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: Vec<u8> = (0..200_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(view.join("scontrol"), noise).unwrap();
-    let key = TestKey::new("Publisher", "");
-    let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
-    let out = dir.path().join("dist");
-    let split: Vec<&str> = split
-        .map(|size| vec!["--split-size", size])
-        .unwrap_or_default();
-    common::package(
-        &repo_root(),
-        &dir.path().join("view"),
-        &lock,
-        ("24.11", "jammy"),
-        &out,
-        &split,
+    Dist::new(
+        "Publisher",
+        |view| {
+            std::fs::create_dir_all(view.join("bin")).unwrap();
+            std::fs::write(
+                view.join("bin/scontrol"),
+                noise(200_000, 0x9e37_79b9_7f4a_7c15),
+            )
+            .unwrap();
+        },
+        split,
     )
-    .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
-    .success();
-    Dist { dir, key }
 }
 
 fn publish_local(d: &Dist, extra: &[&str]) -> common::Done {
-    let mut args = vec![
-        "publish",
-        "--to",
-        "local",
-        "--dir",
-        d.out().to_str().unwrap().to_string().leak(),
-        "--store-dir",
-        d.store().to_str().unwrap().to_string().leak(),
-    ];
-    args.extend_from_slice(extra);
-    xtask(&args).success()
+    d.publish_local(extra).success()
 }
 
 fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
@@ -147,16 +105,7 @@ fn a_corrupt_package_is_refused_and_nothing_is_uploaded() {
     let mut bytes = std::fs::read(&tarball).unwrap();
     bytes[1000] ^= 0xff;
     std::fs::write(&tarball, bytes).unwrap();
-    let done = xtask(&[
-        "publish",
-        "--to",
-        "local",
-        "--dir",
-        d.out().to_str().unwrap(),
-        "--store-dir",
-        d.store().to_str().unwrap(),
-    ])
-    .failure();
+    let done = d.publish_local(&[]).failure();
     assert!(
         done.stderr
             .contains("slurm-24.11-jammy-cpu-x86_64.tar.gz does not match"),
@@ -176,16 +125,7 @@ fn a_corrupt_package_is_refused_and_nothing_is_uploaded() {
 fn an_unsigned_package_is_refused() {
     let d = dist(None);
     std::fs::remove_file(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc")).unwrap();
-    let done = xtask(&[
-        "publish",
-        "--to",
-        "local",
-        "--dir",
-        d.out().to_str().unwrap(),
-        "--store-dir",
-        d.store().to_str().unwrap(),
-    ])
-    .failure();
+    let done = d.publish_local(&[]).failure();
     assert!(
         done.stderr
             .contains(".tar.gz.asc is missing: unsigned packages are not published"),
@@ -232,16 +172,7 @@ fn s3_without_a_bucket_is_a_usage_error() {
 use common::github::GitHubServer;
 
 fn publish_github(d: &Dist, gh: &GitHubServer) -> common::Run {
-    xtask(&[
-        "publish",
-        "--to",
-        "github",
-        "--dir",
-        d.out().to_str().unwrap(),
-    ])
-    .env("GITHUB_TOKEN", &gh.token)
-    .env("GITHUB_REPOSITORY", "owner/repo")
-    .env("GITHUB_API_URL", &gh.api_url)
+    d.publish_github(gh)
 }
 
 const ASSETS: [&str; 6] = [
@@ -408,30 +339,13 @@ use common::s3::{FaultProxy, Faults, S3Server};
 /// A package big enough for a multipart upload (the tarball is over 16 MiB).
 fn big_dist() -> Dist {
     let d = dist(None);
-    let view = d.dir.path().join("view/lib");
-    std::fs::create_dir_all(&view).unwrap();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: Vec<u8> = (0..20 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(view.join("libbig.so"), noise).unwrap();
-    let _ = std::fs::remove_dir_all(d.out());
-    let lock = fixtures().join("spack-concretized-slurm-env/spack.lock");
-    common::package(
-        &repo_root(),
-        &d.dir.path().join("view"),
-        &lock,
-        ("24.11", "jammy"),
-        &d.out(),
-        &[],
+    std::fs::create_dir_all(d.view().join("lib")).unwrap();
+    std::fs::write(
+        d.view().join("lib/libbig.so"),
+        noise(20 << 20, 0x2545_f491_4f6c_dd1d),
     )
-    .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &d.key.secret_armored)
-    .success();
+    .unwrap();
+    d.repackage(None);
     d
 }
 

@@ -61,6 +61,29 @@ impl TestKey {
         }
     }
 
+    /// Writes an armored detached signature of `file` made with this key.
+    pub fn detach_sign(&self, file: &Path, signature: &Path) {
+        let status = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--batch",
+                "--yes",
+                "--no-permission-warning",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                &self.passphrase,
+                "--armor",
+                "--detach-sign",
+                "--output",
+            ])
+            .arg(signature)
+            .arg(file)
+            .status()
+            .unwrap();
+        assert!(status.success(), "gpg --detach-sign {}", file.display());
+    }
+
     /// `gpg --verify` of a detached signature in a fresh keyring holding only
     /// `public` (an armored key file).
     pub fn verify(public: &Path, signature: &Path, data: &Path) -> bool {

@@ -181,6 +181,7 @@ pub fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
+pub mod dist;
 pub mod github;
 pub mod gpg;
 pub mod s3;
