@@ -830,9 +830,31 @@ impl Drop for StaticServer {
 fn a_public_base_url_and_a_release_directory_url_both_work() {
     let d = dist(Some("150k"));
     let server = StaticServer::start(&d.store());
-    // The store's base URL: the index lists the package and its parts.
+    // The store's base URL, as `publish --public-url` prints it for admins:
+    // the index lists the package and its parts.
+    let published = d.publish_local(&["--public-url", &server.url]).success();
+    let install = published
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("install: cargo xtask "))
+        .unwrap_or_else(|| panic!("no install line in:\n{}", published.stdout));
+    assert!(
+        published.stdout.contains(&format!(
+            "public: {}/{CELL_DIR}/{STEM}.tar.gz.part-000",
+            server.url
+        )),
+        "{}",
+        published.stdout
+    );
     let prefix = site(&d, "from-base");
-    download(&d, &prefix, &["--from", &format!("{}/", server.url)]).success();
+    let mut args: Vec<String> = install.split(' ').map(String::from).collect();
+    let at = args.iter().position(|a| a == "--prefix").unwrap();
+    args[at + 1] = prefix.to_str().unwrap().into();
+    args.extend([
+        "--trusted-key".into(),
+        d.key.public_file.to_str().unwrap().into(),
+    ]);
+    xtask(&strs(&args)).success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
     // One release directory with no index beside it: the parts are probed.
     std::fs::remove_file(d.store().join("releases/index.json")).unwrap();

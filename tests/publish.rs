@@ -507,3 +507,31 @@ fn s3_a_corrupt_multipart_upload_is_aborted_before_it_is_visible() {
     );
     assert!(s3.object("releases/index.json").is_none());
 }
+
+#[test]
+fn public_url_is_checked_and_not_for_github() {
+    let d = dist(None);
+    let bad = d
+        .publish_local(&["--public-url", "cdn.example.org"])
+        .code(2);
+    assert!(
+        bad.stderr.contains("expected an http(s):// URL"),
+        "{}",
+        bad.stderr
+    );
+    let gh = xtask(&[
+        "publish",
+        "--to",
+        "github",
+        "--dir",
+        d.out().to_str().unwrap(),
+        "--public-url",
+        "https://cdn.example.org",
+    ])
+    .code(2);
+    assert!(
+        gh.stderr.contains("GitHub releases have their own URLs"),
+        "{}",
+        gh.stderr
+    );
+}

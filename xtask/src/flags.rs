@@ -347,6 +347,10 @@ pub struct PublishCmd {
     pub dir: PathBuf,
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
+    /// Where the store is served over HTTP(S) (a CDN in front of the bucket): prints each
+    /// package's URL and the admins' `download` command
+    #[arg(long, value_name = "URL", env = "SLURM_FACTORY_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Publish packages without a signature (local test stores only)
     #[arg(long)]
     pub allow_unsigned: bool,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::{PublishCmd, PublishTo};
+use crate::flags::{PublishCmd, PublishTo, UsageError};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;
@@ -383,9 +383,44 @@ fn publish_github(dir: &Path, allow_unsigned: bool, dry_run: bool) -> Result<()>
     Ok(())
 }
 
+/// Where each published package is served from, and the admin's command
+/// that installs it from there.
+fn install_lines(public_url: &str, outcome: &Outcome) -> Vec<String> {
+    let base = public_url.trim_end_matches('/');
+    let mut lines = Vec::new();
+    for u in outcome.uploaded.iter().chain(&outcome.skipped) {
+        let first_data = u.class == Class::Data
+            && (u.key.ends_with(".tar.gz") || u.key.ends_with(".tar.gz.part-000"));
+        let parts: Vec<&str> = u.key.split('/').collect();
+        if let (true, ["releases", version, toolchain, variant, _]) = (first_data, parts.as_slice())
+        {
+            lines.push(format!("public: {base}/{}", u.key));
+            lines.push(format!(
+                "  install: cargo xtask download --slurm {version} --toolchain {toolchain}{} --prefix /opt/slurm/{version} --from {base}/",
+                if *variant == "gpu" { " --gpu" } else { "" }
+            ));
+        }
+    }
+    lines
+}
+
 impl PublishCmd {
     pub fn run(self, root: &Path) -> Result<()> {
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(UsageError::new(format!(
+                "--public-url {url}: expected an http(s):// URL where the store is served"
+            ))
+            .into());
+        }
         if self.to == PublishTo::Github {
+            if self.public_url.is_some() {
+                return Err(UsageError::new(
+                    "--public-url is where an S3 or local store is served; GitHub releases have their own URLs",
+                )
+                .into());
+            }
             return publish_github(&self.dir, self.allow_unsigned, self.dry_run);
         }
         let store: Box<dyn Store> = match self.to {
@@ -408,6 +443,14 @@ impl PublishCmd {
             outcome.skipped.len(),
             store.describe()
         );
+        let installs = self
+            .public_url
+            .as_deref()
+            .map(|url| install_lines(url, &outcome))
+            .unwrap_or_default();
+        for line in &installs {
+            outln!("{line}");
+        }
         if !self.dry_run {
             let mut md = format!(
                 "### Published to {}\n\n| object | size | action |\n|---|---|---|\n",
@@ -420,6 +463,13 @@ impl PublishCmd {
                 .chain(outcome.skipped.iter().map(|u| (u, "already there")))
             {
                 md.push_str(&format!("| `{}` | {} | {action} |\n", u.key, u.size));
+            }
+            if !installs.is_empty() {
+                md.push_str("\nFor admins:\n\n```sh\n");
+                for line in &installs {
+                    md.push_str(&format!("{}\n", line.trim_start()));
+                }
+                md.push_str("```\n");
             }
             gha::append_summary(&md)?;
         }

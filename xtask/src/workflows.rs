@@ -605,10 +605,6 @@ impl Ctx<'_> {
             .env("GPU", &expr("matrix.gpu"))
             .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
             .env(
-                "SLURM_FACTORY_PUBLIC_URL",
-                &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
-            )
-            .env(
                 "SLURM_FACTORY_GPG_PRIVATE_KEY",
                 &expr("secrets.SLURM_FACTORY_GPG_PRIVATE_KEY"),
             )
