@@ -296,6 +296,17 @@ fn bad_input_exits_2_and_writes_nothing() {
             "--bucket 's3://x' is not an S3 bucket name",
         ),
         (
+            &[
+                "--stage",
+                "deps",
+                "--toolchain",
+                "jammy",
+                "--prefix",
+                "team",
+            ],
+            "--prefix is a key prefix inside --bucket",
+        ),
+        (
             &["--stage", "lib", "--toolchain", "jammy"],
             "[possible values: deps, slurm]",
         ),
@@ -312,4 +323,33 @@ fn bad_input_exits_2_and_writes_nothing() {
         );
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
     }
+}
+
+#[test]
+fn a_bucket_prefix_places_the_mirrors_under_it() {
+    let (_dir, doc, text) = render(&[
+        "--stage",
+        "slurm",
+        "--slurm",
+        "24.11",
+        "--toolchain",
+        "jammy",
+        "--bucket",
+        "my-bucket",
+        "--prefix",
+        "/team/slurm-factory/",
+    ]);
+    assert!(
+        text.contains("--bucket my-bucket --prefix team/slurm-factory`"),
+        "{text}"
+    );
+    let mirrors = &doc["spack"]["mirrors"];
+    assert_eq!(
+        mirrors["slurm-factory-deps"]["url"],
+        "s3://my-bucket/team/slurm-factory/jammy/slurm/deps"
+    );
+    assert_eq!(
+        mirrors["slurm-factory-slurm"]["url"],
+        "s3://my-bucket/team/slurm-factory/jammy/slurm/24.11"
+    );
 }

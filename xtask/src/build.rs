@@ -160,10 +160,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     let engine = container::detect(args.engine, args.dry_run)?;
 
     // Mirrors: the store (local directory or S3 bucket), or an explicit deps mirror.
-    let store = match &args.bucket {
-        Some(b) => StoreUrl::Bucket(b.clone()),
-        None => StoreUrl::Local,
-    };
+    let store = StoreUrl::new(args.bucket.as_deref(), args.prefix.as_deref())?;
     let mut mounts = Vec::new();
     let mut local_mirror = match (stage, cell.release, &store) {
         (Stage::Index, _, _) => None,
@@ -182,7 +179,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         }
         None => None,
     };
-    let uses_s3 = matches!(store, StoreUrl::Bucket(_))
+    let uses_s3 = matches!(store, StoreUrl::Bucket { .. })
         || deps_override
             .as_deref()
             .is_some_and(|u| u.starts_with("s3://"));
@@ -752,7 +749,10 @@ fn record(
     status: BuildStatus,
 ) -> Result<()> {
     let store: Box<dyn Store> = match &args.bucket {
-        Some(b) => Box::new(crate::store::s3::S3Store::new(b, "")?),
+        Some(b) => Box::new(crate::store::s3::S3Store::new(
+            b,
+            args.prefix.as_deref().unwrap_or(""),
+        )?),
         None => Box::new(LocalStore {
             root: Dirs::new(root, args.state_dir.as_deref(), "unused").store(),
         }),

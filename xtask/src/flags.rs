@@ -115,6 +115,9 @@ pub struct SpackEnvCmd {
     /// S3 bucket holding the mirrors [default: the local directory store]
     #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
     pub bucket: Option<String>,
+    /// Key prefix inside the bucket
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    pub prefix: Option<String>,
     /// The deps mirror URL as the build container sees it (file:// or s3://) [default: in the store]
     #[arg(long, value_name = "URL")]
     pub deps_mirror: Option<String>,
@@ -226,6 +229,9 @@ pub struct BuildArgs {
     /// S3 bucket holding the mirrors [default: the local store under target/slurm-factory/store]
     #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
     pub bucket: Option<String>,
+    /// Key prefix inside the bucket (as for `plan` and `publish`)
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
+    pub prefix: Option<String>,
     /// Spack target microarchitecture [default: the matrix's `target`]
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,

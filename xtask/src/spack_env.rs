@@ -226,16 +226,42 @@ struct ModuleTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Local,
-    Bucket(String),
+    /// A bucket, and a key prefix (no leading or trailing `/`; may be empty).
+    Bucket {
+        bucket: String,
+        prefix: String,
+    },
 }
 
 impl StoreUrl {
+    /// The local store, or the bucket under `prefix`; a usage error for a
+    /// name that is not a bucket, or a prefix without a bucket.
+    pub fn new(bucket: Option<&str>, prefix: Option<&str>) -> Result<StoreUrl> {
+        match (bucket, prefix) {
+            (None, None) => Ok(StoreUrl::Local),
+            (None, Some(_)) => Err(UsageError::new(
+                "--prefix is a key prefix inside --bucket: give the bucket",
+            )
+            .into()),
+            (Some(b), _) if !is_bucket_name(b) => {
+                Err(UsageError::new(format!("--bucket '{b}' is not an S3 bucket name")).into())
+            }
+            (Some(b), p) => Ok(StoreUrl::Bucket {
+                bucket: b.to_string(),
+                prefix: p.unwrap_or("").trim_matches('/').to_string(),
+            }),
+        }
+    }
+
     /// The mirror of a stage: `<toolchain>/slurm/deps` or `<toolchain>/slurm/<version>`.
     pub fn mirror(&self, toolchain: &str, what: &str) -> String {
         let rel = format!("{toolchain}/slurm/{what}");
         match self {
             StoreUrl::Local => format!("file://{}/{rel}", paths::LOCAL_STORE),
-            StoreUrl::Bucket(bucket) => format!("s3://{bucket}/{rel}"),
+            StoreUrl::Bucket { bucket, prefix } if prefix.is_empty() => {
+                format!("s3://{bucket}/{rel}")
+            }
+            StoreUrl::Bucket { bucket, prefix } => format!("s3://{bucket}/{prefix}/{rel}"),
         }
     }
 }
@@ -475,8 +501,11 @@ fn command_line(cell: &Cell<'_>, opts: &Options) -> String {
     if opts.target != cell.matrix.target {
         cmd.push_str(&format!(" --target {}", opts.target));
     }
-    if let StoreUrl::Bucket(b) = &opts.store {
-        cmd.push_str(&format!(" --bucket {b}"));
+    if let StoreUrl::Bucket { bucket, prefix } = &opts.store {
+        cmd.push_str(&format!(" --bucket {bucket}"));
+        if !prefix.is_empty() {
+            cmd.push_str(&format!(" --prefix {prefix}"));
+        }
     }
     if let Some(m) = &opts.deps_mirror {
         cmd.push_str(&format!(" --deps-mirror {m}"));
@@ -506,10 +535,7 @@ impl SpackEnvCmd {
         let data = EnvironmentData::load(root)?;
         let opts = Options {
             target: self.target.clone().unwrap_or_else(|| matrix.target.clone()),
-            store: match &self.bucket {
-                Some(b) => StoreUrl::Bucket(b.clone()),
-                None => StoreUrl::Local,
-            },
+            store: StoreUrl::new(self.bucket.as_deref(), self.prefix.as_deref())?,
             deps_mirror: self.deps_mirror.clone(),
         };
         let rendered = render(root, &data, &cell, &opts)
@@ -545,9 +571,6 @@ impl SpackEnvCmd {
         if let Some(t) = self.target.as_deref().filter(|t| !is_target_name(t)) {
             let msg = format!("--target '{t}' is not a Spack target name like x86_64_v3");
             return Err(UsageError::new(msg).into());
-        }
-        if let Some(b) = self.bucket.as_deref().filter(|b| !is_bucket_name(b)) {
-            return Err(UsageError::new(format!("--bucket '{b}' is not an S3 bucket name")).into());
         }
         Ok(Cell {
             release,
