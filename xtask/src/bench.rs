@@ -328,10 +328,11 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
 /// and, in the same run, by `curl -o && sha256sum -c && gpg --verify && tar
 /// -xzf`: the four passes an admin would otherwise make.
 fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
-    let work = cmd
-        .dir
-        .clone()
-        .unwrap_or_else(|| root.join("target/slurm-factory/bench-download"));
+    // Its own subdirectory: regenerating the input removes it, and only it.
+    let work = match &cmd.dir {
+        Some(dir) => dir.join("download"),
+        None => root.join("target/slurm-factory/bench-download"),
+    };
     let cell = Cell {
         release: Some(&matrix.slurm[0]),
         toolchain: &matrix.toolchains[0],
