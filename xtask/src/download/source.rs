@@ -282,9 +282,12 @@ impl Source for GitHubSource {
 }
 
 /// A response to a GET from byte `from`: 206 as asked, or 200 with the bytes
-/// before `from` skipped (a server that ignores ranges), or 404.
+/// before `from` skipped (a server that ignores ranges), or 404. A 416 for a
+/// resume means nothing is left after `from` (a file already complete whose
+/// size the source does not list); its checksum still decides.
 fn ranged(resp: Response, from: u64, name: &str) -> Result<Option<Box<dyn Chunks>>> {
     match resp.status {
+        416 if from > 0 => Ok(Some(Box::new(Empty))),
         200 if from == 0 => Ok(Some(Box::new(resp))),
         200 => Ok(Some(Box::new(Skip {
             inner: Box::new(resp),
@@ -293,6 +296,15 @@ fn ranged(resp: Response, from: u64, name: &str) -> Result<Option<Box<dyn Chunks
         206 => Ok(Some(Box::new(resp))),
         404 => Ok(None),
         _ => Err(resp.error(&format!("downloading {name}"))),
+    }
+}
+
+/// A body with nothing in it.
+struct Empty;
+
+impl Chunks for Empty {
+    fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        Ok(None)
     }
 }
 
