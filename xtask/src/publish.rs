@@ -290,8 +290,11 @@ fn publish_planned(
     for f in found {
         let m = &f.manifest;
         let mut files = BTreeMap::new();
+        // Its own files only: another arch of the cell shares the directory.
+        let dir = format!("{}/", release_dir(m));
+        let own = format!("{}.", m.name);
         for u in outcome.uploaded.iter().chain(&outcome.skipped) {
-            if let Some(name) = u.key.strip_prefix(&format!("{}/", release_dir(m))) {
+            if let Some(name) = u.key.strip_prefix(&dir).filter(|n| n.starts_with(&own)) {
                 files.insert(name.to_string(), (u.size, u.sha256.clone()));
             }
         }
