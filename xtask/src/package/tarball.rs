@@ -196,6 +196,13 @@ pub fn write_tar<W: Write>(out: W, entries: &[Entry]) -> Result<W> {
                 let mut reader = std::io::Read::take(file, *size);
                 tar.append_data(&mut h, path, &mut reader)
                     .with_context(|| format!("archiving {}", source.display()))?;
+                // tar pads a short read without a word: the archive would be misaligned.
+                if reader.limit() != 0 {
+                    bail!(
+                        "{} shrank while it was archived: package a view nothing is writing to",
+                        source.display()
+                    );
+                }
             }
             Entry::Bytes { path, mode, data } => {
                 h.set_entry_type(EntryType::Regular);
