@@ -4,7 +4,8 @@
 //! point out (or that later entries would be written through), hard links to
 //! anything but a file already unpacked, device files and FIFOs, setuid and
 //! setgid bits. Each refusal names the entry. Files are created with
-//! `O_EXCL | O_NOFOLLOW`, so nothing is ever written through a link.
+//! `O_CREAT | O_EXCL`, which fails on any existing name, a symlink included:
+//! nothing is ever written through a link.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -80,7 +81,6 @@ pub fn unpack(reader: impl Read, top: &str, dest: &Path) -> Result<Unpacked> {
                 let file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .custom_flags(libc_o_nofollow())
                     .mode(0o600)
                     .open(&dst)
                     .map_err(|e| match e.kind() {
@@ -203,11 +203,6 @@ fn write_error(e: std::io::Error, path: &Path) -> anyhow::Error {
     } else {
         anyhow::Error::new(e).context(format!("writing {}", path.display()))
     }
-}
-
-fn libc_o_nofollow() -> i32 {
-    // O_NOFOLLOW on Linux (all architectures this toolkit builds for).
-    0o400000
 }
 
 /// Applies the directory modes recorded while unpacking.
