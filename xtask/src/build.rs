@@ -18,8 +18,6 @@ use crate::module;
 use crate::package;
 use crate::sign::{self, Keyring};
 use crate::spack_env::{self, EnvironmentData, StoreUrl, paths};
-use crate::store::Store;
-use crate::store::local::LocalStore;
 use crate::verify;
 
 /// Container paths of the mounts every build gets.
@@ -160,7 +158,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     let engine = container::detect(args.engine, args.dry_run)?;
 
     // Mirrors: the store (local directory or S3 bucket), or an explicit deps mirror.
-    let store = StoreUrl::new(args.bucket.as_deref(), args.prefix.as_deref())?;
+    let store = args.store.mirrors()?;
     let mut mounts = Vec::new();
     let mut local_mirror = match (stage, cell.release, &store) {
         (Stage::Index, _, _) => None,
@@ -748,20 +746,12 @@ fn record(
     fingerprint: &Fingerprint,
     status: BuildStatus,
 ) -> Result<()> {
-    let store: Box<dyn Store> = match &args.bucket {
-        Some(b) => Box::new(crate::store::s3::S3Store::new(
-            b,
-            args.prefix.as_deref().unwrap_or(""),
-        )?),
-        None => Box::new(LocalStore {
-            root: Dirs::new(root, args.state_dir.as_deref(), "unused").store(),
-        }),
-    };
+    let store = args
+        .store
+        .open(Dirs::new(root, args.state_dir.as_deref(), "unused").store())?;
     let key = fingerprint::state_key(cell);
-    let mut state: MirrorState = match store.get(&key)? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        None => MirrorState::default(),
-    };
+    // An unreadable state object is an error, not silently another cell's loss.
+    let mut state: MirrorState = crate::plan::read_state(store.as_ref(), &key)?.unwrap_or_default();
     state.cells.insert(
         cell.variant.to_string(),
         CellState {
@@ -785,6 +775,25 @@ fn record(
     Ok(())
 }
 
+/// Why a run must not be recorded as the cell's build: the fingerprint
+/// describes the store's mirror built for the matrix's target. (`--image`
+/// stands in for the recipe's image where it cannot be built, offline and in
+/// the tests, and is recorded.)
+fn unrecorded_because(inputs: &Inputs<'_>) -> Option<&'static str> {
+    if inputs.deps_mirror.is_some() {
+        Some("--mirror pushes somewhere other than the store's mirror")
+    } else if inputs
+        .args
+        .target
+        .as_ref()
+        .is_some_and(|t| *t != inputs.matrix.target)
+    {
+        Some("--target differs from the matrix's target the fingerprint names")
+    } else {
+        None
+    }
+}
+
 /// Runs a stage and records its outcome (not for dry runs).
 fn run_recorded(
     root: &Path,
@@ -794,8 +803,12 @@ fn run_recorded(
     then: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let (args, cell) = (inputs.args, inputs.cell);
-    if args.dry_run {
+    let unrecorded = unrecorded_because(&inputs);
+    if args.dry_run || unrecorded.is_some() {
         run_stage(inputs, keyring)?;
+        if let (Some(why), false) = (unrecorded, args.dry_run) {
+            outln!("not recorded in the store's state: {why}");
+        }
         return then();
     }
     let result = run_stage(inputs, keyring).and_then(|()| then());

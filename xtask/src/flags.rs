@@ -112,12 +112,8 @@ pub struct SpackEnvCmd {
     /// Spack target microarchitecture [default: the matrix's `target`]
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,
-    /// S3 bucket holding the mirrors [default: the local directory store]
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
-    pub bucket: Option<String>,
-    /// Key prefix inside the bucket
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
-    pub prefix: Option<String>,
+    #[command(flatten)]
+    pub store: crate::store::BucketArgs,
     /// The deps mirror URL as the build container sees it (file:// or s3://) [default: in the store]
     #[arg(long, value_name = "URL")]
     pub deps_mirror: Option<String>,
@@ -226,12 +222,8 @@ pub struct BuildArgs {
     /// The container's network (`host` lets Spack fetch sources; `none` for offline runs)
     #[arg(long, value_name = "MODE", default_value = "host")]
     pub network: String,
-    /// S3 bucket holding the mirrors [default: the local store under target/slurm-factory/store]
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
-    pub bucket: Option<String>,
-    /// Key prefix inside the bucket (as for `plan` and `publish`)
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
-    pub prefix: Option<String>,
+    #[command(flatten)]
+    pub store: crate::store::BucketArgs,
     /// Spack target microarchitecture [default: the matrix's `target`]
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,

@@ -124,7 +124,7 @@ pub fn plan<'m>(
     })
 }
 
-fn read_state(store: &dyn Store, key: &str) -> Result<Option<MirrorState>> {
+pub fn read_state(store: &dyn Store, key: &str) -> Result<Option<MirrorState>> {
     match store.get(key)? {
         Some(bytes) => Ok(Some(
             serde_json::from_slice(&bytes)

@@ -535,7 +535,7 @@ impl SpackEnvCmd {
         let data = EnvironmentData::load(root)?;
         let opts = Options {
             target: self.target.clone().unwrap_or_else(|| matrix.target.clone()),
-            store: StoreUrl::new(self.bucket.as_deref(), self.prefix.as_deref())?,
+            store: self.store.mirrors()?,
             deps_mirror: self.deps_mirror.clone(),
         };
         let rendered = render(root, &data, &cell, &opts)

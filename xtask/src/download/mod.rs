@@ -166,8 +166,10 @@ impl DownloadCmd {
 
     fn store(&self) -> crate::store::StoreArgs {
         crate::store::StoreArgs {
-            bucket: self.bucket.clone(),
-            prefix: self.bucket_prefix.clone(),
+            bucket: crate::store::BucketArgs {
+                bucket: self.bucket.clone(),
+                prefix: self.bucket_prefix.clone(),
+            },
             store_dir: self.store_dir.clone(),
         }
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::flags::UsageError;
+use crate::spack_env::StoreUrl;
 
 /// Objects that change in place sit behind a CDN: keep their cache short.
 pub const SHORT_CACHE: &str = "public, max-age=60";
@@ -95,15 +96,38 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The store options `plan` and `publish` share.
+/// The bucket options of every command that reaches the store or its Spack
+/// mirrors (builds, `spack-env`, `plan`, `publish`), checked in one place.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct StoreArgs {
-    /// S3 bucket of the store [default: the local store]
+pub struct BucketArgs {
+    /// S3 bucket of the store and its Spack mirrors [default: the local store]
     #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
     pub bucket: Option<String>,
     /// Key prefix inside the bucket
     #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
     pub prefix: Option<String>,
+}
+
+impl BucketArgs {
+    /// Where the store is: a bucket name, no prefix without a bucket.
+    pub fn mirrors(&self) -> Result<StoreUrl> {
+        StoreUrl::new(self.bucket.as_deref(), self.prefix.as_deref())
+    }
+
+    /// The bucket's store, else the local store in `local`.
+    pub fn open(&self, local: PathBuf) -> Result<Box<dyn Store>> {
+        Ok(match self.mirrors()? {
+            StoreUrl::Local => Box::new(local::LocalStore { root: local }),
+            StoreUrl::Bucket { bucket, prefix } => Box::new(s3::S3Store::new(&bucket, &prefix)?),
+        })
+    }
+}
+
+/// The store options `plan` and `publish` share.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub bucket: BucketArgs,
     /// The local store's directory [default: target/slurm-factory/store]
     #[arg(long, value_name = "DIR")]
     pub store_dir: Option<PathBuf>,
@@ -121,23 +145,22 @@ impl StoreArgs {
 
     /// The bucket's store; a usage error without `--bucket`.
     pub fn s3(&self) -> Result<s3::S3Store> {
-        let Some(bucket) = &self.bucket else {
-            return Err(
-                UsageError::new("--to s3 needs --bucket NAME (or SLURM_FACTORY_BUCKET)").into(),
-            );
-        };
-        s3::S3Store::new(bucket, self.prefix.as_deref().unwrap_or(""))
+        match self.bucket.mirrors()? {
+            StoreUrl::Bucket { bucket, prefix } => s3::S3Store::new(&bucket, &prefix),
+            StoreUrl::Local => {
+                Err(UsageError::new("--to s3 needs --bucket NAME (or SLURM_FACTORY_BUCKET)").into())
+            }
+        }
     }
 
     /// The bucket when one is given, else the local store.
     pub fn open(&self, root: &Path) -> Result<Box<dyn Store>> {
-        match (&self.bucket, &self.store_dir) {
-            (Some(_), Some(_)) => {
-                Err(UsageError::new("--bucket and --store-dir name two stores: give one").into())
-            }
-            (Some(_), None) => Ok(Box::new(self.s3()?)),
-            (None, _) => Ok(Box::new(self.local(root))),
+        if self.bucket.bucket.is_some() && self.store_dir.is_some() {
+            return Err(
+                UsageError::new("--bucket and --store-dir name two stores: give one").into(),
+            );
         }
+        self.bucket.open(self.local(root).root)
     }
 }
 
