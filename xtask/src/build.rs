@@ -798,20 +798,19 @@ fn unrecorded_because(inputs: &Inputs<'_>) -> Option<&'static str> {
 fn run_recorded(
     root: &Path,
     inputs: Inputs<'_>,
-    keyring: Option<&Keyring>,
     fingerprint: &Fingerprint,
     then: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let (args, cell) = (inputs.args, inputs.cell);
     let unrecorded = unrecorded_because(&inputs);
     if args.dry_run || unrecorded.is_some() {
-        run_stage(inputs, keyring)?;
+        run_stage(inputs)?;
         if let (Some(why), false) = (unrecorded, args.dry_run) {
             outln!("not recorded in the store's state: {why}");
         }
         return then();
     }
-    let result = run_stage(inputs, keyring).and_then(|()| then());
+    let result = run_stage(inputs).and_then(|()| then());
     let status = if result.is_ok() {
         BuildStatus::Built
     } else {
@@ -822,13 +821,13 @@ fn run_recorded(
     recorded
 }
 
-fn run_stage(inputs: Inputs<'_>, keyring: Option<&Keyring>) -> Result<()> {
+fn run_stage(inputs: Inputs<'_>) -> Result<()> {
     let plan = plan(&inputs)?;
     if inputs.args.dry_run {
         plan.print();
         return Ok(());
     }
-    plan.execute(keyring)
+    plan.execute(inputs.keyring)
 }
 
 impl BuildDepsCmd {
@@ -852,7 +851,7 @@ impl BuildDepsCmd {
             out: None,
         };
         let fingerprint = fingerprint::of(root, &EnvironmentData::load(root)?, &cell)?;
-        run_recorded(root, inputs, keyring.as_ref(), &fingerprint, || Ok(()))
+        run_recorded(root, inputs, &fingerprint, || Ok(()))
     }
 }
 
@@ -902,7 +901,7 @@ impl BuildSlurmCmd {
                 keyring.as_ref(),
             )
         };
-        run_recorded(root, inputs, keyring.as_ref(), &fingerprint, after)
+        run_recorded(root, inputs, &fingerprint, after)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -982,6 +981,6 @@ impl IndexCmd {
             keyring: None,
             out: None,
         };
-        run_stage(inputs, None)
+        run_stage(inputs)
     }
 }
