@@ -173,17 +173,7 @@ fn upload(file: &Path, m: &Manifest, class: Class, sha256: String) -> Result<Upl
 fn claimed_sum(path: &Path, name: &str) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("{} is missing", path.display()))?;
-    let (sum, file) = text
-        .trim()
-        .split_once("  ")
-        .with_context(|| format!("{} is not in sha256sum format", path.display()))?;
-    if file != name {
-        bail!("{} names {file}, not {name}", path.display());
-    }
-    if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{} holds no SHA-256", path.display());
-    }
-    Ok(sum.to_ascii_lowercase())
+    crate::package::output::parse_checksum_line(&text, name, &path.display().to_string())
 }
 
 /// A `sha256sum` line must name the file and match what is on disk.

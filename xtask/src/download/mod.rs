@@ -366,15 +366,7 @@ impl Work {
 
 /// The parsed `sha256sum` line for `name`.
 fn expected_sum(text: &[u8], name: &str, file: &str) -> Result<String> {
-    let text = String::from_utf8_lossy(text);
-    let (sum, named) = text
-        .trim()
-        .split_once("  ")
-        .with_context(|| format!("{file} is not in sha256sum format"))?;
-    if named != name || sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{file} is not a SHA-256 line for {name}");
-    }
-    Ok(sum.to_ascii_lowercase())
+    crate::package::output::parse_checksum_line(&String::from_utf8_lossy(text), name, file)
 }
 
 /// A failure worth a rerun: the bytes so far are kept, the next run resumes.
