@@ -486,18 +486,16 @@ fn install_with(
     };
     let mut fetched = Ok(());
     for (i, name) in data.iter().enumerate() {
-        let result = fetch_file(source, offer, name, &work.dir, &mut fed);
-        match result {
-            Ok(sha) => {
-                if let Some(expected) = expected.parts.get(i)
-                    && *expected != sha
-                {
-                    fetched = Err(anyhow!(
-                        "checksum mismatch: {name} has SHA-256 {sha}, its .sha256 says {expected}"
-                    ));
-                    break;
-                }
+        let hash_part = !expected.parts.is_empty();
+        match fetch_file(source, offer, name, &work.dir, hash_part, &mut fed) {
+            Ok(Some(sha)) if sha != expected.parts[i] => {
+                fetched = Err(anyhow!(
+                    "checksum mismatch: {name} has SHA-256 {sha}, its .sha256 says {}",
+                    expected.parts[i]
+                ));
+                break;
             }
+            Ok(_) => {}
             Err(e) => {
                 fetched = Err(e);
                 break;
@@ -618,21 +616,23 @@ impl Feed<'_> {
 }
 
 /// One data file: the bytes kept from an earlier run first, then the rest
-/// from the source, resumed after a broken transfer. Returns its SHA-256.
+/// from the source, resumed after a broken transfer. Returns its own SHA-256
+/// when `hash_part` (a part of several; a single file's is the whole's).
 fn fetch_file(
     source: &dyn Source,
     offer: &Offer,
     name: &str,
     work: &Path,
+    hash_part: bool,
     feed: &mut Feed<'_>,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let path = work.join(name);
     let size = offer.files.get(name).copied().flatten();
     let mut have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     if size.is_some_and(|s| have > s) {
         have = 0;
     }
-    let mut part = Sha256::new();
+    let mut part = hash_part.then(Sha256::new);
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -648,7 +648,9 @@ fn fetch_file(
         kept.read_exact(&mut buf)
             .with_context(|| format!("reading {}", path.display()))?;
         left -= buf.len() as u64;
-        part.update(&buf);
+        if let Some(p) = &mut part {
+            p.update(&buf);
+        }
         feed.piece(buf.into());
     }
     let mut out = BufWriter::with_capacity(1 << 20, &file);
@@ -665,7 +667,9 @@ fn fetch_file(
             while let Some(chunk) = body.next_chunk()? {
                 out.write_all(&chunk).map_err(|e| disk_error(e, &path))?;
                 have += chunk.len() as u64;
-                part.update(&chunk);
+                if let Some(p) = &mut part {
+                    p.update(&chunk);
+                }
                 feed.piece(chunk);
             }
             Ok(())
@@ -699,7 +703,7 @@ fn fetch_file(
     {
         bail!("{name} is {have} bytes, the release lists {s}");
     }
-    Ok(hex(&part.finalize()))
+    Ok(part.map(|p| hex(&p.finalize())))
 }
 
 /// Failures that another attempt would not mend.
