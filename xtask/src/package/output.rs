@@ -90,7 +90,9 @@ pub struct Sink {
     dir: PathBuf,
     name: String,
     limit: u64,
-    current: Option<(BufWriter<File>, Sha256, u64)>,
+    /// The part being written, its own hash (none for the first part: its
+    /// bytes are the whole's so far) and its size.
+    current: Option<(BufWriter<File>, Option<Sha256>, u64)>,
     parts: Vec<(String, String, u64)>,
     whole: Sha256,
     total: u64,
@@ -141,7 +143,11 @@ impl Sink {
         if let Some((mut file, hash, size)) = self.current.take() {
             file.flush()?;
             let name = self.part_name(self.parts.len());
-            self.parts.push((name, hex(&hash.finalize()), size));
+            let sha = match hash {
+                Some(h) => h.finalize(),
+                None => self.whole.clone().finalize(),
+            };
+            self.parts.push((name, hex(&sha), size));
         }
         Ok(())
     }
@@ -197,7 +203,7 @@ impl Write for Sink {
             let tmp = self.staged.path(&self.dir, &name);
             self.current = Some((
                 BufWriter::with_capacity(1 << 20, File::create(tmp)?),
-                Sha256::new(),
+                (!self.parts.is_empty()).then(Sha256::new),
                 0,
             ));
         }
@@ -205,7 +211,9 @@ impl Write for Sink {
         let n = data.len().min((self.limit - *size) as usize);
         let chunk = &data[..n];
         file.write_all(chunk)?;
-        hash.update(chunk);
+        if let Some(hash) = hash {
+            hash.update(chunk);
+        }
         *size += n as u64;
         self.whole.update(chunk);
         self.total += n as u64;
