@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use sha2::Digest;
 
 use crate::flags::UsageError;
 use crate::spack_env::StoreUrl;
@@ -182,7 +183,7 @@ pub fn put_bytes(
     let tmp = tempfile::NamedTempFile::new()?;
     std::fs::write(tmp.path(), bytes)?;
     let put = Put {
-        sha256: local::sha256_file(tmp.path())?,
+        sha256: crate::package::output::hex(&sha2::Sha256::digest(bytes)),
         size: bytes.len() as u64,
         content_type: content_type(key),
         cache_control,
