@@ -150,6 +150,9 @@ impl GitHub {
         };
         for f in files {
             let mut tries = 0;
+            // Read and checked once, when first needed, before anything on
+            // the release changes; retries send the same bytes.
+            let mut bytes: Option<bytes::Bytes> = None;
             loop {
                 let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
                 if let Some(a) = assets.iter().find(|a| a.name == f.name)
@@ -159,14 +162,19 @@ impl GitHub {
                     out.skipped.push(f.name.clone());
                     break;
                 }
-                // Read and checked before anything on the release changes.
-                let bytes = tokio::fs::read(f.path)
-                    .await
-                    .with_context(|| format!("reading {}", f.path.display()))?;
-                let actual = crate::package::output::hex(&sha2::Sha256::digest(&bytes));
-                if actual != f.sha256 {
-                    return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
-                }
+                let body = match &bytes {
+                    Some(b) => b.clone(),
+                    None => {
+                        let read = tokio::fs::read(f.path)
+                            .await
+                            .with_context(|| format!("reading {}", f.path.display()))?;
+                        let actual = crate::package::output::hex(&sha2::Sha256::digest(&read));
+                        if actual != f.sha256 {
+                            return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
+                        }
+                        bytes.insert(read.into()).clone()
+                    }
+                };
                 if let Some(a) = assets.iter().find(|a| a.name == f.name) {
                     // Other content, or a broken upload left as `starter`: replace it.
                     api.repos(&self.owner, &self.repo)
@@ -180,7 +188,7 @@ impl GitHub {
                 let sent = uploader
                     .repos(&self.owner, &self.repo)
                     .releases()
-                    .upload_asset(release.id.0, &f.name, bytes.into())
+                    .upload_asset(release.id.0, &f.name, body)
                     .send()
                     .await;
                 match sent {
