@@ -146,28 +146,15 @@ fn join(base: &Uri, location: &str) -> Result<Uri> {
 }
 
 impl Response {
-    /// The whole body, refused beyond `limit` bytes (small files only).
-    pub fn bytes(mut self, limit: u64) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        while let Some(chunk) = self.next_chunk()? {
-            out.extend_from_slice(&chunk);
-            if out.len() as u64 > limit {
-                bail!("{} is larger than {limit} bytes", self.url);
-            }
-        }
-        Ok(out)
-    }
-
     /// The status as an error, with the server's message when it is short.
-    pub fn error(self, what: &str) -> anyhow::Error {
+    pub fn error(mut self, what: &str) -> anyhow::Error {
         let status = self.status;
         let url = self
             .url
             .parse::<Uri>()
             .map(|u| redact(&u))
             .unwrap_or_default();
-        let text = self
-            .bytes(4096)
+        let text = crate::store::read_all(&mut self, 4096, "the answer")
             .ok()
             .map(|b| String::from_utf8_lossy(&b).trim().replace('\n', " "))
             .filter(|t| !t.is_empty() && t.len() < 300)

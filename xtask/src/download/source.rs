@@ -124,14 +124,7 @@ pub trait Source {
 }
 
 fn read_all(body: &mut dyn Chunks, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(c) = body.next_chunk()? {
-        out.extend_from_slice(&c);
-        if out.len() as u64 > SMALL {
-            bail!("{what} is larger than {SMALL} bytes: not a checksum, signature or index");
-        }
-    }
-    Ok(out)
+    crate::store::read_all(body, SMALL, what)
 }
 
 // ---------------------------------------------------------------- GitHub
@@ -234,23 +227,25 @@ impl Source for GitHubSource {
 
     fn offers(&self, slurm: Option<&str>, _want: Option<&Offer>) -> Result<Vec<Offer>> {
         if let Some(v) = slurm {
-            let Some(resp) = self.api_get(&format!("releases/tags/slurm-{v}"))? else {
+            let Some(mut resp) = self.api_get(&format!("releases/tags/slurm-{v}"))? else {
                 bail!(
                     "{} has no published release slurm-{v} (see: cargo xtask download --list)",
                     self.repo
                 );
             };
-            let release: ReleaseJson = serde_json::from_slice(&resp.bytes(SMALL)?)
+            let release: ReleaseJson = serde_json::from_slice(&read_all(&mut resp, "the release")?)
                 .context("GitHub's release is not the JSON expected")?;
             return Ok(self.remember(&release));
         }
         let mut offers = Vec::new();
         for page in 1.. {
-            let Some(resp) = self.api_get(&format!("releases?per_page=100&page={page}"))? else {
+            let Some(mut resp) = self.api_get(&format!("releases?per_page=100&page={page}"))?
+            else {
                 bail!("{} not found on {}", self.repo, self.api);
             };
-            let releases: Vec<ReleaseJson> = serde_json::from_slice(&resp.bytes(SMALL)?)
-                .context("GitHub's release list is not the JSON expected")?;
+            let releases: Vec<ReleaseJson> =
+                serde_json::from_slice(&read_all(&mut resp, "the release list")?)
+                    .context("GitHub's release list is not the JSON expected")?;
             let last = releases.len() < 100;
             for r in releases
                 .iter()

@@ -59,6 +59,21 @@ pub trait Chunks: Send {
     fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>>;
 }
 
+/// A small body whole (a checksum, a signature, an index, an error message);
+/// refused beyond `limit` bytes.
+pub fn read_all(body: &mut dyn Chunks, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(c) = body.next_chunk()? {
+        out.extend_from_slice(&c);
+        if out.len() as u64 > limit {
+            anyhow::bail!(
+                "{what} is larger than {limit} bytes: not a checksum, signature or index"
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Reading objects from byte `from` on, for downloads that resume.
 pub trait Fetch {
     /// How messages name the source.
