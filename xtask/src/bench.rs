@@ -59,7 +59,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     outln!(
         "input: {:.0} MiB in {files} files; {} cores",
         bytes as f64 / (1 << 20) as f64,
-        threads()
+        package::threads()
     );
     // Read everything once so every contender starts from a warm page cache.
     warm_cache(&view)?;
@@ -79,7 +79,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         arch: matrix.arch.clone(),
         fingerprint: None,
         split_size: u64::MAX,
-        threads: threads(),
+        threads: package::threads(),
         keyring: None,
     };
     let started = Instant::now();
@@ -191,47 +191,29 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
     let _ = std::fs::remove_dir_all(&data);
     let bucket = "bench";
     std::fs::create_dir_all(data.join(bucket))?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
     let (access, secret) = ("AKIABENCH", "bench-secret");
-    let mut server = Command::new("s3s-fs")
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            access,
-            "--secret-key",
-            secret,
-        ])
-        .arg(&data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context(
-            "starting s3s-fs (install it: cargo install --locked s3s-fs@0.14.1 --features binary)",
-        )?;
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = LoopbackServer::start(
+        "s3s-fs (install it: cargo install --locked s3s-fs@0.14.1 --features binary)",
+        |port| {
+            let mut cmd = Command::new("s3s-fs");
+            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", access, "--secret-key", secret])
+                .arg(&data);
+            cmd
+        },
+    )?;
+    let endpoint = server.url();
     let result = (|| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("s3s-fs did not start listening on port {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let size = std::fs::metadata(&payload)?.len();
         // Both contenders read the file from a warm page cache.
         std::io::copy(&mut std::fs::File::open(&payload)?, &mut std::io::sink())?;
         outln!(
             "uploading {:.0} MiB to s3s-fs at {endpoint}; {} cores",
             mib(size),
-            threads()
+            package::threads()
         );
         let store = S3Store::for_endpoint(bucket, &endpoint, access, secret)?;
-        let pid = server.id();
+        let pid = server.child.id();
         let put = Put {
             sha256: sha256.clone(),
             size,
@@ -317,8 +299,7 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
         );
         Ok(())
     })();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&data);
     result
 }
@@ -371,7 +352,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
             arch: matrix.arch.clone(),
             fingerprint: None,
             split_size: u64::MAX,
-            threads: threads(),
+            threads: package::threads(),
             keyring: Some(&keyring),
         };
         package::package(root, &EnvironmentData::load(root)?, &cell, &opts)?;
@@ -385,33 +366,22 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     }
     let tarball = cell_dir.join(&tarball_name);
     let size = std::fs::metadata(&tarball)?.len();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut server = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1"])
-        .arg(port.to_string())
-        .arg("--directory")
-        .arg(&store)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting python3 -m http.server")?;
-    let url = format!("http://127.0.0.1:{port}");
+    let server = LoopbackServer::start("python3 -m http.server", |port| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(&store);
+        cmd
+    })?;
+    let url = server.url();
     let result = (|| -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("the HTTP server did not start listening on port {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
         // Both contenders read the served file from a warm page cache.
         std::io::copy(&mut std::fs::File::open(&tarball)?, &mut std::io::sink())?;
         outln!(
             "installing a {:.0} MiB package from {url}; {} cores",
             mib(size),
-            threads()
+            package::threads()
         );
         let ours_prefix = work.join("ours");
         let peer_dir = work.join("peer");
@@ -506,8 +476,7 @@ tar -xzf {t} -C root
         }
         Ok(())
     })();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     result
 }
 
@@ -550,6 +519,46 @@ fn throwaway_key(work: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((secret, public))
 }
 
+/// A server on a free loopback port, stopped when dropped.
+struct LoopbackServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl LoopbackServer {
+    /// Starts the command `command(port)` builds and waits until it listens.
+    fn start(what: &str, command: impl FnOnce(u16) -> Command) -> Result<LoopbackServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = command(port)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        let server = LoopbackServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("{what} did not start listening on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// User plus system CPU seconds a process has used so far (Linux /proc).
 fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -571,10 +580,6 @@ fn verdict(ok: bool) -> &'static str {
 
 fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn tree_size(dir: &Path) -> Result<(u64, usize)> {

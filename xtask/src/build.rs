@@ -937,7 +937,7 @@ impl BuildSlurmCmd {
                 arch: matrix.arch.clone(),
                 fingerprint: Some(fingerprint.value.clone()),
                 split_size: package::DEFAULT_SPLIT,
-                threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                threads: crate::package::threads(),
                 keyring,
             },
         )?;

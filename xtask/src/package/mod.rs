@@ -27,6 +27,11 @@ pub const PUBLIC_KEY_FILE: &str = "slurm-factory-signing-key.asc";
 
 /// `slurm-<version>-<toolchain>-<variant>-<arch>`: unique per cell, so CPU and
 /// GPU packages (and every toolchain's) can share one release.
+/// Compression threads: one per core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
     let release = cell.release.expect("packages exist for slurm cells");
     format!(
@@ -271,7 +276,7 @@ impl PackageCmd {
             arch,
             fingerprint: self.fingerprint.clone(),
             split_size: self.split_size,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads: crate::package::threads(),
             keyring: keyring.as_ref(),
         };
         if self.dry_run {
