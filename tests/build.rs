@@ -45,15 +45,21 @@ fn double_image() -> &'static str {
 
 struct Site {
     state: tempfile::TempDir,
-    key: TestKey,
+    /// Made when first used: a protected key takes gpg about two seconds.
+    key: std::sync::OnceLock<TestKey>,
 }
 
 impl Site {
     fn new() -> Site {
         Site {
             state: tempfile::tempdir().unwrap(),
-            key: TestKey::new("Builder", "pass phrase 42"),
+            key: std::sync::OnceLock::new(),
         }
+    }
+
+    fn key(&self) -> &TestKey {
+        self.key
+            .get_or_init(|| TestKey::new("Builder", "pass phrase 42"))
     }
 
     fn state(&self) -> &Path {
@@ -75,8 +81,8 @@ impl Site {
         ]);
         project
             .xtask(&full)
-            .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &self.key.secret_armored)
-            .env("SLURM_FACTORY_GPG_PASSPHRASE", &self.key.passphrase)
+            .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &self.key().secret_armored)
+            .env("SLURM_FACTORY_GPG_PASSPHRASE", &self.key().passphrase)
             .env_remove("SLURM_FACTORY_BUCKET")
     }
 
@@ -103,19 +109,6 @@ fn euid() -> u64 {
     std::fs::metadata("/proc/self").unwrap().uid() as u64
 }
 
-fn fingerprint(key: &TestKey) -> String {
-    let out = sh(Command::new("gpg")
-        .env("GNUPGHOME", key.home.path())
-        .args(["--with-colons", "--fingerprint"]));
-    out.lines()
-        .find(|l| l.starts_with("fpr:"))
-        .unwrap()
-        .split(':')
-        .nth(9)
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn build_deps_pushes_a_signed_mirror_from_a_container() {
     let site = Site::new();
@@ -126,7 +119,7 @@ fn build_deps_pushes_a_signed_mirror_from_a_container() {
             &["build-deps", "--toolchain", "jammy", "--update-index"],
         )
         .success();
-    let fpr = fingerprint(&site.key);
+    let fpr = site.key().fingerprint();
     assert!(
         done.stdout.contains("podman run --rm --network=none"),
         "{}",
@@ -162,11 +155,11 @@ fn build_deps_pushes_a_signed_mirror_from_a_container() {
         .unwrap()
         .unwrap()
         .path();
-    assert!(TestKey::verify_clearsigned(&site.key.public_file, &munge));
+    assert!(TestKey::verify_clearsigned(&site.key().public_file, &munge));
     // The secret files are gone; the secrets were never printed.
     assert!(!site.state().join("work/deps-jammy-cpu/keys").exists());
     let all = format!("{}{}", done.stdout, done.stderr);
-    assert!(!all.contains(&site.key.passphrase));
+    assert!(!all.contains(&site.key().passphrase));
     assert!(!all.contains("PRIVATE KEY BLOCK"));
 }
 
@@ -200,7 +193,7 @@ fn build_slurm_uses_the_deps_cache_and_packages_the_view() {
     );
     let tarball = dist.join("slurm-25.11-jammy-cpu-x86_64.tar.gz");
     assert!(TestKey::verify(
-        &site.key.public_file,
+        &site.key().public_file,
         &dist.join("slurm-25.11-jammy-cpu-x86_64.tar.gz.asc"),
         &tarball
     ));
@@ -292,7 +285,7 @@ fn a_failing_build_exits_with_spacks_status_and_a_redacted_debug_bundle() {
     for p in walk(&debug) {
         let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
         assert!(
-            !text.contains(secret) && !text.contains(&site.key.passphrase),
+            !text.contains(secret) && !text.contains(&site.key().passphrase),
             "{} leaks a secret",
             p.display()
         );

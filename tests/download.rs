@@ -405,20 +405,7 @@ fn a_flipped_byte_in_one_part_names_the_part() {
 fn the_pinned_fingerprint_decides_which_published_key_is_trusted() {
     let d = dist(None);
     let project = Project::copy();
-    let fingerprint = {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", d.key.home.path())
-            .args(["--batch", "--with-colons", "--list-keys"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("fpr:")
-                    .map(|r| r.trim_matches(':').to_string())
-            })
-            .unwrap()
-    };
+    let fingerprint = d.key.fingerprint();
     let run = |prefix: &Path| {
         let mut args = vec![
             "download",

@@ -61,6 +61,21 @@ impl TestKey {
         }
     }
 
+    /// The primary key's fingerprint (40 hex digits).
+    pub fn fingerprint(&self) -> String {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--with-colons", "--fingerprint"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("gpg lists the key's fingerprint")
+            .to_string()
+    }
+
     /// Writes an armored detached signature of `file` made with this key.
     pub fn detach_sign(&self, file: &Path, signature: &Path) {
         let status = Command::new("gpg")
