@@ -98,24 +98,22 @@ fn plan_writes_the_github_matrix_and_summary() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("output");
     let summary = dir.path().join("summary");
-    let out = common::xtask_env(
-        &[
-            "plan",
-            "--stage",
-            "slurm",
-            "--slurm",
-            "25.11",
-            "--variant",
-            "gpu",
-            "--github-output",
-            "--store-dir",
-            dir.path().join("store").to_str().unwrap(),
-        ],
-        &[
-            ("GITHUB_OUTPUT", output.as_os_str()),
-            ("GITHUB_STEP_SUMMARY", summary.as_os_str()),
-        ],
-    )
+    let out = common::xtask(&[
+        "plan",
+        "--stage",
+        "slurm",
+        "--slurm",
+        "25.11",
+        "--variant",
+        "gpu",
+        "--github-output",
+        "--store-dir",
+        dir.path().join("store").to_str().unwrap(),
+    ])
+    .envs([
+        ("GITHUB_OUTPUT", &output),
+        ("GITHUB_STEP_SUMMARY", &summary),
+    ])
     .success();
     assert!(
         out.stdout.contains("6 of 6 slurm cells selected"),
@@ -149,7 +147,7 @@ fn plan_writes_the_github_matrix_and_summary() {
 
 #[test]
 fn github_output_outside_actions_is_a_clear_error() {
-    let out = common::xtask_env(&["plan", "--stage", "deps", "--github-output"], &[])
+    let out = common::xtask(&["plan", "--stage", "deps", "--github-output"])
         .env_remove("GITHUB_OUTPUT")
         .failure();
     assert!(

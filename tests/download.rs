@@ -296,25 +296,11 @@ fn an_interrupted_download_resumes_where_it_stopped() {
 fn s3_round_trip() {
     let d = dist(None);
     let s3 = S3Server::start();
-    let mut publish = xtask(&[
-        "publish",
-        "--to",
-        "s3",
-        "--bucket",
-        &s3.bucket,
-        "--dir",
-        d.out().to_str().unwrap(),
-    ]);
-    for (k, v) in s3.env() {
-        publish = publish.env(k, v);
-    }
-    publish.success();
+    d.publish_s3(s3.env(), &s3.bucket).success();
     let prefix = site(&d, "slurm");
-    let mut run = download(&d, &prefix, &["--from", "s3", "--bucket", &s3.bucket]);
-    for (k, v) in s3.env() {
-        run = run.env(k, v);
-    }
-    let done = run.success();
+    let done = download(&d, &prefix, &["--from", "s3", "--bucket", &s3.bucket])
+        .envs(s3.env())
+        .success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
     lmod_load(&done.stdout);
 }

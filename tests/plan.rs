@@ -292,22 +292,20 @@ fn state_in_s3_is_read_and_an_unreachable_store_selects_everything() {
             s3.put(&key, &serde_json::to_vec(&state).unwrap());
         }
     }
-    let mut run = project.xtask(&["plan", "--stage", "slurm", "--bucket", &s3.bucket]);
-    for (k, v) in s3.env() {
-        run = run.env(k, v);
-    }
-    let out = run.success();
+    let out = project
+        .xtask(&["plan", "--stage", "slurm", "--bucket", &s3.bucket])
+        .envs(s3.env())
+        .success();
     assert!(
         out.stdout.ends_with("0 of 36 slurm cells selected\n"),
         "{}",
         out.stdout
     );
 
-    let mut run = project.xtask(&["plan", "--stage", "deps", "--bucket", &s3.bucket]);
-    for (k, v) in s3.env_with_endpoint("http://127.0.0.1:9") {
-        run = run.env(k, v);
-    }
-    let out = run.success();
+    let out = project
+        .xtask(&["plan", "--stage", "deps", "--bucket", &s3.bucket])
+        .envs(s3.env_with_endpoint("http://127.0.0.1:9"))
+        .success();
     assert!(
         out.stderr.contains("could not be read") && out.stderr.contains("planning every cell"),
         "{}",

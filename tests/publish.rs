@@ -349,29 +349,13 @@ fn big_dist() -> Dist {
     d
 }
 
-fn publish_s3(d: &Dist, env: Vec<(&'static str, String)>, bucket: &str) -> common::Run {
-    let mut run = xtask(&[
-        "publish",
-        "--to",
-        "s3",
-        "--bucket",
-        bucket,
-        "--dir",
-        d.out().to_str().unwrap(),
-    ]);
-    for (k, v) in env {
-        run = run.env(k, v);
-    }
-    run
-}
-
 const TARBALL_KEY: &str = "releases/24.11/jammy/cpu/slurm-24.11-jammy-cpu-x86_64.tar.gz";
 
 #[test]
 fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     let d = big_dist();
     let s3 = S3Server::start();
-    let first = publish_s3(&d, s3.env(), &s3.bucket).success();
+    let first = d.publish_s3(s3.env(), &s3.bucket).success();
     assert!(first.stdout.contains("6 uploaded"), "{}", first.stdout);
     let tarball = std::fs::read(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz")).unwrap();
     assert!(tarball.len() > 16 << 20, "multipart needs more than 16 MiB");
@@ -393,7 +377,7 @@ fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     assert!(s3.object("releases/index.json").is_some());
     assert!(s3.object("keys/slurm-factory-signing-key.asc").is_some());
     assert_eq!(s3.incomplete_uploads(), 0);
-    let again = publish_s3(&d, s3.env(), &s3.bucket).success();
+    let again = d.publish_s3(s3.env(), &s3.bucket).success();
     assert!(
         again
             .stdout
@@ -418,7 +402,7 @@ fn s3_wrong_secret_fails_clearly() {
             }
         })
         .collect();
-    let done = publish_s3(&d, env, &s3.bucket).failure();
+    let done = d.publish_s3(env, &s3.bucket).failure();
     assert!(
         done.stderr.contains("check the AWS credentials"),
         "{}",
@@ -443,7 +427,8 @@ fn s3_errors_and_dropped_connections_are_retried() {
             fail_matching: None,
         },
     );
-    publish_s3(&d, s3.env_with_endpoint(&proxy.endpoint), &s3.bucket).success();
+    d.publish_s3(s3.env_with_endpoint(&proxy.endpoint), &s3.bucket)
+        .success();
     assert!(
         proxy.errors() > 0 && proxy.drops() > 0,
         "the faults happened"
@@ -465,7 +450,9 @@ fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
             fail_matching: Some("partNumber="),
         },
     );
-    let done = publish_s3(&d, s3.env_with_endpoint(&proxy.endpoint), &s3.bucket).failure();
+    let done = d
+        .publish_s3(s3.env_with_endpoint(&proxy.endpoint), &s3.bucket)
+        .failure();
     assert!(
         done.stderr
             .contains(&format!("uploading s3://{}/{TARBALL_KEY}", s3.bucket)),
@@ -493,7 +480,7 @@ fn s3_a_corrupt_multipart_upload_is_aborted_before_it_is_visible() {
     bytes[last] ^= 0xff;
     std::fs::write(&tarball, bytes).unwrap();
     let s3 = S3Server::start();
-    let done = publish_s3(&d, s3.env(), &s3.bucket).failure();
+    let done = d.publish_s3(s3.env(), &s3.bucket).failure();
     assert!(
         done.stderr.contains("does not match its checksum"),
         "{}",

@@ -76,6 +76,21 @@ impl Dist {
         xtask(&args)
     }
 
+    /// `publish --to s3` into `bucket`, with the server's variables `env`.
+    pub fn publish_s3(&self, env: Vec<(&'static str, String)>, bucket: &str) -> Run {
+        let out = self.out();
+        xtask(&[
+            "publish",
+            "--to",
+            "s3",
+            "--bucket",
+            bucket,
+            "--dir",
+            out.to_str().unwrap(),
+        ])
+        .envs(env)
+    }
+
     /// `publish --to github` into the fake, as Actions would run it.
     pub fn publish_github(&self, gh: &GitHubServer) -> Run {
         xtask(&[

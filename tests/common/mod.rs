@@ -82,17 +82,18 @@ pub fn xtask(args: &[&str]) -> Run {
     }
 }
 
-pub fn xtask_env(args: &[&str], env: &[(&str, &OsStr)]) -> Run {
-    let mut cmd = command(&repo_root(), args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Run { cmd }
-}
-
 impl Run {
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Run {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// Several variables at once (e.g. `S3Server::env()`).
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Run {
+        self.cmd.envs(vars);
         self
     }
 }
