@@ -12,7 +12,7 @@ use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState}
 use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
 use crate::gha;
 use crate::image;
-use crate::matrix::{Cell, Matrix, Variant};
+use crate::matrix::{Cell, Matrix};
 use crate::mirror;
 use crate::module;
 use crate::package;
@@ -685,23 +685,6 @@ fn redact_tree(dir: &Path, secrets: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn cell_of<'m>(
-    matrix: &'m Matrix,
-    toolchain: &str,
-    slurm: Option<&str>,
-    gpu: bool,
-) -> Result<Cell<'m>> {
-    let toolchain = matrix.toolchain(toolchain)?;
-    let release = slurm.map(|v| matrix.release(v)).transpose()?;
-    let variant = matrix.variant(Variant::from_gpu(gpu))?;
-    Ok(Cell {
-        release,
-        toolchain,
-        variant,
-        matrix,
-    })
-}
-
 fn check_args(args: &BuildArgs) -> Result<()> {
     if args.unsigned && args.signing_key_file.is_some() {
         return Err(
@@ -833,7 +816,7 @@ fn run_stage(inputs: Inputs<'_>) -> Result<()> {
 impl BuildDepsCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
-        let cell = cell_of(matrix, &self.toolchain, None, self.gpu)?;
+        let cell = matrix.cell(&self.toolchain, None, self.gpu)?;
         if let Some(m) = &self.mirror {
             mirror_url(m)?;
         }
@@ -858,7 +841,7 @@ impl BuildDepsCmd {
 impl BuildSlurmCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
-        let cell = cell_of(matrix, &self.toolchain, Some(&self.slurm), self.gpu)?;
+        let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
         let keyring = keyring(&self.build)?;
         let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
         let stem = package::artifact_stem(&cell, &matrix.arch);
@@ -970,7 +953,7 @@ impl BuildSlurmCmd {
 impl IndexCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
-        let cell = cell_of(matrix, &self.toolchain, self.slurm.as_deref(), false)?;
+        let cell = matrix.cell(&self.toolchain, self.slurm.as_deref(), false)?;
         let inputs = Inputs {
             root,
             matrix,

@@ -401,6 +401,20 @@ impl Matrix {
             })
     }
 
+    /// One cell by name: a usage error for an unknown toolchain, Slurm
+    /// version or variant (in that order), naming the valid ones.
+    pub fn cell(&self, toolchain: &str, slurm: Option<&str>, gpu: bool) -> Result<Cell<'_>> {
+        let toolchain = self.toolchain(toolchain)?;
+        let release = slurm.map(|v| self.release(v)).transpose()?;
+        let variant = self.variant(Variant::from_gpu(gpu))?;
+        Ok(Cell {
+            release,
+            toolchain,
+            variant,
+            matrix: self,
+        })
+    }
+
     pub fn variant(&self, variant: Variant) -> Result<Variant> {
         if self.variants.contains(&variant) {
             Ok(variant)

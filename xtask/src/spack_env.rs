@@ -548,9 +548,7 @@ impl SpackEnvCmd {
     }
 
     fn cell<'m>(&self, matrix: &'m Matrix) -> Result<Cell<'m>> {
-        let toolchain = matrix.toolchain(&self.toolchain)?;
-        let variant = matrix.variant(Variant::from_gpu(self.gpu))?;
-        let release = match (self.stage, &self.slurm) {
+        match (self.stage, &self.slurm) {
             (Stage::Deps, Some(_)) => {
                 return Err(UsageError::new(
                     "--slurm does not apply to --stage deps: dependencies are shared by every Slurm version",
@@ -565,19 +563,13 @@ impl SpackEnvCmd {
                 ))
                 .into());
             }
-            (Stage::Deps, None) => None,
-            (Stage::Slurm, Some(v)) => Some(matrix.release(v)?),
-        };
+            _ => {}
+        }
         if let Some(t) = self.target.as_deref().filter(|t| !is_target_name(t)) {
             let msg = format!("--target '{t}' is not a Spack target name like x86_64_v3");
             return Err(UsageError::new(msg).into());
         }
-        Ok(Cell {
-            release,
-            toolchain,
-            variant,
-            matrix,
-        })
+        matrix.cell(&self.toolchain, self.slurm.as_deref(), self.gpu)
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::flags::{PackageCmd, UsageError};
 use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
-use crate::matrix::{Cell, Matrix, Variant};
+use crate::matrix::{Cell, Matrix};
 use crate::sign::{self, Keyring};
 use crate::spack_env::EnvironmentData;
 use crate::{gha, module};
@@ -238,15 +238,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 impl PackageCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let toolchain = matrix.toolchain(&self.toolchain)?;
-        let release = matrix.release(&self.slurm)?;
-        let variant = matrix.variant(Variant::from_gpu(self.gpu))?;
-        let cell = Cell {
-            release: Some(release),
-            toolchain,
-            variant,
-            matrix,
-        };
+        let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
         let arch = self.arch.clone().unwrap_or_else(|| matrix.arch.clone());
         if let Some(f) = &self.fingerprint
             && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric()))
