@@ -129,6 +129,8 @@ fn mirror_url(url: &str) -> Result<(String, Option<Mount>)> {
 struct Inputs<'a> {
     root: &'a Path,
     matrix: &'a Matrix,
+    /// spack-env/environment.yaml, read once per command.
+    data: &'a EnvironmentData,
     cell: Cell<'a>,
     args: &'a BuildArgs,
     stage: Stage,
@@ -142,6 +144,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     let Inputs {
         root,
         matrix,
+        data,
         cell,
         args,
         stage,
@@ -189,8 +192,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         store: store.clone(),
         deps_mirror: deps_override,
     };
-    let data = EnvironmentData::load(root)?;
-    let rendered = spack_env::render(root, &data, &cell, &opts)
+    let rendered = spack_env::render(root, data, &cell, &opts)
         .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
 
     let signing = match stage {
@@ -242,13 +244,10 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         Some(tag) => (tag.clone(), None),
         None => {
             let present = match engine {
-                Some(e)
-                    if !args.dry_run
-                        || container::image_exists(e, &recipe.tag).unwrap_or(false) =>
-                {
-                    container::image_exists(e, &recipe.tag)?
-                }
-                _ => false,
+                // A dry run whose engine cannot answer plans the build.
+                Some(e) if args.dry_run => container::image_exists(e, &recipe.tag).unwrap_or(false),
+                Some(e) => container::image_exists(e, &recipe.tag)?,
+                None => false,
             };
             let build = (!present).then(|| {
                 let ctx = dirs.state.join("images").join(&tc.name);
@@ -821,9 +820,11 @@ impl BuildDepsCmd {
             mirror_url(m)?;
         }
         let keyring = keyring(&self.build)?;
+        let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
             root,
             matrix,
+            data: &data,
             cell,
             args: &self.build,
             stage: Stage::Deps {
@@ -833,7 +834,7 @@ impl BuildDepsCmd {
             keyring: keyring.as_ref(),
             out: None,
         };
-        let fingerprint = fingerprint::of(root, &EnvironmentData::load(root)?, &cell)?;
+        let fingerprint = fingerprint::of(root, &data, &cell)?;
         run_recorded(root, inputs, &fingerprint, || Ok(()))
     }
 }
@@ -846,9 +847,11 @@ impl BuildSlurmCmd {
         let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
         let stem = package::artifact_stem(&cell, &matrix.arch);
         let built = dirs.state.join("built").join(&stem);
+        let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
             root,
             matrix,
+            data: &data,
             cell,
             args: &self.build,
             stage: Stage::Slurm,
@@ -857,7 +860,6 @@ impl BuildSlurmCmd {
             out: Some(&built),
         };
         let dist = self.out.clone().unwrap_or_else(|| dirs.state.join("dist"));
-        let data = EnvironmentData::load(root)?;
         let fingerprint = fingerprint::of(root, &data, &cell)?;
         let after = || -> Result<()> {
             if self.build.dry_run {
@@ -954,9 +956,11 @@ impl IndexCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
         let cell = matrix.cell(&self.toolchain, self.slurm.as_deref(), false)?;
+        let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
             root,
             matrix,
+            data: &data,
             cell,
             args: &self.build,
             stage: Stage::Index,
