@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 
 use crate::image;
 use crate::matrix::Cell;
-use crate::module;
 use crate::package::output::hex;
 use crate::spack_env::{self, EnvironmentData, StoreUrl};
 
@@ -93,52 +92,101 @@ impl Fingerprint {
 /// A deps cell's fingerprint, or a slurm cell's (which includes its
 /// toolchain's deps fingerprint of the same variant).
 pub fn of(root: &Path, data: &EnvironmentData, cell: &Cell<'_>) -> Result<Fingerprint> {
-    let m = cell.matrix;
-    // Where mirrors live does not change what is built: fingerprint the local layout.
-    let opts = spack_env::Options {
-        target: m.target.clone(),
-        store: StoreUrl::Local,
-        deps_mirror: None,
-    };
-    let rendered = spack_env::render(root, data, cell, &opts)?;
-    let mut env = Sha256::new();
-    for (path, text) in &rendered.files {
-        env.update(path.to_string_lossy().as_bytes());
-        env.update(text.as_bytes());
-    }
-    let mut inputs = BTreeMap::new();
-    inputs.insert("environment".to_string(), hex(&env.finalize()));
-    inputs.insert(
-        "image".to_string(),
-        sha(image::recipe(m, cell.toolchain).text.as_bytes()),
-    );
-    inputs.insert(
-        "spack".to_string(),
-        sha(format!(
-            "{}@{} {}@{}",
-            m.spack.repository, m.spack.git_ref, m.spack.packages_repository, m.spack.packages_ref
-        )
-        .as_bytes()),
-    );
-    inputs.insert("toolkit".to_string(), STAGE_LOGIC_VERSION.to_string());
-    match cell.release {
-        None => {
-            inputs.insert("recipes".to_string(), recipes(root, &["curl"])?);
-        }
-        Some(_) => {
-            inputs.insert("recipes".to_string(), recipes(root, &["slurm"])?);
-            inputs.insert(
-                "module".to_string(),
-                sha(module::render(root, cell)?.as_bytes()),
-            );
-            let deps = Cell {
-                release: None,
-                ..*cell
-            };
-            inputs.insert("deps".to_string(), of(root, data, &deps)?.value);
+    Fingerprints::new(root, data).of(cell)
+}
+
+/// Fingerprints of many cells (a plan): what cells share, each toolchain's
+/// deps fingerprint and the recipe hashes, is computed once.
+pub struct Fingerprints<'a> {
+    root: &'a Path,
+    data: &'a EnvironmentData,
+    deps: BTreeMap<(String, String), String>,
+    recipes: BTreeMap<&'static str, String>,
+}
+
+impl<'a> Fingerprints<'a> {
+    pub fn new(root: &'a Path, data: &'a EnvironmentData) -> Fingerprints<'a> {
+        Fingerprints {
+            root,
+            data,
+            deps: BTreeMap::new(),
+            recipes: BTreeMap::new(),
         }
     }
-    Ok(Fingerprint::seal(inputs))
+
+    fn recipes(&mut self, package: &'static str) -> Result<String> {
+        if let Some(v) = self.recipes.get(package) {
+            return Ok(v.clone());
+        }
+        let v = recipes(self.root, &[package])?;
+        self.recipes.insert(package, v.clone());
+        Ok(v)
+    }
+
+    pub fn of(&mut self, cell: &Cell<'_>) -> Result<Fingerprint> {
+        let m = cell.matrix;
+        // Where mirrors live does not change what is built: fingerprint the local layout.
+        let opts = spack_env::Options {
+            target: m.target.clone(),
+            store: StoreUrl::Local,
+            deps_mirror: None,
+        };
+        let rendered = spack_env::render(self.root, self.data, cell, &opts)?;
+        let mut env = Sha256::new();
+        for (path, text) in &rendered.files {
+            env.update(path.to_string_lossy().as_bytes());
+            env.update(text.as_bytes());
+        }
+        let mut inputs = BTreeMap::new();
+        inputs.insert("environment".to_string(), hex(&env.finalize()));
+        inputs.insert(
+            "image".to_string(),
+            sha(image::recipe(m, cell.toolchain).text.as_bytes()),
+        );
+        inputs.insert(
+            "spack".to_string(),
+            sha(format!(
+                "{}@{} {}@{}",
+                m.spack.repository,
+                m.spack.git_ref,
+                m.spack.packages_repository,
+                m.spack.packages_ref
+            )
+            .as_bytes()),
+        );
+        inputs.insert("toolkit".to_string(), STAGE_LOGIC_VERSION.to_string());
+        match cell.release {
+            None => {
+                inputs.insert("recipes".to_string(), self.recipes("curl")?);
+            }
+            Some(_) => {
+                inputs.insert("recipes".to_string(), self.recipes("slurm")?);
+                // The module as the environment ships it (rendered above).
+                let module = rendered
+                    .files
+                    .iter()
+                    .find(|(path, _)| path.extension().is_some_and(|e| e == "lua"))
+                    .map(|(_, text)| text.as_str())
+                    .context("the slurm environment renders no module")?;
+                inputs.insert("module".to_string(), sha(module.as_bytes()));
+                let key = (cell.toolchain.name.clone(), cell.variant.to_string());
+                let deps = match self.deps.get(&key) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let deps_cell = Cell {
+                            release: None,
+                            ..*cell
+                        };
+                        let v = self.of(&deps_cell)?.value;
+                        self.deps.insert(key, v.clone());
+                        v
+                    }
+                };
+                inputs.insert("deps".to_string(), deps);
+            }
+        }
+        Ok(Fingerprint::seal(inputs))
+    }
 }
 
 /// What a mirror's state object records: per variant, the fingerprint of

@@ -76,8 +76,9 @@ pub fn plan<'m>(
     let mut states: HashMap<String, Option<MirrorState>> = HashMap::new();
     let mut unreachable = None;
     let mut decisions = Vec::new();
+    let mut fingerprints = fingerprint::Fingerprints::new(root, &data);
     for cell in matrix.cells(stage, filter)? {
-        let fingerprint = fingerprint::of(root, &data, &cell)?;
+        let fingerprint = fingerprints.of(&cell)?;
         let key = fingerprint::state_key(&cell);
         if !states.contains_key(&key) && unreachable.is_none() {
             match read_state(store, &key) {
