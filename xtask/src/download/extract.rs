@@ -16,6 +16,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 use tar::EntryType;
 
+use crate::package::tarball::link_stays_inside;
+
 pub struct Unpacked {
     pub files: u64,
     pub bytes: u64,
@@ -103,7 +105,7 @@ pub fn unpack(reader: impl Read, top: &str, dest: &Path) -> Result<Unpacked> {
                     .flatten()
                     .ok_or_else(|| refuse("a symlink without a target"))?
                     .into_owned();
-                if !stays_inside(&rel, &target) {
+                if !link_stays_inside(&rel, &target) {
                     return Err(refuse(&format!(
                         "a symlink to `{}`, outside the package",
                         target.display()
@@ -166,27 +168,6 @@ fn inside(path: &Path, top: &str) -> std::result::Result<PathBuf, String> {
         Some((first, rest)) if *first == top => Ok(rest.iter().collect()),
         _ => Err(format!("outside the package's directory `{top}/`")),
     }
-}
-
-/// A symlink at `link` (relative to the package root) pointing at `target`
-/// resolves inside the package. `..` may only lead the target: it then walks
-/// up real directories (no entry lies under a symlink), while a `..` after a
-/// name could climb out of wherever another symlink led.
-fn stays_inside(link: &Path, target: &Path) -> bool {
-    let mut depth: usize = link.components().count().saturating_sub(1);
-    let mut named = false;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => named = true,
-            Component::CurDir => {}
-            Component::ParentDir if !named => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 /// Every proper ancestor of a relative path (`a`, `a/b` for `a/b/c`).
@@ -255,16 +236,19 @@ mod tests {
 
     #[test]
     fn symlinks_must_resolve_inside() {
-        assert!(stays_inside(
+        assert!(link_stays_inside(
             Path::new("view/lib/libx.so"),
             Path::new("libx.so.1")
         ));
-        assert!(stays_inside(Path::new("view/lib64"), Path::new("lib")));
-        assert!(stays_inside(Path::new("a/b/c"), Path::new("../../d")));
+        assert!(link_stays_inside(Path::new("view/lib64"), Path::new("lib")));
+        assert!(link_stays_inside(Path::new("a/b/c"), Path::new("../../d")));
         // `s -> .` then `x -> s/..` would climb out: no `..` after a name.
-        assert!(!stays_inside(Path::new("x"), Path::new("s/..")));
-        assert!(!stays_inside(Path::new("a/b/c"), Path::new("../../../d")));
-        assert!(!stays_inside(Path::new("etc"), Path::new("/etc")));
-        assert!(!stays_inside(Path::new("x"), Path::new("..")));
+        assert!(!link_stays_inside(Path::new("x"), Path::new("s/..")));
+        assert!(!link_stays_inside(
+            Path::new("a/b/c"),
+            Path::new("../../../d")
+        ));
+        assert!(!link_stays_inside(Path::new("etc"), Path::new("/etc")));
+        assert!(!link_stays_inside(Path::new("x"), Path::new("..")));
     }
 }

@@ -122,18 +122,35 @@ fn check_symlink(rel: &Path, target: &Path) -> Result<()> {
             target.display()
         );
     }
-    let mut depth: i64 = rel.components().count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            _ => {}
-        }
-        if depth < 0 {
-            bail!("symlink to {} leaves the view", target.display());
-        }
+    if !link_stays_inside(rel, target) {
+        bail!(
+            "symlink to {} leaves the view (or climbs with `..` after a name, which download refuses)",
+            target.display()
+        );
     }
     Ok(())
+}
+
+/// A symlink at `link` (relative to a root: the view when packaging, the
+/// package when unpacking) pointing at `target` resolves inside that root.
+/// The one rule `package` and `download` share. `..` may only lead the target: it then walks
+/// up real directories (no entry lies under a symlink), while a `..` after a
+/// name could climb out of wherever another symlink led.
+pub fn link_stays_inside(link: &Path, target: &Path) -> bool {
+    let mut depth: usize = link.components().count().saturating_sub(1);
+    let mut named = false;
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => named = true,
+            Component::CurDir => {}
+            Component::ParentDir if !named => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 /// Sorts the entries by path and turns every later copy of a hard-linked file
@@ -242,5 +259,7 @@ mod tests {
         assert!(check_symlink(Path::new("lib/a"), Path::new("/etc/passwd")).is_err());
         let err = check_symlink(Path::new("lib/a"), Path::new("../../outside")).unwrap_err();
         assert!(err.to_string().contains("leaves the view"));
+        // What download would refuse is not packaged either.
+        assert!(check_symlink(Path::new("lib/a"), Path::new("b/../c")).is_err());
     }
 }
