@@ -104,12 +104,11 @@ impl S3Store {
 }
 
 /// One line, without secrets: the service's code and message, or the cause.
-fn explain<E, R>(what: &str, e: SdkError<E, R>) -> anyhow::Error
+fn explain<E>(what: &str, e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let status = e.raw_response().map(|r| format!("{:?}", r).contains("403"));
+    let forbidden = e.raw_response().map(|r| r.status().as_u16() == 403);
     let detail = match e.as_service_error() {
         Some(se) if se.code().is_some() => {
             format!(
@@ -120,7 +119,7 @@ where
         }
         _ => DisplayErrorContext(&e).to_string(),
     };
-    let hint = if status == Some(true)
+    let hint = if forbidden == Some(true)
         || detail.contains("SignatureDoesNotMatch")
         || detail.contains("InvalidAccessKeyId")
     {
@@ -315,6 +314,13 @@ impl S3Store {
             std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?,
         );
         let size = file.metadata()?.len();
+        if size != put.size {
+            bail!(
+                "{} is {size} bytes now, {} when the upload was planned: it changed",
+                path.display(),
+                put.size
+            );
+        }
         let mut whole = Some(Sha256::new());
         let mut tasks = tokio::task::JoinSet::new();
         let mut done = Vec::with_capacity(parts as usize);
