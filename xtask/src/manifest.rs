@@ -264,6 +264,8 @@ impl Manifest {
             "relationshipType": "DESCRIBES",
             "relatedSpdxElement": "SPDXRef-Package-view",
         })];
+        let in_view: std::collections::HashSet<&str> =
+            self.packages.iter().map(|q| q.hash.as_str()).collect();
         for p in &self.packages {
             packages.push(json!({
                 "SPDXID": id(p),
@@ -284,7 +286,7 @@ impl Manifest {
             }));
             for dep in &p.dependencies {
                 let (name, hash) = dep.split_once('/').unwrap_or((dep, ""));
-                if self.packages.iter().any(|q| q.hash == hash) {
+                if in_view.contains(hash) {
                     relationships.push(json!({
                         "spdxElementId": id(p),
                         "relationshipType": "DEPENDS_ON",
