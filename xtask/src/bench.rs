@@ -323,9 +323,10 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     let stem = package::artifact_stem(&cell, &matrix.arch);
     let tarball_name = format!("{stem}.tar.gz");
     let store = work.join("store");
-    let cell_dir = store.join(format!(
-        "releases/{}/{}/cpu",
-        matrix.slurm[0].version, matrix.toolchains[0].name
+    let cell_dir = store.join(crate::publish::release_dir(
+        &matrix.slurm[0].version,
+        &matrix.toolchains[0].name,
+        "cpu",
     ));
     let public_key = work.join("public.asc");
     // Slurm-like views compress about 3:1: three times the artifact's size.

@@ -61,11 +61,13 @@ pub struct IndexEntry {
     pub files: BTreeMap<String, (u64, String)>,
 }
 
-pub fn release_dir(m: &Manifest) -> String {
-    format!(
-        "releases/{}/{}/{}",
-        m.cell.slurm, m.cell.toolchain, m.cell.variant
-    )
+/// A cell's directory in a store: `releases/<version>/<toolchain>/<variant>`.
+pub fn release_dir(slurm: &str, toolchain: &str, variant: &str) -> String {
+    format!("releases/{slurm}/{toolchain}/{variant}")
+}
+
+fn manifest_dir(m: &Manifest) -> String {
+    release_dir(&m.cell.slurm, &m.cell.toolchain, &m.cell.variant)
 }
 
 fn find_packages(dir: &Path) -> Result<Vec<Found>> {
@@ -162,7 +164,7 @@ fn upload(file: &Path, m: &Manifest, class: Class, sha256: String) -> Result<Upl
     let name = file.file_name().unwrap().to_string_lossy();
     Ok(Upload {
         file: file.to_path_buf(),
-        key: format!("{}/{name}", release_dir(m)),
+        key: format!("{}/{name}", manifest_dir(m)),
         class,
         size: std::fs::metadata(file)?.len(),
         sha256,
@@ -281,7 +283,7 @@ fn publish_planned(
         let m = &f.manifest;
         let mut files = BTreeMap::new();
         // Its own files only: another arch of the cell shares the directory.
-        let dir = format!("{}/", release_dir(m));
+        let dir = format!("{}/", manifest_dir(m));
         let own = format!("{}.", m.name);
         for u in outcome.uploaded.iter().chain(&outcome.skipped) {
             if let Some(name) = u.key.strip_prefix(&dir).filter(|n| n.starts_with(&own)) {

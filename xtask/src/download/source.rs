@@ -373,10 +373,7 @@ pub struct StoreSource {
 }
 
 fn dir_of(offer: &Offer) -> String {
-    format!(
-        "releases/{}/{}/{}",
-        offer.slurm, offer.toolchain, offer.variant
-    )
+    crate::publish::release_dir(&offer.slurm, &offer.toolchain, &offer.variant)
 }
 
 impl StoreSource {
