@@ -197,7 +197,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
 
     let signing = match stage {
         Stage::Index => None,
-        _ if args.unsigned => None,
+        _ if args.signing.unsigned => None,
         _ => Some(
             inp.keyring
                 .map_or_else(|| "<signing key>".to_string(), |k| k.fingerprint.clone()),
@@ -685,11 +685,6 @@ fn redact_tree(dir: &Path, secrets: &[String]) -> Result<()> {
 }
 
 fn check_args(args: &BuildArgs) -> Result<()> {
-    if args.unsigned && args.signing_key_file.is_some() {
-        return Err(
-            UsageError::new("--unsigned and --signing-key-file contradict each other").into(),
-        );
-    }
     if !["none", "host", "bridge", "default", "slirp4netns", "pasta"]
         .contains(&args.network.as_str())
     {
@@ -700,23 +695,6 @@ fn check_args(args: &BuildArgs) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// The signing key, or `None` for `--unsigned`. A dry run without a key
-/// still prints the plan, and says a real run would refuse.
-fn keyring(args: &BuildArgs) -> Result<Option<Keyring>> {
-    if args.unsigned {
-        return Ok(None);
-    }
-    let key = Keyring::from_env_or_file(args.signing_key_file.as_deref())?;
-    if key.is_none() {
-        if args.dry_run {
-            outln!("# note: {}", sign::NO_KEY_HELP);
-        } else {
-            bail!("{}", sign::NO_KEY_HELP);
-        }
-    }
-    Ok(key)
 }
 
 /// Records how the cell's build ended in its mirror's state object, which
@@ -819,7 +797,7 @@ impl BuildDepsCmd {
         if let Some(m) = &self.mirror {
             mirror_url(m)?;
         }
-        let keyring = keyring(&self.build)?;
+        let keyring = self.build.signing.keyring(self.build.dry_run)?;
         let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
             root,
@@ -843,7 +821,7 @@ impl BuildSlurmCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
         let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
-        let keyring = keyring(&self.build)?;
+        let keyring = self.build.signing.keyring(self.build.dry_run)?;
         let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
         let stem = package::artifact_stem(&cell, &matrix.arch);
         let built = dirs.state.join("built").join(&stem);

@@ -158,12 +158,8 @@ pub struct PackageCmd {
     /// Split the tarball into ordered parts of at most this size (GitHub's asset limit is 2 GiB)
     #[arg(long, value_name = "SIZE", default_value_t = crate::package::DEFAULT_SPLIT, value_parser = crate::package::parse_size)]
     pub split_size: u64,
-    /// Armored private key file (instead of SLURM_FACTORY_GPG_PRIVATE_KEY)
-    #[arg(long, value_name = "PATH")]
-    pub signing_key_file: Option<PathBuf>,
-    /// Make an unsigned package (local testing only: download refuses it)
-    #[arg(long)]
-    pub unsigned: bool,
+    #[command(flatten)]
+    pub signing: crate::sign::SigningArgs,
     /// Check the inputs and print what would be written, without writing
     #[arg(long)]
     pub dry_run: bool,
@@ -230,12 +226,8 @@ pub struct BuildArgs {
     /// Where caches, the local store and work directories live [default: target/slurm-factory]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Armored private key file (instead of SLURM_FACTORY_GPG_PRIVATE_KEY)
-    #[arg(long, value_name = "PATH")]
-    pub signing_key_file: Option<PathBuf>,
-    /// Push unsigned binaries (local testing only)
-    #[arg(long)]
-    pub unsigned: bool,
+    #[command(flatten)]
+    pub signing: crate::sign::SigningArgs,
     /// Print the image build, the engine command and the in-container script; run nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -18,6 +18,42 @@ pub const NO_KEY_HELP: &str = "no signing key: set SLURM_FACTORY_GPG_PRIVATE_KEY
      and SLURM_FACTORY_GPG_PASSPHRASE, or pass --signing-key-file PATH; \
      --unsigned makes an unsigned package for local testing";
 
+/// How a command gets its signing key: the environment or `--signing-key-file`,
+/// or none at all with `--unsigned`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SigningArgs {
+    /// Armored private key file (instead of SLURM_FACTORY_GPG_PRIVATE_KEY)
+    #[arg(long, value_name = "PATH")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Sign nothing (local testing only: download refuses unsigned packages)
+    #[arg(long)]
+    pub unsigned: bool,
+}
+
+impl SigningArgs {
+    /// The key, or `None` for `--unsigned`. Without a key: an error, or a
+    /// printed note when `missing_is_a_note` (a dry run shows the plan anyway).
+    pub fn keyring(&self, missing_is_a_note: bool) -> Result<Option<Keyring>> {
+        if self.unsigned && self.signing_key_file.is_some() {
+            return Err(crate::flags::UsageError::new(
+                "--unsigned and --signing-key-file contradict each other",
+            )
+            .into());
+        }
+        if self.unsigned {
+            return Ok(None);
+        }
+        let key = Keyring::from_env_or_file(self.signing_key_file.as_deref())?;
+        if key.is_none() {
+            if !missing_is_a_note {
+                bail!("{NO_KEY_HELP}");
+            }
+            outln!("# note: {NO_KEY_HELP}");
+        }
+        Ok(key)
+    }
+}
+
 /// An imported signing key, usable until dropped.
 pub struct Keyring {
     home: tempfile::TempDir,

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use crate::flags::{PackageCmd, UsageError};
 use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
 use crate::matrix::{Cell, Matrix};
-use crate::sign::{self, Keyring};
+use crate::sign::Keyring;
 use crate::spack_env::EnvironmentData;
 use crate::{gha, module};
 use output::{Sink, Staged, checksum_line};
@@ -247,20 +247,8 @@ impl PackageCmd {
                 UsageError::new(format!("--fingerprint '{f}' must be letters and digits")).into(),
             );
         }
-        if self.unsigned && self.signing_key_file.is_some() {
-            return Err(
-                UsageError::new("--unsigned and --signing-key-file contradict each other").into(),
-            );
-        }
         let data = EnvironmentData::load(root)?;
-        let keyring = if self.unsigned {
-            None
-        } else {
-            Some(
-                Keyring::from_env_or_file(self.signing_key_file.as_deref())?
-                    .context(sign::NO_KEY_HELP)?,
-            )
-        };
+        let keyring = self.signing.keyring(false)?;
         let opts = Options {
             view: &self.view,
             lock: &self.lock,
