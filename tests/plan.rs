@@ -51,6 +51,15 @@ fn published(project: &Project, store: &Path) {
     }
 }
 
+/// A scratch copy of the project whose every cell is recorded built in a
+/// fresh local store.
+fn published_copy() -> (Project, tempfile::TempDir) {
+    let project = Project::copy();
+    let store = tempfile::tempdir().unwrap();
+    published(&project, store.path());
+    (project, store)
+}
+
 /// (cell id, reason) of each selected cell.
 type Selected = Vec<(String, String)>;
 
@@ -92,9 +101,7 @@ fn nothing_published_selects_every_cell_as_new() {
 
 #[test]
 fn everything_published_selects_nothing() {
-    let project = Project::copy();
-    let store = tempfile::tempdir().unwrap();
-    published(&project, store.path());
+    let (project, store) = published_copy();
     let (deps, slurm) = both(&project, store.path());
     assert!(deps.is_empty() && slurm.is_empty(), "{deps:?} {slurm:?}");
     let table = project
@@ -120,9 +127,7 @@ fn everything_published_selects_nothing() {
 
 #[test]
 fn a_changed_slurm_version_string_selects_exactly_its_12_cells() {
-    let project = Project::copy();
-    let store = tempfile::tempdir().unwrap();
-    published(&project, store.path());
+    let (project, store) = published_copy();
     project.edit("spack-env/matrix.yaml", |m| {
         m.replace("spack_version: 24-11-6-1", "spack_version: 24-11-6-2")
     });
@@ -139,9 +144,7 @@ fn a_changed_slurm_version_string_selects_exactly_its_12_cells() {
 
 #[test]
 fn a_changed_toolchain_gcc_selects_its_deps_and_slurm_cells() {
-    let project = Project::copy();
-    let store = tempfile::tempdir().unwrap();
-    published(&project, store.path());
+    let (project, store) = published_copy();
     project.edit("spack-env/matrix.yaml", |m| {
         m.replace("gcc: 11.4.0", "gcc: 11.4.1")
     });
@@ -169,9 +172,7 @@ fn a_changed_toolchain_gcc_selects_its_deps_and_slurm_cells() {
 
 #[test]
 fn a_changed_slurm_recipe_selects_every_slurm_cell_and_no_deps_cell() {
-    let project = Project::copy();
-    let store = tempfile::tempdir().unwrap();
-    published(&project, store.path());
+    let (project, store) = published_copy();
     project.edit(
         "spack-repo/spack_repo/slurm_factory/packages/slurm/package.py",
         |t| format!("{t}\n# a change\n"),
@@ -187,9 +188,7 @@ fn a_changed_slurm_recipe_selects_every_slurm_cell_and_no_deps_cell() {
 
 #[test]
 fn only_deps_changing_says_so_and_a_failed_build_is_retried() {
-    let project = Project::copy();
-    let store = tempfile::tempdir().unwrap();
-    published(&project, store.path());
+    let (project, store) = published_copy();
     // A dependency's spec changes: the deps cells' environment, and through
     // the deps fingerprint every slurm cell, whose own environment is the same.
     project.edit("spack-env/environment.yaml", |t| {
@@ -232,9 +231,7 @@ fn only_deps_changing_says_so_and_a_failed_build_is_retried() {
 
 #[test]
 fn force_and_filters() {
-    let project = Project::copy();
-    let store = tempfile::tempdir().unwrap();
-    published(&project, store.path());
+    let (project, store) = published_copy();
     let s = store.path().to_str().unwrap();
     let forced = selected(&plan_json(
         &project,
