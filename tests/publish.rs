@@ -424,7 +424,7 @@ fn s3_errors_and_dropped_connections_are_retried() {
         Faults {
             error_every: 3,
             drop_every: 5,
-            fail_matching: None,
+            ..Faults::default()
         },
     );
     d.publish_s3(s3.env_with_endpoint(&proxy.endpoint), &s3.bucket)
@@ -445,9 +445,8 @@ fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
     let proxy = FaultProxy::start(
         &s3,
         Faults {
-            error_every: 0,
-            drop_every: 0,
             fail_matching: Some("partNumber="),
+            ..Faults::default()
         },
     );
     let done = d

@@ -278,28 +278,8 @@ async fn multipart_upload_with_sha256_part_checksums() {
         .collect();
     assert_eq!(uploads, [(key, id)]);
 
-    let parts = [(1, &up1), (2, &up2)]
-        .into_iter()
-        .map(|(n, up)| {
-            CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(up.e_tag().map(str::to_owned))
-                .set_checksum_sha256(up.checksum_sha256().map(str::to_owned))
-                .build()
-        })
-        .collect();
-    s3.complete_multipart_upload()
-        .bucket(b)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let parts = vec![completed(1, &up1), completed(2, &up2)];
+    complete(&s3, b, key, id, parts).await;
 
     assert_eq!(server.incomplete_uploads(), 0);
     let listed = s3.list_multipart_uploads().bucket(b).send().await.unwrap();
@@ -459,7 +439,7 @@ async fn retries_get_through_the_fault_proxy() {
         Faults {
             error_every: 3,
             drop_every: 5,
-            fail_matching: None,
+            ..Faults::default()
         },
     );
     let s3 = client(&proxy.env(), None, 10);
@@ -506,26 +486,9 @@ async fn retries_get_through_the_fault_proxy() {
             .send()
             .await
             .unwrap();
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .set_e_tag(up.e_tag().map(str::to_owned))
-                .set_checksum_sha256(up.checksum_sha256().map(str::to_owned))
-                .build(),
-        );
+        parts.push(completed(n, &up));
     }
-    s3.complete_multipart_upload()
-        .bucket(b)
-        .key("via-proxy/big")
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    complete(&s3, b, "via-proxy/big", id, parts).await;
     assert!(server.object("via-proxy/big").unwrap() == [part1, part2].concat());
     assert_eq!(server.incomplete_uploads(), 0);
 
@@ -541,8 +504,7 @@ async fn without_retries_the_faults_show() {
         &server,
         Faults {
             error_every: 1,
-            drop_every: 0,
-            fail_matching: None,
+            ..Faults::default()
         },
     );
     let s3 = client(&errors.env(), None, 1);
@@ -556,9 +518,8 @@ async fn without_retries_the_faults_show() {
     let drops = FaultProxy::start(
         &server,
         Faults {
-            error_every: 0,
             drop_every: 2,
-            fail_matching: None,
+            ..Faults::default()
         },
     );
     let s3 = client(&drops.env(), None, 1);
@@ -667,4 +628,28 @@ async fn stop_closes_the_server() {
         matches!(&err, SdkError::DispatchFailure(f) if f.is_io()),
         "{err:?}"
     );
+}
+
+/// The part as CompleteMultipartUpload names it.
+fn completed(n: i32, up: &aws_sdk_s3::operation::upload_part::UploadPartOutput) -> CompletedPart {
+    CompletedPart::builder()
+        .part_number(n)
+        .set_e_tag(up.e_tag().map(str::to_owned))
+        .set_checksum_sha256(up.checksum_sha256().map(str::to_owned))
+        .build()
+}
+
+async fn complete(s3: &Client, b: &str, key: &str, id: &str, parts: Vec<CompletedPart>) {
+    s3.complete_multipart_upload()
+        .bucket(b)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
