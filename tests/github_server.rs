@@ -128,6 +128,16 @@ fn releases_path() -> String {
     format!("/repos/{OWNER}/{REPO}/releases")
 }
 
+/// Publishes a draft: PATCH `{"draft": false}`.
+fn publish(gh: &GitHubServer, id: u64) -> Resp {
+    api(
+        gh,
+        "PATCH",
+        &format!("{}/{id}", releases_path()),
+        Some(json!({"draft": false})),
+    )
+}
+
 fn create(gh: &GitHubServer, tag: &str, draft: bool) -> Resp {
     api(
         gh,
@@ -345,12 +355,7 @@ fn draft_upload_publish_download_delete() {
         "already_exists",
         "tag_name",
     );
-    let resp = api(
-        &gh,
-        "PATCH",
-        &format!("{}/{second_id}", releases_path()),
-        Some(json!({"draft": false})),
-    );
+    let resp = publish(&gh, second_id);
     assert_validation(&resp, "Release", "already_exists", "tag_name");
 
     // Downloads: by the tag now, anonymously; the draft-time URL is gone.
@@ -744,13 +749,7 @@ fn octocrab_models_deserialize() {
     );
 
     let id = draft["id"].as_u64().unwrap();
-    let published = api(
-        &gh,
-        "PATCH",
-        &format!("{}/{id}", releases_path()),
-        Some(json!({"draft": false})),
-    )
-    .json();
+    let published = publish(&gh, id).json();
     let release: Release = serde_json::from_value(published).unwrap();
     assert!(!release.draft);
     assert!(release.published_at.is_some());
@@ -803,13 +802,7 @@ fn downloads_redirect_to_the_storage_host() {
     let asset = upload(&gh, &draft, "slurm.tar.gz", &bytes).json();
     let asset_id = asset["id"].as_u64().unwrap();
     let id = draft["id"].as_u64().unwrap();
-    let published = api(
-        &gh,
-        "PATCH",
-        &format!("{}/{id}", releases_path()),
-        Some(json!({"draft": false})),
-    )
-    .json();
+    let published = publish(&gh, id).json();
     let public_url = published["assets"][0]["browser_download_url"]
         .as_str()
         .unwrap()
@@ -1041,12 +1034,7 @@ fn drafts_and_starters_are_not_downloadable() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["state"], "starter");
     assert_eq!(api_download(&gh, starter_id).status, 404);
-    let published = api(
-        &gh,
-        "PATCH",
-        &format!("{}/{id}", releases_path()),
-        Some(json!({"draft": false})),
-    );
+    let published = publish(&gh, id);
     assert_eq!(published.status, 200);
     assert_eq!(get(&gh.download_url("v13", "b.tar.gz")).status, 404);
     assert_eq!(api_download(&gh, starter_id).status, 404);
