@@ -29,7 +29,8 @@ impl Run {
         self.cmd.env_remove(key);
         self
     }
-    fn output(mut self) -> Done {
+    /// Runs it whatever the outcome.
+    pub fn output(mut self) -> Done {
         let Output {
             status,
             stdout,
