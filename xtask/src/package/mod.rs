@@ -6,7 +6,6 @@ pub mod output;
 pub mod pgzip;
 pub mod tarball;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -161,10 +160,11 @@ pub fn package(
 
     std::fs::create_dir_all(opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let mut staged_extra = Staged::default();
+    // Every file of the package, staged together and renamed together.
+    let mut staged = Staged::default();
     let signer = match opts.keyring {
         Some(k) => {
-            let asc = staged_extra.path(opts.out, &format!("{tarball_name}.asc"));
+            let asc = staged.path(opts.out, &format!("{tarball_name}.asc"));
             Some(
                 k.detached_sign(&asc)
                     .spawn()
@@ -173,11 +173,10 @@ pub fn package(
         }
         None => None,
     };
-    let sink = Sink::new(opts.out, &tarball_name, opts.split_size, signer)?;
+    let sink = Sink::new(opts.out, &tarball_name, opts.split_size, signer, staged)?;
     let gz = pgzip::ParGzWriter::new(sink, 6, opts.threads);
     let gz = tarball::write_tar(gz, &entries)?;
-    let mut sink = gz.finish().context("compressing the package")?;
-    sink.flush()?;
+    let sink = gz.finish().context("compressing the package")?;
     let (stream, mut staged) = sink.finish()?;
 
     staged.write(
@@ -208,7 +207,6 @@ pub fn package(
         staged.write(opts.out, PUBLIC_KEY_FILE, k.export_public()?.as_bytes())?;
     }
     let mut files = staged.commit()?;
-    files.extend(staged_extra.commit()?);
     files.sort();
     Ok(Package {
         tarball: tarball_name,

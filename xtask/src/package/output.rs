@@ -99,7 +99,7 @@ pub struct Sink {
     /// gpg and the pipe to it; the pipe is dropped if gpg stops reading, and
     /// `finish` then reports gpg's own error.
     signer: Option<(Child, Option<ChildStdin>)>,
-    pub staged: Staged,
+    staged: Staged,
 }
 
 /// What the stream turned into.
@@ -111,7 +111,14 @@ pub struct Stream {
 }
 
 impl Sink {
-    pub fn new(dir: &Path, name: &str, limit: u64, signer: Option<Child>) -> Result<Sink> {
+    /// Writes the parts into `dir`, staged in `staged` with the package's other files.
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        limit: u64,
+        signer: Option<Child>,
+        staged: Staged,
+    ) -> Result<Sink> {
         if limit == 0 {
             bail!("the split size must be at least one byte");
         }
@@ -131,7 +138,7 @@ impl Sink {
             whole: Sha256::new(),
             total: 0,
             signer,
-            staged: Staged::default(),
+            staged,
         })
     }
 
