@@ -214,12 +214,12 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     };
     // Stage 2 pushes its own roots only: Slurm and what is built with it.
     let roots: Vec<String> = std::iter::once(data.slurm.package.clone())
-        .chain(data.slurm.with.iter().map(|s| {
-            s.split(['@', ' ', '+', '~'])
-                .next()
-                .unwrap_or(s)
-                .to_string()
-        }))
+        .chain(
+            data.slurm
+                .with
+                .iter()
+                .map(|s| spack_env::spec_name(s).to_string()),
+        )
         .collect();
     let script = script(
         &cell,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::image;
-use crate::matrix::Cell;
+use crate::matrix::{Cell, Variant};
 use crate::package::output::hex;
 use crate::spack_env::{self, EnvironmentData, StoreUrl};
 
@@ -101,7 +101,7 @@ pub struct Fingerprints<'a> {
     root: &'a Path,
     data: &'a EnvironmentData,
     deps: BTreeMap<(String, String), String>,
-    recipes: BTreeMap<&'static str, String>,
+    recipes: BTreeMap<Vec<String>, String>,
 }
 
 impl<'a> Fingerprints<'a> {
@@ -114,12 +114,31 @@ impl<'a> Fingerprints<'a> {
         }
     }
 
-    fn recipes(&mut self, package: &'static str) -> Result<String> {
-        if let Some(v) = self.recipes.get(package) {
+    /// The hash of this project's recipes (`slurm_factory.<name>`) the cell's
+    /// environment names: the deps specs (and GPU specs), or Slurm and what
+    /// is built with it.
+    fn recipes(&mut self, cell: &Cell<'_>) -> Result<String> {
+        let d = self.data;
+        let specs: Vec<&String> = match (cell.release, cell.variant) {
+            (Some(_), _) => std::iter::once(&d.slurm.package)
+                .chain(&d.slurm.with)
+                .collect(),
+            (None, Variant::Gpu) => d.deps.specs.iter().chain(&d.deps.gpu_specs).collect(),
+            (None, _) => d.deps.specs.iter().collect(),
+        };
+        let mut names: Vec<String> = specs
+            .into_iter()
+            .filter_map(|s| spack_env::spec_name(s).strip_prefix("slurm_factory."))
+            .map(String::from)
+            .collect();
+        names.sort();
+        names.dedup();
+        if let Some(v) = self.recipes.get(&names) {
             return Ok(v.clone());
         }
-        let v = recipes(self.root, &[package])?;
-        self.recipes.insert(package, v.clone());
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let v = recipes(self.root, &refs)?;
+        self.recipes.insert(names, v.clone());
         Ok(v)
     }
 
@@ -157,10 +176,10 @@ impl<'a> Fingerprints<'a> {
         inputs.insert("toolkit".to_string(), STAGE_LOGIC_VERSION.to_string());
         match cell.release {
             None => {
-                inputs.insert("recipes".to_string(), self.recipes("curl")?);
+                inputs.insert("recipes".to_string(), self.recipes(cell)?);
             }
             Some(_) => {
-                inputs.insert("recipes".to_string(), self.recipes("slurm")?);
+                inputs.insert("recipes".to_string(), self.recipes(cell)?);
                 // The module as the environment ships it (rendered above).
                 let module = rendered
                     .files

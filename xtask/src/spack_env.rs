@@ -41,6 +41,11 @@ const BUILD_JOBS: u32 = 64;
 // ---------------------------------------------------------------------------
 // The data file.
 
+/// A spec's package name: `slurm_factory.curl +ldap` → `slurm_factory.curl`.
+pub fn spec_name(spec: &str) -> &str {
+    spec.split(['@', ' ', '+', '~']).next().unwrap_or(spec)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentData {
