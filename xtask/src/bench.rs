@@ -81,6 +81,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         split_size: u64::MAX,
         threads: package::threads(),
         keyring: None,
+        rehearsal: false,
     };
     let started = Instant::now();
     let pkg = package::package(root, &data, &cell, &opts)?;
@@ -355,6 +356,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
             split_size: u64::MAX,
             threads: package::threads(),
             keyring: Some(&keyring),
+            rehearsal: false,
         };
         package::package(root, &EnvironmentData::load(root)?, &cell, &opts)?;
         let local = crate::store::local::LocalStore {

@@ -133,15 +133,20 @@ impl Run {
 
 impl Build {
     pub fn argv(&self, engine: EngineKind) -> Vec<String> {
-        vec![
-            engine.program().into(),
-            "build".into(),
+        let mut a: Vec<String> = vec![engine.program().into(), "build".into()];
+        if engine == EngineKind::Podman {
+            // Podman's default OCI format ignores SHELL (and with it the
+            // recipe's `pipefail`); Docker's format keeps it.
+            a.push("--format=docker".into());
+        }
+        a.extend([
             // Package managers in the recipe need the network; host avoids the bridge.
             "--network=host".into(),
             format!("--tag={}", self.tag),
             format!("--file={}", self.containerfile.display()),
             self.context.display().to_string(),
-        ]
+        ]);
+        a
     }
 }
 

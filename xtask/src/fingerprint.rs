@@ -114,7 +114,7 @@ impl<'a> Fingerprints<'a> {
         }
     }
 
-    /// The hash of this project's recipes (`slurm_factory.<name>`) the cell's
+    /// The hash of this project's recipes (those in `spack-repo/`) the cell's
     /// environment names: the deps specs (and GPU specs), or Slurm and what
     /// is built with it.
     fn recipes(&mut self, cell: &Cell<'_>) -> Result<String> {
@@ -128,7 +128,16 @@ impl<'a> Fingerprints<'a> {
         };
         let mut names: Vec<String> = specs
             .into_iter()
-            .filter_map(|s| spack_env::spec_name(s).strip_prefix("slurm_factory."))
+            .map(|s| {
+                let name = spack_env::spec_name(s);
+                name.strip_prefix("slurm_factory.").unwrap_or(name)
+            })
+            .filter(|name| {
+                self.root
+                    .join("spack-repo/spack_repo/slurm_factory/packages")
+                    .join(name.replace('-', "_"))
+                    .is_dir()
+            })
             .map(String::from)
             .collect();
         names.sort();
@@ -149,6 +158,7 @@ impl<'a> Fingerprints<'a> {
             target: m.target.clone(),
             store: StoreUrl::Local,
             deps_mirror: None,
+            rehearsal: false,
         };
         let rendered = spack_env::render(self.root, self.data, cell, &opts)?;
         let mut env = Sha256::new();

@@ -195,15 +195,29 @@ pub enum BenchWhat {
 /// Show a toolchain's build-image recipe (Containerfile) or its content-derived tag
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask image --toolchain jammy --print\n  cargo xtask image --toolchain rockylinux8   # prints the tag"
+    after_help = "Examples:\n  cargo xtask image --toolchain jammy --print\n  cargo xtask image --toolchain rockylinux8   # prints the tag\n  cargo xtask image --toolchain noble --build --spack-sources /srv/spack-tarballs"
 )]
 pub struct ImageCmd {
     /// The toolchain
     #[arg(long, value_name = "T")]
     pub toolchain: String,
     /// Print the recipe instead of the tag
-    #[arg(long)]
+    #[arg(long, conflicts_with = "build")]
     pub print: bool,
+    /// Build the image unless the engine has its tag already
+    #[arg(long)]
+    pub build: bool,
+    /// Container engine (with --build) [default: $SLURM_FACTORY_ENGINE, else podman or docker]
+    #[arg(long, value_enum, value_name = "ENGINE", requires = "build")]
+    pub engine: Option<crate::container::EngineKind>,
+    #[command(flatten)]
+    pub sources: crate::image::SourceArgs,
+    /// Where the build context lives (with --build) [default: target/slurm-factory]
+    #[arg(long, value_name = "DIR", requires = "build")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the context and the engine command; build nothing
+    #[arg(long, requires = "build")]
+    pub dry_run: bool,
 }
 
 /// Options shared by the commands that run Spack in a container.
@@ -228,6 +242,13 @@ pub struct BuildArgs {
     pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub signing: crate::sign::SigningArgs,
+    /// Rehearse: real concretization, install order, signed push, index and
+    /// view with `spack install --fake` (nothing compiled), into the store's
+    /// `rehearsal/` mirrors; never recorded, never publishable
+    #[arg(long)]
+    pub rehearse: bool,
+    #[command(flatten)]
+    pub sources: crate::image::SourceArgs,
     /// Print the image build, the engine command and the in-container script; run nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -2,19 +2,29 @@
 //! matrix. The image tag is a hash of the recipe, so an unchanged recipe is
 //! never rebuilt and a changed one never reuses a stale image.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use crate::container::{self, Build, EngineKind, Shown};
 use crate::flags::ImageCmd;
+use crate::gha;
 use crate::matrix::{DnfRepo, Family, Matrix, Toolchain};
 use crate::package::output::hex;
+use crate::spack_sources;
 
 /// Where Spack, its packages and its Python live in the image.
 pub const SPACK_ROOT: &str = "/opt/spack";
 pub const SPACK_PACKAGES: &str = "/opt/spack-packages";
 pub const SPACK_VENV: &str = "/opt/spack-venv";
+
+/// The build context's directory of Spack sources (and the optional CA
+/// bundle), and where the recipe copies it in the image.
+pub const CONTEXT_SOURCES: &str = "sources";
+const SOURCES_IN_IMAGE: &str = "/tmp/slurm-factory-sources";
+/// A site's CA bundle for pip behind a TLS-intercepting proxy, if given.
+pub const CA_BUNDLE: &str = "ca-bundle.crt";
 
 /// OS build tools that Spack should take from the image instead of building.
 const EXTERNAL_TOOLS: &[&str] = &[
@@ -26,6 +36,124 @@ const EXTERNAL_TOOLS: &[&str] = &[
     "findutils",
     "m4",
 ];
+
+/// An image to build, with the build context its recipe copies from.
+pub struct ImageBuild {
+    pub build: Build,
+    pub recipe: String,
+    pins: [spack_sources::Pin; 2],
+    origin: spack_sources::Origin,
+    ca_bundle: Option<PathBuf>,
+}
+
+impl ImageBuild {
+    /// The toolchain's image tag, and its build unless the engine has it
+    /// already. The context lives under `<state>/images/<toolchain>`.
+    pub fn plan(
+        matrix: &Matrix,
+        tc: &Toolchain,
+        engine: Option<EngineKind>,
+        dry_run: bool,
+        sources: &SourceArgs,
+        state: &Path,
+    ) -> Result<(String, Option<ImageBuild>)> {
+        let recipe = recipe(matrix, tc);
+        let present = match engine {
+            // A dry run whose engine cannot answer plans the build.
+            Some(e) if dry_run => container::image_exists(e, &recipe.tag).unwrap_or(false),
+            Some(e) => container::image_exists(e, &recipe.tag)?,
+            None => false,
+        };
+        if present {
+            return Ok((recipe.tag, None));
+        }
+        let ctx = state.join("images").join(&tc.name);
+        let build = ImageBuild {
+            build: Build {
+                tag: recipe.tag.clone(),
+                containerfile: ctx.join("Containerfile"),
+                context: ctx,
+            },
+            recipe: recipe.text,
+            pins: spack_sources::pins(&matrix.spack),
+            origin: spack_sources::Origin::new(
+                sources.spack_sources.as_deref(),
+                &state.join("cache/spack-sources"),
+            ),
+            ca_bundle: sources.ca_bundle.clone(),
+        };
+        Ok((recipe.tag, Some(build)))
+    }
+
+    /// What `execute` does, for `--dry-run`.
+    pub fn print(&self, engine: EngineKind) {
+        outln!(
+            "# build image {} from {}:",
+            self.build.tag,
+            self.build.containerfile.display()
+        );
+        for l in self.recipe.lines() {
+            outln!("#   {l}");
+        }
+        outln!("# build context {}:", self.build.context.display());
+        for l in self.origin.describe(&self.pins) {
+            outln!("#   {CONTEXT_SOURCES}/{l}");
+        }
+        if let Some(ca) = &self.ca_bundle {
+            outln!("#   {CONTEXT_SOURCES}/{CA_BUNDLE} from {}", ca.display());
+        }
+        outln!("{}", Shown(&self.build.argv(engine)));
+    }
+
+    /// Fills the context (the checked Spack tarballs, the CA bundle if
+    /// given) and builds; nothing else is written if this fails.
+    pub fn execute(&self, engine: EngineKind) -> Result<()> {
+        let _g = gha::Group::new(&format!("Build image {}", self.build.tag));
+        let sources = self.build.context.join(CONTEXT_SOURCES);
+        let _ = std::fs::remove_dir_all(&sources);
+        std::fs::create_dir_all(&sources)
+            .with_context(|| format!("creating {}", sources.display()))?;
+        let tarballs = self.origin.tarballs(&self.pins)?;
+        for (pin, tarball) in self.pins.iter().zip(&tarballs) {
+            let to = sources.join(pin.file_name());
+            if std::fs::hard_link(tarball, &to).is_err() {
+                std::fs::copy(tarball, &to).with_context(|| {
+                    format!("copying {} into the build context", tarball.display())
+                })?;
+            }
+        }
+        if let Some(ca) = &self.ca_bundle {
+            std::fs::copy(ca, sources.join(CA_BUNDLE))
+                .with_context(|| format!("--ca-bundle {}", ca.display()))?;
+        }
+        std::fs::write(&self.build.containerfile, &self.recipe)?;
+        let argv = self.build.argv(engine);
+        outln!("{}", Shown(&argv));
+        let code = container::execute(&argv)?;
+        if code != 0 {
+            bail!(
+                "building the image {} failed ({} exited {code}); recipe: {}",
+                self.build.tag,
+                engine.program(),
+                self.build.containerfile.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where an image build takes Spack's sources from (and pip's CA bundle).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// A directory holding the pinned Spack as `spack-<ref>.tar.gz` and
+    /// `spack-packages-<ref>.tar.gz` for the image build (no network needed)
+    /// [default: cloned from GitHub into <state-dir>/cache/spack-sources]
+    #[arg(long, value_name = "DIR", env = "SLURM_FACTORY_SPACK_SOURCES")]
+    pub spack_sources: Option<PathBuf>,
+    /// A CA bundle that the image build's pip trusts (behind a TLS-intercepting proxy); not kept in the image
+    #[arg(long, value_name = "FILE", env = "SLURM_FACTORY_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+}
 
 pub struct Recipe {
     pub text: String,
@@ -141,56 +269,58 @@ pub fn recipe(matrix: &Matrix, tc: &Toolchain) -> Recipe {
             line(&mut r, " && dnf clean all");
         }
     }
-    let spack = &matrix.spack;
+    // Spack, its packages and the pip trust anchor come from the build
+    // context, which the toolkit fills (see `context`): the recipe is the same
+    // whether they came from a local copy or a clone, so is the tag.
+    let pins = spack_sources::pins(&matrix.spack);
+    for p in &pins {
+        line(
+            &mut r,
+            &format!(
+                "# {}: {} {} at commit {}",
+                p.file_name(),
+                p.repository,
+                p.git_ref,
+                p.commit
+            ),
+        );
+    }
     line(
         &mut r,
-        &format!(
-            "RUN git clone --depth 1 --branch {} https://github.com/{}.git {SPACK_ROOT} \\",
-            spack.git_ref, spack.repository
-        ),
+        &format!("COPY {CONTEXT_SOURCES}/ {SOURCES_IN_IMAGE}/"),
     );
-    line(
-        &mut r,
-        &format!(
-            " && git clone --depth 1 --branch {} https://github.com/{}.git {SPACK_PACKAGES}",
-            spack.packages_ref, spack.packages_repository
-        ),
-    );
+    let mut steps = vec![format!(
+        "ca={SOURCES_IN_IMAGE}/{CA_BUNDLE}; if [ -f \"$ca\" ]; then export PIP_CERT=\"$ca\" SSL_CERT_FILE=\"$ca\"; fi"
+    )];
     // Spack's Python: a venv with the solver and boto3 (for s3:// mirrors).
     let python = tc.spack_python.as_ref();
     match python.and_then(|p| p.uv.as_deref()) {
         Some(version) => {
-            line(&mut r, "ENV UV_PYTHON_INSTALL_DIR=/opt/uv-python");
-            line(&mut r, "RUN python3 -m venv /opt/uv \\");
-            line(
-                &mut r,
-                " && /opt/uv/bin/pip install --no-cache-dir 'uv>=0.9,<0.10' \\",
-            );
-            line(
-                &mut r,
-                &format!(" && /opt/uv/bin/uv venv --python {version} {SPACK_VENV} \\"),
-            );
-            line(
-                &mut r,
-                &format!(
-                    " && /opt/uv/bin/uv pip install --python {SPACK_VENV}/bin/python 'clingo>=5.8,<5.9' 'boto3>=1.35,<2'"
-                ),
-            );
+            steps.push("python3 -m venv /opt/uv".into());
+            steps.push("/opt/uv/bin/pip install --no-cache-dir 'uv>=0.9,<0.10'".into());
+            steps.push(format!(
+                "UV_PYTHON_INSTALL_DIR=/opt/uv-python /opt/uv/bin/uv venv --python {version} {SPACK_VENV}"
+            ));
+            steps.push(format!(
+                "/opt/uv/bin/uv pip install --python {SPACK_VENV}/bin/python 'clingo>=5.8,<5.9' 'boto3>=1.35,<2'"
+            ));
         }
         None => {
             let interpreter = python.and_then(|p| p.path.as_deref()).unwrap_or("python3");
-            line(
-                &mut r,
-                &format!("RUN {interpreter} -m venv {SPACK_VENV} \\"),
-            );
-            line(
-                &mut r,
-                &format!(
-                    " && {SPACK_VENV}/bin/pip install --no-cache-dir 'clingo>=5.8,<5.9' 'boto3>=1.35,<2'"
-                ),
-            );
+            steps.push(format!("{interpreter} -m venv {SPACK_VENV}"));
+            steps.push(format!(
+                "{SPACK_VENV}/bin/pip install --no-cache-dir 'clingo>=5.8,<5.9' 'boto3>=1.35,<2'"
+            ));
         }
     }
+    for (p, dest) in pins.iter().zip([SPACK_ROOT, SPACK_PACKAGES]) {
+        steps.push(format!(
+            "mkdir -p {dest} && tar -xzf {SOURCES_IN_IMAGE}/{} -C {dest} --strip-components=1",
+            p.file_name()
+        ));
+    }
+    steps.push(format!("rm -rf {SOURCES_IN_IMAGE}"));
+    line(&mut r, &format!("RUN {}", steps.join(" \\\n && ")));
     line(
         &mut r,
         &format!(
@@ -232,13 +362,29 @@ fn python_packages(tc: &Toolchain) -> Vec<&str> {
 }
 
 impl ImageCmd {
-    pub fn run(self, _root: &Path, matrix: &Matrix) -> Result<()> {
+    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         let tc = matrix.toolchain(&self.toolchain)?;
-        let recipe = recipe(matrix, tc);
-        if self.print {
-            out!("{}", recipe.text);
-        } else {
-            outln!("{}", recipe.tag);
+        if !self.build {
+            let recipe = recipe(matrix, tc);
+            if self.print {
+                out!("{}", recipe.text);
+            } else {
+                outln!("{}", recipe.tag);
+            }
+            return Ok(());
+        }
+        let engine = container::detect(self.engine, self.dry_run)?;
+        let state = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| root.join("target/slurm-factory"));
+        match ImageBuild::plan(matrix, tc, engine, self.dry_run, &self.sources, &state)? {
+            (tag, None) => outln!("# image {tag} is present: not rebuilt"),
+            (_, Some(build)) if self.dry_run => build.print(engine.unwrap_or(EngineKind::Podman)),
+            (tag, Some(build)) => {
+                build.execute(engine.context("no container engine")?)?;
+                outln!("built {tag}");
+            }
         }
         Ok(())
     }
@@ -265,8 +411,10 @@ mod tests {
                 tc.name
             );
             for needle in [
-                "git clone --depth 1 --branch v1.1.0 https://github.com/spack/spack.git",
-                "--branch v2025.11.0 https://github.com/spack/spack-packages.git",
+                "# spack-v1.1.0.tar.gz: spack/spack v1.1.0 at commit 2e907202bcc8209a6a62243aab50c179b524cc3b",
+                "# spack-packages-v2025.11.0.tar.gz: spack/spack-packages v2025.11.0 at commit 119680aeee8ea802c6111b7167583bddef97e82f",
+                "COPY sources/ /tmp/slurm-factory-sources/",
+                "tar -xzf /tmp/slurm-factory-sources/spack-v1.1.0.tar.gz -C /opt/spack --strip-components=1",
                 "patchelf",
                 "spack external find --scope site",
                 "clingo",
@@ -296,14 +444,14 @@ mod tests {
         assert!(r8.contains("dnf config-manager --set-enabled powertools"));
         assert!(
             r8.contains("python39")
-                && r8.contains("RUN /usr/bin/python3.9 -m venv /opt/spack-venv")
+                && r8.contains(" && /usr/bin/python3.9 -m venv /opt/spack-venv")
         );
         let r9 = recipe(&m, m.toolchain("rockylinux9").unwrap()).text;
         assert!(r9.contains("dnf install -y epel-release") && r9.contains("--set-enabled crb"));
         let resolute = recipe(&m, m.toolchain("resolute").unwrap()).text;
         assert!(resolute.contains("uv venv --python 3.13 /opt/spack-venv"));
         let jammy = recipe(&m, m.toolchain("jammy").unwrap()).text;
-        assert!(jammy.contains("RUN python3 -m venv /opt/spack-venv"));
+        assert!(jammy.contains(" && python3 -m venv /opt/spack-venv"));
         assert!(!jammy.contains("dnf"));
     }
 
@@ -322,6 +470,16 @@ mod tests {
                 .replace("ref: v1.1.0", "ref: v1.1.1"),
         )
         .unwrap();
+        // The same ref at another commit (a moved tag) is another image too.
+        let moved = Matrix::parse(&text.replace(
+            "commit: 2e907202bcc8209a6a62243aab50c179b524cc3b",
+            "commit: 2e907202bcc8209a6a62243aab50c179b524cc3c",
+        ))
+        .unwrap();
+        assert_ne!(
+            recipe(&m, m.toolchain("noble").unwrap()).tag,
+            recipe(&moved, moved.toolchain("noble").unwrap()).tag
+        );
         let tc = "jammy";
         assert_ne!(
             recipe(&m, m.toolchain(tc).unwrap()).tag,

@@ -45,6 +45,7 @@ mod plan;
 mod publish;
 mod sign;
 mod spack_env;
+mod spack_sources;
 mod store;
 mod verify;
 mod workflows;

@@ -44,8 +44,11 @@ pub struct SpackPins {
     pub repository: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// The commit `git_ref` names: a copy of the sources must be this commit.
+    pub commit: String,
     pub packages_repository: String,
     pub packages_ref: String,
+    pub packages_commit: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -282,6 +285,14 @@ impl Matrix {
     }
 
     fn validate(&self) -> Result<()> {
+        for (key, commit) in [
+            ("spack.commit", &self.spack.commit),
+            ("spack.packages_commit", &self.spack.packages_commit),
+        ] {
+            if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("{key} `{commit}` must be a full commit id (40 hex digits)");
+            }
+        }
         non_empty("variants", self.variants.len())?;
         non_empty("toolchains", self.toolchains.len())?;
         non_empty("slurm", self.slurm.len())?;

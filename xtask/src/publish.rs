@@ -82,6 +82,11 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
         .filter(|n| n.ends_with(".manifest.json") && n.starts_with("slurm-"))
     {
         let stem = name.trim_end_matches(".manifest.json");
+        if crate::package::is_rehearsal(stem) {
+            bail!(
+                "{stem} is a rehearsal's package (`build-slurm --rehearse`: `spack install --fake` placeholders, not Slurm); it is never published"
+            );
+        }
         let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join(name))?)
             .with_context(|| format!("{name} is not a package manifest"))?;
         if manifest.name != stem {

@@ -122,7 +122,8 @@ enum View {
 struct ViewDescriptor {
     root: String,
     exclude: Vec<String>,
-    /// Only what the root specs need at run time: build tools stay out.
+    /// What the roots link and run: their whole closure minus build tools
+    /// (`run` would drop every library that is only a link dependency).
     link: &'static str,
     /// Copies are relocated by Spack; links would point into the install tree.
     link_type: &'static str,
@@ -258,9 +259,9 @@ impl StoreUrl {
         }
     }
 
-    /// The mirror of a stage: `<toolchain>/slurm/deps` or `<toolchain>/slurm/<version>`.
-    pub fn mirror(&self, toolchain: &str, what: &str) -> String {
-        let rel = format!("{toolchain}/slurm/{what}");
+    /// The mirror of a stage (see [`mirror_key`]) as Spack reaches it.
+    pub fn mirror(&self, toolchain: &str, what: &str, rehearsal: bool) -> String {
+        let rel = mirror_key(toolchain, what, rehearsal);
         match self {
             StoreUrl::Local => format!("file://{}/{rel}", paths::LOCAL_STORE),
             StoreUrl::Bucket { bucket, prefix } if prefix.is_empty() => {
@@ -271,6 +272,21 @@ impl StoreUrl {
     }
 }
 
+/// A mirror's key in the store: `<toolchain>/slurm/deps` (stage 1) or
+/// `<toolchain>/slurm/<version>` (stage 2). A rehearsal's fake binaries go
+/// under `rehearsal/`, never beside the real ones.
+pub fn mirror_key(toolchain: &str, what: &str, rehearsal: bool) -> String {
+    let rel = format!("{toolchain}/slurm/{what}");
+    if rehearsal {
+        format!("{REHEARSAL_PREFIX}/{rel}")
+    } else {
+        rel
+    }
+}
+
+/// The store's directory of everything a rehearsal writes.
+pub const REHEARSAL_PREFIX: &str = "rehearsal";
+
 /// Everything a cell's environment depends on besides the matrix.
 #[derive(Debug)]
 pub struct Options {
@@ -278,13 +294,15 @@ pub struct Options {
     pub store: StoreUrl,
     /// The deps mirror's URL as the container sees it, instead of the store's.
     pub deps_mirror: Option<String>,
+    /// A rehearsal's environment uses the store's rehearsal mirrors.
+    pub rehearsal: bool,
 }
 
 impl Options {
     pub fn deps_mirror(&self, toolchain: &str) -> String {
         self.deps_mirror
             .clone()
-            .unwrap_or_else(|| self.store.mirror(toolchain, "deps"))
+            .unwrap_or_else(|| self.store.mirror(toolchain, "deps", self.rehearsal))
     }
 }
 
@@ -373,7 +391,7 @@ pub fn render(
             mirrors.insert(
                 "slurm-factory-slurm".to_string(),
                 Mirror {
-                    url: opts.store.mirror(tc, &release.version),
+                    url: opts.store.mirror(tc, &release.version, opts.rehearsal),
                     signed: true,
                 },
             );
@@ -393,7 +411,7 @@ pub fn render(
                 ViewDescriptor {
                     root: module::VIEW_ROOT.into(),
                     exclude: data.build_only.clone(),
-                    link: "run",
+                    link: "all",
                     link_type: "copy",
                 },
             );
@@ -542,6 +560,7 @@ impl SpackEnvCmd {
             target: self.target.clone().unwrap_or_else(|| matrix.target.clone()),
             store: self.store.mirrors()?,
             deps_mirror: self.deps_mirror.clone(),
+            rehearsal: false,
         };
         let rendered = render(root, &data, &cell, &opts)
             .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;

@@ -39,6 +39,25 @@ pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
     )
 }
 
+/// What ends a rehearsal's package name: its view holds `spack install
+/// --fake` placeholders, so `publish` refuses it by this name.
+pub const REHEARSAL_SUFFIX: &str = "-rehearsal";
+
+/// The stem of a package: a rehearsal's carries [`REHEARSAL_SUFFIX`].
+pub fn package_stem(cell: &Cell<'_>, arch: &str, rehearsal: bool) -> String {
+    let stem = artifact_stem(cell, arch);
+    if rehearsal {
+        stem + REHEARSAL_SUFFIX
+    } else {
+        stem
+    }
+}
+
+/// Whether a package stem is a rehearsal's.
+pub fn is_rehearsal(stem: &str) -> bool {
+    stem.ends_with(REHEARSAL_SUFFIX)
+}
+
 pub struct Options<'a> {
     pub view: &'a Path,
     pub lock: &'a Path,
@@ -48,6 +67,8 @@ pub struct Options<'a> {
     pub split_size: u64,
     pub threads: usize,
     pub keyring: Option<&'a Keyring>,
+    /// A rehearsal's fake view: the package is named as one (never published).
+    pub rehearsal: bool,
 }
 
 /// What a package run wrote, by role.
@@ -110,7 +131,7 @@ pub fn build_manifest(
     }
     Ok(Manifest {
         schema: 1,
-        name: artifact_stem(cell, &opts.arch),
+        name: package_stem(cell, &opts.arch, opts.rehearsal),
         cell: CellInfo {
             slurm: release.version.clone(),
             spack_version: release.spack_version.clone(),
@@ -153,7 +174,7 @@ pub fn package(
     cell: &Cell<'_>,
     opts: &Options<'_>,
 ) -> Result<Package> {
-    let stem = artifact_stem(cell, &opts.arch);
+    let stem = package_stem(cell, &opts.arch, opts.rehearsal);
     let tarball_name = format!("{stem}.tar.gz");
     let manifest = build_manifest(data, cell, opts)?;
     let entries = plan_entries(root, cell, &stem, &manifest, opts.view)?;
@@ -256,6 +277,7 @@ impl PackageCmd {
             split_size: self.split_size,
             threads: crate::package::threads(),
             keyring: keyring.as_ref(),
+            rehearsal: false,
         };
         if self.dry_run {
             let manifest = build_manifest(&data, &cell, &opts)?;

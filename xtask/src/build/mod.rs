@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::container::{self, Build, EngineKind, EnvVar, Mount, Run, Shown, mount};
+use crate::container::{self, EngineKind, EnvVar, Mount, Run, Shown, mount};
 use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState};
 use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
 use crate::gha;
@@ -20,6 +20,10 @@ use crate::sign::{self, Keyring};
 use crate::spack_env::{self, EnvironmentData, StoreUrl, paths};
 use crate::verify;
 
+mod script;
+
+use script::Stage;
+
 /// Container paths of the mounts every build gets.
 mod mnt {
     pub const WORK: &str = "/opt/slurm-factory/work";
@@ -28,8 +32,6 @@ mod mnt {
     pub const OUT: &str = "/opt/slurm-factory/out";
     pub const MIRROR: &str = "/opt/slurm-factory/mirror";
     pub const CCACHE: &str = "/opt/slurm-factory/cache/ccache";
-    pub const VIEW: &str = "/opt/slurm/view";
-    pub const MODULES: &str = "/opt/slurm/modules";
 }
 
 /// Secrets that may reach the container, by name only, when an s3:// mirror is used.
@@ -48,14 +50,6 @@ const AWS_SECRETS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
 ];
-
-/// What a stage does inside the container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Deps { update_index: bool },
-    Slurm,
-    Index,
-}
 
 /// The host directories a run uses, all under `target/slurm-factory/` by default.
 struct Dirs {
@@ -91,7 +85,11 @@ pub struct Plan {
     cell: String,
     engine: Option<EngineKind>,
     image: String,
-    image_build: Option<(Build, String)>,
+    image_build: Option<image::ImageBuild>,
+    /// Stage 2's hand-over directory, emptied of a previous run's view first.
+    fresh_out: Option<PathBuf>,
+    /// Spack's install log on this host: what was built, what was extracted.
+    install_log: PathBuf,
     files: Vec<(PathBuf, String)>,
     dirs: Vec<PathBuf>,
     run: Run,
@@ -163,12 +161,14 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     // Mirrors: the store (local directory or S3 bucket), or an explicit deps mirror.
     let store = args.store.mirrors()?;
     let mut mounts = Vec::new();
-    let mut local_mirror = match (stage, cell.release, &store) {
-        (Stage::Index, _, _) => None,
-        (_, Some(r), StoreUrl::Local) => {
-            Some(dirs.store().join(&tc.name).join("slurm").join(&r.version))
-        }
-        (_, None, StoreUrl::Local) => Some(dirs.store().join(&tc.name).join("slurm/deps")),
+    let rehearsal = args.rehearse;
+    let what = cell.release.map_or("deps", |r| r.version.as_str());
+    let mut local_mirror = match (stage, &store) {
+        (Stage::Index, _) => None,
+        (_, StoreUrl::Local) => Some(
+            dirs.store()
+                .join(spack_env::mirror_key(&tc.name, what, rehearsal)),
+        ),
         _ => None,
     };
     let deps_override = match inp.deps_mirror {
@@ -191,6 +191,7 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         target: args.target.clone().unwrap_or_else(|| matrix.target.clone()),
         store: store.clone(),
         deps_mirror: deps_override,
+        rehearsal,
     };
     let rendered = spack_env::render(root, data, &cell, &opts)
         .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
@@ -209,26 +210,23 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         "slurm-factory-deps"
     };
     let index_url = match cell.release {
-        Some(r) => store.mirror(&tc.name, &r.version),
+        Some(r) => store.mirror(&tc.name, &r.version, rehearsal),
         None => opts.deps_mirror(&tc.name),
     };
-    // Stage 2 pushes its own roots only: Slurm and what is built with it.
-    let roots: Vec<String> = std::iter::once(data.slurm.package.clone())
-        .chain(
-            data.slurm
-                .with
-                .iter()
-                .map(|s| spack_env::spec_name(s).to_string()),
-        )
-        .collect();
-    let script = script(
-        &cell,
+    // Stage 2 hands over the module Spack wrote for the cell.
+    let module_file = cell
+        .release
+        .map(|_| module::module_file(&cell))
+        .unwrap_or_default();
+    let script = script::render(&script::Script {
+        cell: cell.id(),
         stage,
-        signing.as_deref(),
-        mirror_name,
-        &index_url,
-        &roots,
-    );
+        signing: signing.as_deref(),
+        mirror: mirror_name,
+        index_url: &index_url,
+        rehearsal,
+        module_file: &module_file,
+    });
 
     let env_dir = dirs.env();
     let mut files: Vec<(PathBuf, String)> = rendered
@@ -239,28 +237,10 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     files.push((env_dir.join("build.sh"), script.clone()));
 
     // The image: given, present already, or built from the rendered recipe.
-    let recipe = image::recipe(matrix, tc);
     let (image, image_build) = match &args.image {
         Some(tag) => (tag.clone(), None),
         None => {
-            let present = match engine {
-                // A dry run whose engine cannot answer plans the build.
-                Some(e) if args.dry_run => container::image_exists(e, &recipe.tag).unwrap_or(false),
-                Some(e) => container::image_exists(e, &recipe.tag)?,
-                None => false,
-            };
-            let build = (!present).then(|| {
-                let ctx = dirs.state.join("images").join(&tc.name);
-                (
-                    Build {
-                        tag: recipe.tag.clone(),
-                        containerfile: ctx.join("Containerfile"),
-                        context: ctx,
-                    },
-                    recipe.text.clone(),
-                )
-            });
-            (recipe.tag.clone(), build)
+            image::ImageBuild::plan(matrix, tc, engine, args.dry_run, &args.sources, &dirs.state)?
         }
     };
 
@@ -282,18 +262,14 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     if signing.is_some() {
         mounts.push(mount(&dirs.keys(), mnt::KEYS, true));
     }
+    let mut fresh_out = None;
     if stage == Stage::Slurm {
         let out = inp
             .out
             .map_or_else(|| dirs.work.join("out"), Path::to_path_buf);
-        for (host, cont) in [
-            (out.join("view"), mnt::VIEW),
-            (out.join("modules"), mnt::MODULES),
-            (out.clone(), mnt::OUT),
-        ] {
-            dirs_to_make.push(host.clone());
-            mounts.push(mount(&host, cont, false));
-        }
+        dirs_to_make.push(out.clone());
+        mounts.push(mount(&out, mnt::OUT, false));
+        fresh_out = Some(out);
     }
 
     let mut env = vec![
@@ -341,132 +317,12 @@ fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         script,
         signing,
         debug_dir: dirs.debug(),
+        fresh_out,
+        install_log: dirs.work.join("spack").join(script::INSTALL_LOG),
         redact,
         local_mirror,
         expect_index: stage == Stage::Deps { update_index: true },
     })
-}
-
-/// The script the container runs: one phase per Spack step, each logged (a
-/// group under Actions); on failure the phase and Spack's logs are left in
-/// the debug mount and the script exits with Spack's status.
-fn script(
-    cell: &Cell<'_>,
-    stage: Stage,
-    signing: Option<&str>,
-    mirror: &str,
-    index_url: &str,
-    roots: &[String],
-) -> String {
-    let mut s = String::new();
-    let what = match stage {
-        Stage::Deps { .. } => "stage 1: build and push the dependencies",
-        Stage::Slurm => "stage 2: build and push Slurm, then hand over its view",
-        Stage::Index => "rebuild the buildcache index (the single writer)",
-    };
-    s.push_str(&format!(
-        "#!/bin/bash\n# Cell {}: {what}.\n# Rendered by the toolkit; `--dry-run` prints it.\n",
-        cell.id()
-    ));
-    s.push_str(&format!(
-        r#"set -Eeuo pipefail
-readonly DEBUG={debug} WORK={work}
-phase=start
-begin() {{
-  if [ "${{GITHUB_ACTIONS:-}}" = true ]; then
-    [ "$phase" = start ] || echo "::endgroup::"
-    echo "::group::$1"
-  else
-    echo "==> $1"
-  fi
-  phase=$1
-}}
-on_error() {{
-  local status=$?
-  echo "$phase" > "$DEBUG/phase"
-  cp {env}/spack.yaml "$DEBUG/" 2>/dev/null || true
-  if [ -d {stage} ]; then
-    find {stage} \( -name spack-build-out.txt -o -name spack-build-env.txt -o -name config.log \) -print0 |
-      while IFS= read -r -d '' f; do
-        rel=${{f#{stage}/}}
-        mkdir -p "$DEBUG/stage/$(dirname "$rel")"
-        cp "$f" "$DEBUG/stage/$rel"
-      done
-  fi
-  exit "$status"
-}}
-trap on_error ERR
-mkdir -p "$HOME"
-rm -f "$DEBUG/phase"
-"#,
-        debug = mnt::DEBUG,
-        work = mnt::WORK,
-        env = paths::ENV,
-        stage = paths::BUILD_STAGE,
-    ));
-    let e = "spack -e \"$WORK/env\"";
-    if stage == Stage::Index {
-        s.push_str(&format!(
-            "begin update-index\nspack buildcache update-index --keys {index_url}\n"
-        ));
-        return s;
-    }
-    if let Some(key) = signing {
-        s.push_str(&format!(
-            "begin keys\nexport SPACK_GNUPGHOME=/tmp/spack-gnupg\nmkdir -p -m 700 \"$SPACK_GNUPGHOME\"\n\
-             printf 'pinentry-mode loopback\\npassphrase-file {keys}/passphrase\\n' > \"$SPACK_GNUPGHOME/gpg.conf\"\n\
-             echo allow-loopback-pinentry > \"$SPACK_GNUPGHOME/gpg-agent.conf\"\n\
-             spack gpg trust {keys}/signing-key.asc\n",
-            keys = mnt::KEYS
-        ));
-        let _ = key;
-    }
-    s.push_str(&format!(
-        "begin concretize\nrm -rf \"$WORK/env\"\nmkdir -p \"$WORK/env\"\ncp {}/spack.yaml \"$WORK/env/spack.yaml\"\n",
-        paths::ENV
-    ));
-    if stage == Stage::Slurm {
-        s.push_str(&format!("{e} buildcache keys --install --trust\n"));
-    }
-    // Stage 2 reuses stage 1's signed binaries (the concretizer picks them,
-    // the install fetches them); only Slurm and what depends on it (Open MPI
-    // with schedulers=slurm and its PRRTE) are built from source.
-    s.push_str(&format!(
-        "{e} concretize\nbegin install\n{e} install --fail-fast\n"
-    ));
-    let sign = match signing {
-        Some(key) => format!("--signed --key {key}"),
-        None => "--unsigned".to_string(),
-    };
-    s.push_str("begin push\n");
-    match stage {
-        Stage::Deps { update_index } => {
-            let idx = if update_index { " --update-index" } else { "" };
-            s.push_str(&format!(
-                "{e} buildcache push {sign} --with-build-dependencies{idx} {mirror}\n"
-            ));
-        }
-        Stage::Slurm => {
-            let release = cell.release.expect("slurm cell");
-            s.push_str(&format!(
-                "{e} buildcache push {sign} --only package {mirror} {}\n",
-                roots.join(" ")
-            ));
-            s.push_str(&format!(
-                "begin hand-over\n{e} module lmod refresh --delete-tree -y\ncp \"$WORK/env/spack.lock\" {out}/spack.lock\n\
-                 test -x {view}/bin/scontrol\nfind {modules} -name '{version}-{toolchain}.lua' -exec cp {{}} {out}/{flat} \\;\ntest -s {out}/{flat}\n",
-                out = mnt::OUT,
-                view = mnt::VIEW,
-                modules = mnt::MODULES,
-                version = release.version,
-                toolchain = cell.toolchain.name,
-                flat = "module.lua",
-            ));
-        }
-        Stage::Index => unreachable!(),
-    }
-    s.push_str("if [ \"${GITHUB_ACTIONS:-}\" = true ]; then echo \"::endgroup::\"; fi\necho \"==> done\"\n");
-    s
 }
 
 impl Plan {
@@ -477,17 +333,7 @@ impl Plan {
             EngineKind::Podman
         });
         match &self.image_build {
-            Some((build, recipe)) => {
-                outln!(
-                    "# build image {} from {}:",
-                    build.tag,
-                    build.containerfile.display()
-                );
-                for l in recipe.lines() {
-                    outln!("#   {l}");
-                }
-                outln!("{}", Shown(&build.argv(engine)));
-            }
+            Some(ib) => ib.print(engine),
             None => outln!("# image {} is present: not rebuilt", self.image),
         }
         match &self.signing {
@@ -512,22 +358,7 @@ impl Plan {
         let engine = self.engine.context("no container engine")?;
         // The image first: if it cannot be had, nothing else is written.
         match &self.image_build {
-            Some((build, recipe)) => {
-                let _g = gha::Group::new(&format!("Build image {}", build.tag));
-                std::fs::create_dir_all(&build.context)?;
-                std::fs::write(&build.containerfile, recipe)?;
-                let argv = build.argv(engine);
-                outln!("{}", Shown(&argv));
-                let code = container::execute(&argv)?;
-                if code != 0 {
-                    bail!(
-                        "building the image {} failed ({} exited {code}); recipe: {}",
-                        build.tag,
-                        engine.program(),
-                        build.containerfile.display()
-                    );
-                }
-            }
+            Some(ib) => ib.execute(engine)?,
             None => {
                 if !container::image_exists(engine, &self.image)? {
                     bail!(
@@ -547,6 +378,14 @@ impl Plan {
         }
         let _ = std::fs::remove_dir_all(&self.debug_dir);
         std::fs::create_dir_all(&self.debug_dir)?;
+        if let Some(out) = &self.fresh_out {
+            // What a previous run handed over must not mix with this one's.
+            for stale in ["view", "module.lua", "spack.lock"] {
+                let p = out.join(stale);
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+            std::fs::create_dir_all(out.join("view"))?;
+        }
         let keys = match (&self.signing, keyring) {
             (Some(_), Some(k)) => Some(SecretFiles::write(
                 self.run
@@ -587,6 +426,16 @@ impl Plan {
                 ),
             )
             .into());
+        }
+        if let Ok(log) = std::fs::read_to_string(&self.install_log) {
+            let report = script::InstallReport::parse(&log);
+            let lines = report.lines(&self.cell);
+            for l in &lines {
+                outln!("{l}");
+            }
+            if gha::in_actions() {
+                gha::append_summary(&format!("- {}\n- {}\n", lines[0], lines[1]))?;
+            }
         }
         if let Some(dir) = &self.local_mirror {
             let signer = keyring
@@ -740,7 +589,9 @@ fn record(
 /// stands in for the recipe's image where it cannot be built, offline and in
 /// the tests, and is recorded.)
 fn unrecorded_because(inputs: &Inputs<'_>) -> Option<&'static str> {
-    if inputs.deps_mirror.is_some() {
+    if inputs.args.rehearse {
+        Some("a rehearsal builds nothing real (spack install --fake)")
+    } else if inputs.deps_mirror.is_some() {
         Some("--mirror pushes somewhere other than the store's mirror")
     } else if inputs
         .args
@@ -823,7 +674,7 @@ impl BuildSlurmCmd {
         let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
         let keyring = self.build.signing.keyring(self.build.dry_run)?;
         let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
-        let stem = package::artifact_stem(&cell, &matrix.arch);
+        let stem = package::package_stem(&cell, &matrix.arch, self.build.rehearse);
         let built = dirs.state.join("built").join(&stem);
         let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
@@ -882,7 +733,8 @@ impl BuildSlurmCmd {
         // The module Spack wrote from our template must be the one we ship.
         let shipped = module::render(root, cell)?;
         let from_spack = std::fs::read_to_string(built.join("module.lua")).unwrap_or_default();
-        if from_spack != shipped {
+        // Spack's template engine drops the file's final newline.
+        if from_spack.trim_end() != shipped.trim_end() {
             bail!(
                 "{}: the module Spack generated differs from modules/slurm.lua.tmpl's rendering",
                 cell.id()
@@ -902,6 +754,7 @@ impl BuildSlurmCmd {
                 split_size: package::DEFAULT_SPLIT,
                 threads: crate::package::threads(),
                 keyring,
+                rehearsal: self.build.rehearse,
             },
         )?;
         outln!(
@@ -911,6 +764,13 @@ impl BuildSlurmCmd {
             pkg.tarball
         );
         if self.skip_verify {
+            return Ok(());
+        }
+        if self.build.rehearse {
+            outln!(
+                "not verified: a rehearsal's view holds placeholders, nothing that runs ({} is never published)",
+                pkg.tarball
+            );
             return Ok(());
         }
         let engine = container::detect(self.build.engine, false)?.expect("an engine");
