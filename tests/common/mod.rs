@@ -200,8 +200,10 @@ pub fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Data made by real Spack (see `tests/fixtures/README.md`), inside the
+/// repository so that a fresh clone holds everything the tests read.
 pub fn fixtures() -> PathBuf {
-    repo_root().join("../shared/fixtures")
+    repo_root().join("tests/fixtures")
 }
 
 /// `package` for one cell (`slurm`, `toolchain`) of the project at `root`,

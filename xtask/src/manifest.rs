@@ -335,9 +335,9 @@ mod tests {
     fn fixture() -> String {
         std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/spack-concretized-slurm-env/spack.lock"),
+                .join("../tests/fixtures/spack-concretized-slurm-env/spack.lock"),
         )
-        .expect("the shared fixtures sit beside the repository")
+        .expect("tests/fixtures/spack-concretized-slurm-env/spack.lock")
     }
 
     #[test]

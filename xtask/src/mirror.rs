@@ -241,7 +241,7 @@ mod tests {
     use super::*;
 
     fn fixture() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spack-v3-signed-mirror")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/spack-v3-signed-mirror")
     }
 
     const FIXTURE_KEY: &str = "42831D2AFE105277DD5593D4F1424E0DC8EB6358";
