@@ -187,6 +187,7 @@ pub mod dist;
 pub mod github;
 pub mod gpg;
 pub mod s3;
+pub mod spack;
 
 /// Runs a command, asserting success; returns stdout.
 pub fn sh(cmd: &mut Command) -> String {

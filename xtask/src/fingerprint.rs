@@ -16,7 +16,8 @@ use crate::package::output::hex;
 use crate::spack_env::{self, EnvironmentData, StoreUrl};
 
 /// Bump when the in-container steps change what a stage produces.
-pub const STAGE_LOGIC_VERSION: &str = "1";
+/// 2: real Spack 1.1 (signed pushes with --key, link-all views, $ORIGIN hand-over).
+pub const STAGE_LOGIC_VERSION: &str = "2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {

@@ -52,6 +52,19 @@ impl SigningArgs {
         }
         Ok(key)
     }
+
+    /// The key as [`SigningArgs::keyring`] gives it, except that a run that
+    /// publishes nothing (a rehearsal) and was given no key signs with a
+    /// throwaway key made for it, so its mirror is signed like a real one.
+    pub fn keyring_or_throwaway(&self, dry_run: bool, throwaway: bool) -> Result<Option<Keyring>> {
+        let given = self.signing_key_file.is_some()
+            || std::env::var_os(KEY_VAR).is_some_and(|v| !v.is_empty());
+        if throwaway && !given && !self.unsigned && !dry_run {
+            outln!("note: no signing key given: this run signs with a throwaway key made for it");
+            return Keyring::throwaway().map(Some);
+        }
+        self.keyring(dry_run)
+    }
 }
 
 /// An imported signing key, usable until dropped.
@@ -126,6 +139,51 @@ impl Keyring {
         };
         ring.fingerprint = fingerprint;
         Ok(ring)
+    }
+
+    /// A new key (ed25519, no passphrase, valid for a day) that exists only
+    /// in this keyring's temporary home.
+    pub fn throwaway() -> Result<Keyring> {
+        let home = tempfile::Builder::new()
+            .prefix("slurm-factory-throwaway-")
+            .tempdir()?;
+        set_mode(home.path(), 0o700)?;
+        let gpg = || {
+            let mut c = Command::new("gpg");
+            c.env("GNUPGHOME", home.path()).args([
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ]);
+            c
+        };
+        let made = gpg()
+            .args([
+                "--quick-gen-key",
+                "Slurm Factory throwaway key <throwaway@slurm-factory.invalid>",
+                "ed25519",
+                "sign",
+                "1d",
+            ])
+            .output()
+            .context("running gpg to make a throwaway key")?;
+        if !made.status.success() {
+            bail!(
+                "gpg could not make a throwaway key: {}",
+                String::from_utf8_lossy(&made.stderr).trim()
+            );
+        }
+        let exported = gpg()
+            .args(["--armor", "--export-secret-keys"])
+            .output()
+            .context("exporting the throwaway key")?;
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", home.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+        Keyring::import(&exported.stdout, "")
     }
 
     /// The armored private key, for a build container's secret mount.

@@ -179,6 +179,8 @@ const DEPS_WORKFLOW_NAME: &str = "Build and publish Slurm dependencies";
 
 /// Where the toolkit binary lands in jobs that download it.
 const TOOLKIT: &str = ".xtask/xtask";
+/// Adds `--rehearse` to a step's `args` when the dispatch asked for a rehearsal.
+const REHEARSE_ARG: &str = "if [ \"$REHEARSE\" = true ]; then args+=(--rehearse); fi\n";
 
 pub fn render_all(matrix: &Matrix) -> Result<Vec<Generated>> {
     let ctx = Ctx { m: matrix };
@@ -417,9 +419,10 @@ impl Ctx<'_> {
     ) -> Job {
         let mut index = Step::run(
             "Rebuild the buildcache index",
-            &format!("{TOOLKIT} index {args}\n"),
+            &format!("args=({args})\n{REHEARSE_ARG}{TOOLKIT} index \"${{args[@]}}\"\n"),
         )
         .env("TOOLCHAIN", &expr("matrix.toolchain"))
+        .env("REHEARSE", &expr("inputs.rehearse"))
         .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
         if with_version {
             index = index.env("VERSION", &expr("matrix.version"));
@@ -536,6 +539,15 @@ impl Ctx<'_> {
                 default: Value::from(false),
             },
         );
+        inputs.insert(
+            "rehearse".to_string(),
+            Input {
+                description: "Rehearse with spack install --fake (real concretization, signed push, index, view) into the store's rehearsal/ mirrors; nothing is recorded or published".into(),
+                required: false,
+                kind: "boolean",
+                default: Value::from(false),
+            },
+        );
         Dispatch { inputs }
     }
 
@@ -602,6 +614,7 @@ impl Ctx<'_> {
 
     fn build_env(step: Step) -> Step {
         step.env("TOOLCHAIN", &expr("matrix.toolchain"))
+            .env("REHEARSE", &expr("inputs.rehearse"))
             .env("GPU", &expr("matrix.gpu"))
             .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
             .env(
@@ -618,7 +631,7 @@ impl Ctx<'_> {
         let build = Self::build_env(Step::run(
             "Build and push the dependency buildcache",
             &format!(
-                "args=(--toolchain \"$TOOLCHAIN\")\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{TOOLKIT} build-deps \"${{args[@]}}\"\n"
+                "args=(--toolchain \"$TOOLCHAIN\")\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{REHEARSE_ARG}{TOOLKIT} build-deps \"${{args[@]}}\"\n"
             ),
         ));
         let mut jobs = IndexMap::new();
@@ -686,7 +699,7 @@ impl Ctx<'_> {
         let build = Self::build_env(Step::run(
             "Build, package and sign Slurm",
             &format!(
-                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist --skip-verify)\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
+                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist --skip-verify)\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{REHEARSE_ARG}{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
             ),
         ))
         .env("VERSION", &expr("matrix.version"));
@@ -702,6 +715,11 @@ impl Ctx<'_> {
         .env("TOOLCHAIN", &expr("matrix.toolchain"))
         .env("VARIANT", &expr("matrix.variant"))
         .env("GPU", &expr("matrix.gpu"));
+        // A rehearsal's package holds placeholders: nothing to run.
+        let verify = Step {
+            condition: Some("inputs.rehearse != true".into()),
+            ..verify
+        };
         let upload = Step::uses(
             "Hand the package to the release job",
             &self.m.actions.upload_artifact,
@@ -805,7 +823,11 @@ impl Ctx<'_> {
         Job {
             name: "Release".into(),
             needs: vec!["toolkit", "plan", "build-slurm", "index"],
-            condition: Some("!cancelled() && needs.build-slurm.result != 'skipped'".into()),
+            // A rehearsal publishes nothing (publish refuses its packages anyway).
+            condition: Some(
+                "!cancelled() && needs.build-slurm.result != 'skipped' && inputs.rehearse != true"
+                    .into(),
+            ),
             runs_on: self.control_runner(),
             environment: Some("release"),
             permissions: perms(&[
@@ -837,6 +859,40 @@ mod tests {
 
     fn parsed(file: &Generated) -> serde_yaml::Value {
         serde_yaml::from_str(&file.contents).unwrap()
+    }
+
+    #[test]
+    fn a_dispatched_rehearsal_reaches_every_build_and_index_step_and_publishes_nothing() {
+        for file in rendered().into_iter().filter(|f| {
+            !f.path.ends_with("ci.yml") && f.path.extension().is_some_and(|e| e == "yml")
+        }) {
+            let doc = parsed(&file);
+            let at = file.path.display();
+            let input = &doc["on"]["workflow_dispatch"]["inputs"]["rehearse"];
+            assert_eq!(input["type"], "boolean", "{at}");
+            assert_eq!(input["default"], false, "{at}");
+            for (name, job) in doc["jobs"].as_mapping().unwrap() {
+                for step in job["steps"].as_sequence().unwrap() {
+                    let run = step["run"].as_str().unwrap_or("");
+                    let toolkit_step = ["build-deps", "build-slurm", " index "]
+                        .iter()
+                        .any(|c| run.contains(&format!("{TOOLKIT} {}", c.trim())));
+                    if toolkit_step {
+                        assert!(run.contains(REHEARSE_ARG), "{at} {name:?}: {run}");
+                        assert_eq!(step["env"]["REHEARSE"], "${{ inputs.rehearse }}");
+                    }
+                }
+            }
+            if let Some(release) = doc["jobs"].get("release") {
+                assert!(
+                    release["if"]
+                        .as_str()
+                        .unwrap()
+                        .contains("inputs.rehearse != true"),
+                    "{at}: a rehearsal never reaches the release job"
+                );
+            }
+        }
     }
 
     #[test]

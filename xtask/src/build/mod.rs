@@ -648,7 +648,10 @@ impl BuildDepsCmd {
         if let Some(m) = &self.mirror {
             mirror_url(m)?;
         }
-        let keyring = self.build.signing.keyring(self.build.dry_run)?;
+        let keyring = self
+            .build
+            .signing
+            .keyring_or_throwaway(self.build.dry_run, self.build.rehearse)?;
         let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
             root,
@@ -672,7 +675,10 @@ impl BuildSlurmCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
         let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
-        let keyring = self.build.signing.keyring(self.build.dry_run)?;
+        let keyring = self
+            .build
+            .signing
+            .keyring_or_throwaway(self.build.dry_run, self.build.rehearse)?;
         let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
         let stem = package::package_stem(&cell, &matrix.arch, self.build.rehearse);
         let built = dirs.state.join("built").join(&stem);

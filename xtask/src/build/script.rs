@@ -73,7 +73,9 @@ on_error() {{
   cp {env}/spack.yaml "$DEBUG/" 2>/dev/null || true
   cp "$WORK/{log}" "$DEBUG/" 2>/dev/null || true
   if [ -d {stage} ]; then
-    find {stage} \( -name spack-build-out.txt -o -name spack-build-env.txt -o -name config.log \) -print0 |
+    # The build's output (per phase while it runs: spack-build-NN-<phase>-out.txt),
+    # its environment and configure's log.
+    find {stage} \( -name 'spack-build-*.txt' -o -name config.log \) -print0 |
       while IFS= read -r -d '' f; do
         rel=${{f#{stage}/}}
         mkdir -p "$DEBUG/stage/$(dirname "$rel")"
@@ -262,21 +264,32 @@ fn hand_over(s: &Script<'_>, e: &str) -> String {
 {e} module lmod refresh --delete-tree -y
 real=$(readlink -f {view})
 cp -a "$real"/. {out}/view/
-# RUNPATHs into the view become $ORIGIN-relative; others are kept.
+# Spack's per-package metadata (build logs and environment, install
+# manifests) names the build-time install tree and is not needed to run;
+# the package's manifest.json carries the provenance.
+rm -rf {out}/view/.spack
+# RUNPATHs into the view become $ORIGIN-relative; others are kept. A library
+# with none (gcc-runtime's copies of the compiler's libraries) gets $ORIGIN,
+# so it finds its neighbours in the view before the OS's older ones.
 find {out}/view -type f -print0 | while IFS= read -r -d '' f; do
   [ "$(head -c 4 "$f" | tr -d '\0')" = $'\x7fELF' ] || continue
   rpath=$(patchelf --print-rpath "$f" 2>/dev/null) || continue
-  [ -n "$rpath" ] || continue
   dir=$(dirname "${{f#{out}/view}}")
+  if [ -z "$rpath" ]; then
+    case "$dir" in /lib|/lib64) patchelf --set-rpath '$ORIGIN' "$f" ;; esac
+    continue
+  fi
   new=()
   IFS=: read -ra entries <<< "$rpath"
   for p in "${{entries[@]}}"; do
-    case "$p" in
+    # Spack pads relocated paths with leading slashes to keep their length.
+    n=$(printf '%s' "$p" | tr -s /)
+    case "$n" in
       "$real"|"$real"/*|{view}|{view}/*)
-        inside=${{p#"$real"}}; inside=${{inside#{view}}}
-        new+=("\$ORIGIN/$(realpath -m --relative-to="/view$dir" "/view$inside")") ;;
-      *) new+=("$p") ;;
+        inside=${{n#"$real"}}; inside=${{inside#{view}}}
+        p="\$ORIGIN/$(realpath -m --relative-to="/view$dir" "/view$inside")" ;;
     esac
+    case ":${{new[*]+$(IFS=:; echo "${{new[*]}}")}}:" in *":$p:"*) ;; *) new+=("$p") ;; esac
   done
   joined=$(IFS=:; echo "${{new[*]}}")
   [ "$joined" = "$rpath" ] || patchelf --set-rpath "$joined" "$f"
