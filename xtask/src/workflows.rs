@@ -571,6 +571,10 @@ impl Ctx<'_> {
             ),
             Step::run("Tests", "cargo test --locked --workspace\n"),
             Step::run(
+                "Tests in a fresh clone with nothing beside it",
+                "bash .ci/fresh-clone\n",
+            ),
+            Step::run(
                 "Generated files are up to date",
                 "cargo xtask workflows --check\n",
             ),
