@@ -28,13 +28,15 @@ pub fn sources() -> PathBuf {
     home().join("sources")
 }
 
-/// A site's CA bundle for pip inside the image build, when this machine has
-/// one configured (a TLS-intercepting proxy); `None` elsewhere.
+/// The CA bundle pip trusts inside the image build: the one this machine's
+/// pip is configured with, else its system bundle (which holds the CA of a
+/// TLS-intercepting proxy where a site installed one).
 pub fn ca_bundle() -> Option<PathBuf> {
     ["PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"]
         .iter()
         .filter_map(std::env::var_os)
         .map(PathBuf::from)
+        .chain([PathBuf::from("/etc/ssl/certs/ca-certificates.crt")])
         .find(|p| p.is_file())
 }
 

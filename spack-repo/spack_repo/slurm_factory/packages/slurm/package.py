@@ -22,7 +22,8 @@
 #
 # Variant names are an interface: the Slurm Factory renderer
 # (`cargo xtask spack-env`) writes specs such as
-#   slurm_factory.slurm@25-11-6-1 +pmix +hwloc +restd +jwt +nvml ...
+#   slurm@25-11-6-1 +pmix +hwloc +restd +jwt +nvml ...
+# (without the namespace: this repository comes before the builtin one).
 
 import os
 
