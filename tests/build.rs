@@ -194,23 +194,20 @@ fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
     .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
     .env_remove("SLURM_FACTORY_BUCKET")
     .success();
-    for needle in [
-        "# note: no signing key: set SLURM_FACTORY_GPG_PRIVATE_KEY",
-        "FROM ubuntu:jammy",
-        "--network=host",
-        "spack -e \"$WORK/env\" install --fail-fast",
-        "buildcache push --key <signing key> --with-build-dependencies slurm-factory-deps",
-        "sources/spack-v1.1.0.tar.gz from ",
-        "COPY sources/ /tmp/slurm-factory-sources/",
-        "/opt/slurm-factory/env:ro",
-        "/opt/slurm-factory/spack-repo:ro",
-    ] {
-        assert!(
-            deps.stdout.contains(needle),
-            "missing {needle:?} in:\n{}",
-            deps.stdout
-        );
-    }
+    assert_contains_all(
+        &deps.stdout,
+        &[
+            "# note: no signing key: set SLURM_FACTORY_GPG_PRIVATE_KEY",
+            "FROM ubuntu:jammy",
+            "--network=host",
+            "spack -e \"$WORK/env\" install --fail-fast",
+            "buildcache push --key <signing key> --with-build-dependencies slurm-factory-deps",
+            "sources/spack-v1.1.0.tar.gz from ",
+            "COPY sources/ /tmp/slurm-factory-sources/",
+            "/opt/slurm-factory/env:ro",
+            "/opt/slurm-factory/spack-repo:ro",
+        ],
+    );
     let slurm = xtask(&[
         "build-slurm",
         "--slurm",
@@ -224,20 +221,17 @@ fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
     ])
     .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
     .success();
-    for needle in [
-        "# cell 25.11/noble/gpu",
-        "buildcache keys --install --trust",
-        "spack -e \"$WORK/env\" install --fail-fast 2>&1 | tee \"$WORK/install.log\"\n",
-        "--only package slurm-factory-slurm $built",
-        "# then: cargo xtask package --view",
-        "--gpu --fingerprint ",
-    ] {
-        assert!(
-            slurm.stdout.contains(needle),
-            "missing {needle:?} in:\n{}",
-            slurm.stdout
-        );
-    }
+    assert_contains_all(
+        &slurm.stdout,
+        &[
+            "# cell 25.11/noble/gpu",
+            "buildcache keys --install --trust",
+            "spack -e \"$WORK/env\" install --fail-fast 2>&1 | tee \"$WORK/install.log\"\n",
+            "--only package slurm-factory-slurm $built",
+            "# then: cargo xtask package --view",
+            "--gpu --fingerprint ",
+        ],
+    );
     let rehearsal = xtask(&[
         "build-deps",
         "--toolchain",
@@ -250,16 +244,13 @@ fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
     .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
     .env_remove("SLURM_FACTORY_BUCKET")
     .success();
-    for needle in [
-        "install --fail-fast --fake --only dependencies",
-        "# A rehearsal: `spack install --fake`",
-    ] {
-        assert!(
-            rehearsal.stdout.contains(needle),
-            "missing {needle:?} in:\n{}",
-            rehearsal.stdout
-        );
-    }
+    assert_contains_all(
+        &rehearsal.stdout,
+        &[
+            "install --fail-fast --fake --only dependencies",
+            "# A rehearsal: `spack install --fake`",
+        ],
+    );
     assert!(
         !site.state().join("work").exists(),
         "a dry run writes nothing"
@@ -317,4 +308,11 @@ fn an_image_build_refuses_spack_sources_of_another_commit() {
         done.stderr
     );
     assert!(!done.stdout.contains("podman build"), "nothing was built");
+}
+
+/// Every needle is in `out`; the first one missing is named.
+fn assert_contains_all(out: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
 }

@@ -191,12 +191,10 @@ fn stage_one_rehearsal_pushes_a_signed_mirror_a_fresh_spack_can_read() {
     )
     .unwrap();
     let spack = |args: &[&str]| {
-        spack::run(
-            spack::spack(scratch.path())
-                .arg("-C")
-                .arg(&scope)
-                .args(args),
-        )
+        sh(spack::spack(scratch.path())
+            .arg("-C")
+            .arg(&scope)
+            .args(args))
     };
     spack(&["buildcache", "keys", "--install", "--trust"]);
     let trusted = spack(&["gpg", "list", "--trusted"]);
@@ -282,44 +280,20 @@ fn the_two_mirrors_together_install_the_cell_from_binaries_only() {
     let scratch = tempfile::tempdir().unwrap();
     let env = scratch.path().join("env");
     std::fs::create_dir_all(&env).unwrap();
-    let yaml = std::fs::read_to_string(work.join("env/spack.yaml"))
-        .unwrap()
-        .replace("/opt/slurm-factory/store", r.site.store().to_str().unwrap())
-        .replace(
-            "/opt/slurm-factory/spack-repo",
-            r.project.root.join("spack-repo").to_str().unwrap(),
-        )
-        .replace(
-            "/opt/slurm/software",
-            scratch.path().join("software").to_str().unwrap(),
-        )
-        .replace(
-            "/opt/slurm-factory/cache/misc",
-            spack::misc_cache().to_str().unwrap(),
-        )
-        .replace(
-            "/opt/slurm-factory/cache",
-            scratch.path().join("cache").to_str().unwrap(),
-        )
-        .replace(
-            "/opt/slurm/view",
-            scratch.path().join("view").to_str().unwrap(),
-        )
-        .replace(
-            "/opt/slurm/modules",
-            scratch.path().join("modules").to_str().unwrap(),
-        )
-        .replace(
-            "/opt/slurm-factory/env/templates",
-            work.join("env/templates").to_str().unwrap(),
-        )
+    let host = spack::OnHost {
+        repo: &r.project.root.join("spack-repo"),
+        scratch: scratch.path(),
+        templates: &work.join("env/templates"),
+        store: Some(&r.site.store()),
+    };
+    let yaml = host
+        .map(&std::fs::read_to_string(work.join("env/spack.yaml")).unwrap())
         // No modules: a fake Python (from the rehearsal) cannot answer
         // the questions module generation asks it.
         .replace("      enable:\n      - lmod\n", "      enable: []\n");
     std::fs::write(env.join("spack.yaml"), yaml).unwrap();
     std::fs::copy(work.join("spack/env/spack.lock"), env.join("spack.lock")).unwrap();
-    let spack =
-        |args: &[&str]| spack::run(spack::spack(scratch.path()).arg("-e").arg(&env).args(args));
+    let spack = |args: &[&str]| sh(spack::spack(scratch.path()).arg("-e").arg(&env).args(args));
     spack(&["buildcache", "keys", "--install", "--trust"]);
     let out = spack(&["install", "--cache-only", "--fail-fast"]);
     assert!(!out.contains("installing from source"), "{out}");
@@ -717,12 +691,10 @@ fn every_rendered_environment_passes_spacks_schema_and_two_concretize() {
          spack.config.validate(data, spack.schema.env.schema, d + '/spack.yaml')\n    print('valid', d)\n",
     )
     .unwrap();
-    let out = spack::run(
-        spack::spack(scratch.path())
-            .arg("python")
-            .arg(&script)
-            .args(&envs),
-    );
+    let out = sh(spack::spack(scratch.path())
+        .arg("python")
+        .arg(&script)
+        .args(&envs));
     assert_eq!(
         out.lines().filter(|l| l.starts_with("valid ")).count(),
         48,
@@ -753,36 +725,18 @@ fn every_rendered_environment_passes_spacks_schema_and_two_concretize() {
         ("deps noble cpu", &envs[2]),
         ("slurm gpu", envs.last().unwrap()),
     ] {
-        let yaml = std::fs::read_to_string(env.join("spack.yaml")).unwrap();
-        let mapped = yaml
-            .replace("/opt/slurm-factory/spack-repo", repo.to_str().unwrap())
-            .replace(
-                "/opt/slurm/software",
-                scratch.path().join("software").to_str().unwrap(),
-            )
-            .replace(
-                "/opt/slurm-factory/cache/misc",
-                spack::misc_cache().to_str().unwrap(),
-            )
-            .replace(
-                "/opt/slurm-factory/cache",
-                scratch.path().join("cache").to_str().unwrap(),
-            )
-            .replace(
-                "/opt/slurm/view",
-                scratch.path().join("view").to_str().unwrap(),
-            )
-            .replace(
-                "/opt/slurm-factory/env/templates",
-                env.join("templates").to_str().unwrap(),
-            );
+        let host = spack::OnHost {
+            repo: &repo,
+            scratch: scratch.path(),
+            templates: &env.join("templates"),
+            store: None,
+        };
+        let mapped = host.map(&std::fs::read_to_string(env.join("spack.yaml")).unwrap());
         std::fs::write(env.join("spack.yaml"), mapped).unwrap();
-        let out = spack::run(
-            spack::spack(scratch.path())
-                .arg("-e")
-                .arg(env)
-                .args(["concretize", "--fresh"]),
-        );
+        let out = sh(spack::spack(scratch.path())
+            .arg("-e")
+            .arg(env)
+            .args(["concretize", "--fresh"]));
         assert!(env.join("spack.lock").is_file(), "{name}: {out}");
     }
 }

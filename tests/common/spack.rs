@@ -84,14 +84,38 @@ pub fn bookworm_project() -> Project {
     project
 }
 
-/// The output of a command, which must succeed.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("running a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Where a rendered environment's container paths lie on this host, for
+/// running Spack on the host with an environment a build container used.
+pub struct OnHost<'a> {
+    pub repo: &'a Path,
+    pub scratch: &'a Path,
+    pub templates: &'a Path,
+    /// The local store the container mounted, when the environment reads it.
+    pub store: Option<&'a Path>,
+}
+
+impl OnHost<'_> {
+    /// `yaml` with each container path replaced by its host path (the shared
+    /// misc cache, so the package repository is not indexed again).
+    pub fn map(&self, yaml: &str) -> String {
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let mut pairs = vec![
+            ("/opt/slurm-factory/spack-repo", s(self.repo.to_path_buf())),
+            ("/opt/slurm/software", s(self.scratch.join("software"))),
+            ("/opt/slurm-factory/cache/misc", s(misc_cache())),
+            ("/opt/slurm-factory/cache", s(self.scratch.join("cache"))),
+            ("/opt/slurm/view", s(self.scratch.join("view"))),
+            ("/opt/slurm/modules", s(self.scratch.join("modules"))),
+            (
+                "/opt/slurm-factory/env/templates",
+                s(self.templates.to_path_buf()),
+            ),
+        ];
+        if let Some(store) = self.store {
+            pairs.push(("/opt/slurm-factory/store", s(store.to_path_buf())));
+        }
+        pairs
+            .into_iter()
+            .fold(yaml.to_string(), |y, (from, to)| y.replace(from, &to))
+    }
 }

@@ -148,7 +148,7 @@ pub struct SourceArgs {
     /// A directory holding the pinned Spack as `spack-<ref>.tar.gz` and
     /// `spack-packages-<ref>.tar.gz` for the image build (no network needed)
     /// [default: cloned from GitHub into <state-dir>/cache/spack-sources]
-    #[arg(long, value_name = "DIR", env = "SLURM_FACTORY_SPACK_SOURCES")]
+    #[arg(long, value_name = "DIR", env = spack_sources::SOURCES_VAR)]
     pub spack_sources: Option<PathBuf>,
     /// A CA bundle that the image build's pip trusts (behind a TLS-intercepting proxy); not kept in the image
     #[arg(long, value_name = "FILE", env = "SLURM_FACTORY_CA_BUNDLE")]

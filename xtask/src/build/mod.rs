@@ -641,6 +641,12 @@ fn run_stage(inputs: Inputs<'_>) -> Result<()> {
     plan.execute(inputs.keyring)
 }
 
+/// The signing key of a build: a rehearsal given none signs with a throwaway key.
+fn keyring(args: &BuildArgs) -> Result<Option<Keyring>> {
+    args.signing
+        .keyring_or_throwaway(args.dry_run, args.rehearse)
+}
+
 impl BuildDepsCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
@@ -648,10 +654,7 @@ impl BuildDepsCmd {
         if let Some(m) = &self.mirror {
             mirror_url(m)?;
         }
-        let keyring = self
-            .build
-            .signing
-            .keyring_or_throwaway(self.build.dry_run, self.build.rehearse)?;
+        let keyring = keyring(&self.build)?;
         let data = EnvironmentData::load(root)?;
         let inputs = Inputs {
             root,
@@ -675,10 +678,7 @@ impl BuildSlurmCmd {
     pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
         check_args(&self.build)?;
         let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
-        let keyring = self
-            .build
-            .signing
-            .keyring_or_throwaway(self.build.dry_run, self.build.rehearse)?;
+        let keyring = keyring(&self.build)?;
         let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
         let stem = package::package_stem(&cell, &matrix.arch, self.build.rehearse);
         let built = dirs.state.join("built").join(&stem);

@@ -213,9 +213,9 @@ impl InstallReport {
     pub fn names(ids: &[String]) -> Vec<String> {
         ids.iter()
             .map(|id| {
-                // The hash, then the version: neither contains a '-'... the
-                // version may, so strip the hash and take what precedes the
-                // first '-' followed by a digit.
+                // `<name>-<version>-<hash>`: the hash has no '-', a name or a
+                // version may; drop the hash, then cut before the first '-'
+                // that starts the version (a digit).
                 let no_hash = id.rsplit_once('-').map_or(id.as_str(), |(a, _)| a);
                 let cut = no_hash
                     .match_indices('-')
