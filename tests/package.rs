@@ -451,3 +451,223 @@ fn base64_key_and_unsigned_package() {
     assert!(unsigned.join(format!("{STEM}.tar.gz")).is_file());
     assert!(!unsigned.join(format!("{STEM}.tar.gz.asc")).exists());
 }
+
+// Reproducibility: the same view gives the same bytes whatever the thread
+// count, on an input of many compression blocks.
+
+/// The compressor's block size (`package::pgzip`).
+const BLOCK: u64 = 1 << 20;
+
+/// A 24 MiB view shaped like a real one: the small view plus two large
+/// libraries of binary-like bytes.
+fn big_view(dir: &Path) -> PathBuf {
+    let view = make_view(dir);
+    for (rel, len, seed) in [
+        ("lib/libslurmfull.so", 16 << 20, 1),
+        ("lib/slurm/select_cons_tres.so", 8 << 20, 2),
+    ] {
+        let path = view.join(rel);
+        std::fs::write(&path, common::binary_like(len, seed)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    view
+}
+
+/// Each regular file of the view with its data's offset in the package's
+/// uncompressed tar stream.
+fn stream_offsets(tarball: &Path) -> Vec<(String, u64, u64)> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
+    let mut archive = tar::Archive::new(gz);
+    let prefix = format!("{STEM}/view/");
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.header().entry_type().is_file()
+            && let Some(rel) = path.strip_prefix(&prefix)
+        {
+            out.push((rel.to_string(), entry.raw_file_position(), entry.size()));
+        }
+    }
+    out
+}
+
+/// Puts a pointer table (as in a library's relocation data) across every
+/// compression-block boundary of the tar stream that lies inside a view
+/// file, covering the 32 KiB before it too. That is where a reused deflate
+/// state once made the bytes depend on which worker took which block; the
+/// sizes, and so the stream's layout, stay the same.
+fn plant_pointer_tables(view: &Path, tarball: &Path) -> usize {
+    let mut planted = 0;
+    for (rel, offset, size) in stream_offsets(tarball) {
+        let path = view.join(&rel);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut boundary = offset.div_ceil(BLOCK) * BLOCK;
+        while boundary + 2_000 <= offset + size {
+            if boundary >= offset + 40_000 {
+                let at = (boundary - offset) as usize;
+                let pointer = [0xd0, 0x27, 0x04, planted as u8, 0, 0, 0, 0];
+                // Offsets in the stream and in the file agree modulo 8 (512).
+                for p in at - 40_000..at + 2_000 {
+                    bytes[p] = pointer[p % 8];
+                }
+                planted += 1;
+            }
+            boundary += BLOCK;
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+    planted
+}
+
+/// `package --unsigned` of `view` into `dir/<name>` with `extra` flags.
+fn pack(dir: &Path, view: &Path, name: &str, extra: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let out = dir.join(name);
+    let mut args = vec!["--unsigned", "--fingerprint", "abc123"];
+    args.extend_from_slice(extra);
+    let mut run = common::package(&repo_root(), view, &lock(), ("25.11", "noble"), &out, &args)
+        .env_remove("SLURM_FACTORY_THREADS")
+        .env("SOURCE_DATE_EPOCH", "1764000000");
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    run.success();
+    out
+}
+
+/// Every file of a package's output directory, by name.
+fn outputs(out: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A view whose stream has pointer tables across its block boundaries.
+fn reproducibility_view(dir: &Path) -> PathBuf {
+    let view = big_view(dir);
+    let probe = pack(dir, &view, "probe", &["--threads", "1"], &[]);
+    let planted = plant_pointer_tables(&view, &probe.join(format!("{STEM}.tar.gz")));
+    assert!(
+        planted >= 20,
+        "only {planted} block boundaries inside files"
+    );
+    view
+}
+
+#[test]
+fn the_same_view_gives_the_same_bytes_at_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let view = reproducibility_view(dir.path());
+    let reference = outputs(&pack(dir.path(), &view, "t1", &["--threads", "1"], &[]));
+    let names: Vec<&str> = reference.keys().map(|k| k.as_str()).collect();
+    for suffix in [".tar.gz", ".tar.gz.sha256", ".manifest.json", ".spdx.json"] {
+        assert!(
+            names.contains(&format!("{STEM}{suffix}").as_str()),
+            "{names:?}"
+        );
+    }
+    let tarball = &reference[&format!("{STEM}.tar.gz")];
+    assert!(tarball.len() > 4 << 20, "{} bytes", tarball.len());
+    type Run<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let runs: [Run; 6] = [
+        ("t2", &["--threads", "2"], &[]),
+        ("t3", &["--threads", "3"], &[]),
+        ("t8", &["--threads", "8"], &[]),
+        ("default-a", &[], &[]),
+        ("default-b", &[], &[]),
+        ("env-3", &[], &[("SLURM_FACTORY_THREADS", "3")]),
+    ];
+    for (name, flags, env) in runs {
+        let got = outputs(&pack(dir.path(), &view, name, flags, env));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            reference.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (file, bytes) in &reference {
+            assert!(
+                got[file] == *bytes,
+                "{name}: {file} differs from the 1-thread pack"
+            );
+        }
+    }
+    // And it is a gzip file GNU gzip accepts whole.
+    sh(Command::new("gzip")
+        .arg("-t")
+        .arg(dir.path().join("t8").join(format!("{STEM}.tar.gz"))));
+}
+
+#[test]
+fn split_parts_are_the_same_at_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let view = reproducibility_view(dir.path());
+    let one = outputs(&pack(
+        dir.path(),
+        &view,
+        "t1",
+        &["--threads", "1", "--split-size", "2M"],
+        &[],
+    ));
+    let parts = one
+        .keys()
+        .filter(|k| k.ends_with(".sha256") && k.contains(".part-"))
+        .count();
+    assert!(parts >= 3, "{:?}", one.keys());
+    let eight = outputs(&pack(
+        dir.path(),
+        &view,
+        "t8",
+        &["--threads", "8", "--split-size", "2M"],
+        &[],
+    ));
+    assert_eq!(
+        one.keys().collect::<Vec<_>>(),
+        eight.keys().collect::<Vec<_>>()
+    );
+    for (file, bytes) in &one {
+        assert!(
+            eight[file] == *bytes,
+            "{file} differs between 1 and 8 threads"
+        );
+    }
+}
+
+#[test]
+fn a_thread_count_of_zero_or_not_a_number_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let view = make_view(dir.path());
+    let out = dir.path().join("out");
+    let zero = common::package(
+        &repo_root(),
+        &view,
+        &lock(),
+        ("25.11", "noble"),
+        &out,
+        &["--threads", "0", "--unsigned"],
+    )
+    .code(2);
+    assert!(
+        zero.stderr.contains("--threads") && zero.stderr.contains("1..=1024"),
+        "{}",
+        zero.stderr
+    );
+    let word = common::package(
+        &repo_root(),
+        &view,
+        &lock(),
+        ("25.11", "noble"),
+        &out,
+        &["--unsigned"],
+    )
+    .env("SLURM_FACTORY_THREADS", "many")
+    .code(2);
+    assert!(word.stderr.contains("many"), "{}", word.stderr);
+    assert!(!out.exists(), "nothing is written on a usage error");
+}

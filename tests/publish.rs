@@ -521,3 +521,72 @@ fn public_url_is_checked_and_not_for_github() {
         gh.stderr
     );
 }
+
+const SIGNATURE_KEY: &str = "releases/24.11/jammy/cpu/slurm-24.11-jammy-cpu-x86_64.tar.gz.asc";
+
+#[test]
+fn s3_a_repack_of_the_same_view_uploads_nothing() {
+    let d = big_dist();
+    let s3 = S3Server::start();
+    d.publish_s3(s3.env(), &s3.bucket).success();
+    let tarball = d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz");
+    let signature = d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc");
+    let (bytes, first_signature) = (
+        std::fs::read(&tarball).unwrap(),
+        std::fs::read(&signature).unwrap(),
+    );
+    let index = s3.object("releases/index.json").unwrap();
+    // A signature records its time in seconds: the re-pack's is another one.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    d.repackage(None);
+    assert!(
+        std::fs::read(&tarball).unwrap() == bytes,
+        "the re-pack is byte-identical"
+    );
+    assert_ne!(std::fs::read(&signature).unwrap(), first_signature);
+    let again = d.publish_s3(s3.env(), &s3.bucket).success();
+    assert!(
+        again
+            .stdout
+            .contains("0 uploaded (0.0 MiB), 6 already there"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains(&format!("keep {SIGNATURE_KEY}")),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(s3.object(SIGNATURE_KEY).unwrap(), first_signature);
+    assert_eq!(s3.object("releases/index.json").unwrap(), index);
+}
+
+#[test]
+fn the_same_bytes_signed_by_another_key_get_the_new_signature() {
+    let first = dist(None);
+    publish_local(&first, &[]);
+    // The same view (same bytes), packaged with another key.
+    let second = dist(None);
+    assert_ne!(
+        std::fs::read(&first.key.public_file).unwrap(),
+        std::fs::read(&second.key.public_file).unwrap()
+    );
+    common::copy_tree(&first.store(), &second.store());
+    let out = publish_local(&second, &[]);
+    let puts = lines_with(&out.stdout, "put ");
+    assert!(
+        puts.iter().any(|l| l.contains(".tar.gz.asc")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !puts.iter().any(|l| l.contains(".tar.gz (")),
+        "{}",
+        out.stdout
+    );
+    let rel = second.store().join("releases/24.11/jammy/cpu");
+    assert_eq!(
+        std::fs::read(rel.join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc")).unwrap(),
+        std::fs::read(second.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc")).unwrap()
+    );
+}

@@ -225,3 +225,79 @@ pub fn package(
         .args(extra);
     Run { cmd }
 }
+
+/// Bytes shaped like a shared library, deterministic for a seed: machine
+/// code, string tables, relocation and pointer tables, zero padding and
+/// already-compressed data, in runs of 1–65 KiB. Compresses about 3:1, as
+/// real binaries do.
+pub fn binary_like(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let words: [&[u8]; 12] = [
+        b"slurm_",
+        b"job_",
+        b"node",
+        b"partition",
+        b"_init",
+        b"plugin",
+        b"gres",
+        b"cpus",
+        b"\0",
+        b"step",
+        b"acct",
+        b"conf",
+    ];
+    let ops: [&[u8]; 8] = [
+        b"\x48\x89\xe5",
+        b"\x48\x83\xec",
+        b"\xe8",
+        b"\x48\x8b\x45",
+        b"\x89\x45",
+        b"\xc3",
+        b"\x0f\x1f\x44\x00\x00",
+        b"\x41\x57",
+    ];
+    let mut out = Vec::with_capacity(len + 70_000);
+    while out.len() < len {
+        let kind = next() % 6;
+        let end = out.len() + 1024 + (next() % 65536) as usize;
+        match kind {
+            0 => out.resize_with(end, || next() as u8),
+            1 => {
+                while out.len() < end {
+                    out.extend_from_slice(ops[next() as usize % ops.len()]);
+                    out.push(next() as u8 & 0x3f);
+                }
+            }
+            2 => {
+                while out.len() < end {
+                    out.extend_from_slice(words[next() as usize % words.len()]);
+                }
+            }
+            3 => out.resize(end, 0),
+            4 => {
+                let pointer = (next() & 0xff_ffff).to_le_bytes();
+                while out.len() < end {
+                    out.extend_from_slice(&pointer);
+                }
+            }
+            _ => {
+                // Elf64_Rela: offset, info, addend.
+                let mut offset = next() & 0xff_fff0;
+                while out.len() < end {
+                    out.extend_from_slice(&offset.to_le_bytes());
+                    out.extend_from_slice(&8u64.to_le_bytes());
+                    out.extend_from_slice(&(next() & 0xffff).to_le_bytes());
+                    offset += 8;
+                }
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}

@@ -159,6 +159,8 @@ pub struct PackageCmd {
     #[arg(long, value_name = "SIZE", default_value_t = crate::package::DEFAULT_SPLIT, value_parser = crate::package::parse_size)]
     pub split_size: u64,
     #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
     pub signing: crate::sign::SigningArgs,
     /// Check the inputs and print what would be written, without writing
     #[arg(long)]
@@ -180,6 +182,23 @@ pub struct BenchCmd {
     /// Work directory (kept between runs: the generated input is reused) [default: target/slurm-factory/bench]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// How many threads compress a package: for shared nodes and tests. The
+/// package's bytes are the same whatever the count.
+#[derive(Debug, Clone, Args)]
+pub struct ThreadsArg {
+    /// Compression threads (the package's bytes do not depend on it) [default: one per core]
+    #[arg(long, value_name = "N", env = "SLURM_FACTORY_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+}
+
+impl ThreadsArg {
+    pub fn count(&self) -> usize {
+        self.threads
+            .map_or_else(crate::package::threads, usize::from)
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -297,6 +316,8 @@ pub struct BuildSlurmCmd {
     /// Do not run `verify` on the package (the workflow runs it as its own step)
     #[arg(long)]
     pub skip_verify: bool,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
     #[command(flatten)]
     pub build: BuildArgs,
 }

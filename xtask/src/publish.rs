@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use crate::flags::{PublishCmd, PublishTo, UsageError};
 use crate::gha;
@@ -242,11 +243,45 @@ fn publish_planned(
         uploaded: Vec::new(),
         skipped: Vec::new(),
     };
-    for u in uploads {
+    // Each tarball's local data files (the whole, or its parts in order).
+    let mut data_of: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for u in uploads.iter().filter(|u| u.class == Class::Data) {
+        data_of
+            .entry(tarball_key(&u.key).to_string())
+            .or_default()
+            .push(u.file.clone());
+    }
+    // Tarballs some of whose bytes the store does not have yet.
+    let mut changed = std::collections::BTreeSet::new();
+    let mut public_key = None;
+    for mut u in uploads {
         let present = store.stat(&u.key)?;
         let same = present
             .as_ref()
             .is_some_and(|s| s.size == u.size && s.sha256.as_deref() == Some(u.sha256.as_str()));
+        if u.class == Class::Data && !same {
+            changed.insert(tarball_key(&u.key).to_string());
+        }
+        // A re-pack of the same view gives the same tarball but a signature
+        // made at another time. The store's signature still signs those
+        // bytes; keep it rather than replace a file admins may have checked.
+        if !same
+            && present.is_some()
+            && let Some(tarball) = u.key.strip_suffix(".asc")
+            && let Some(data) = data_of.get(tarball)
+            && !changed.contains(tarball)
+        {
+            let dir = u.file.parent().unwrap_or(Path::new("."));
+            if let Some(kept) = stored_signature(store, &u.key, data, dir, &mut public_key)? {
+                outln!(
+                    "keep {} (a good signature of the same bytes by the same key)",
+                    u.key
+                );
+                (u.size, u.sha256) = kept;
+                outcome.skipped.push(u);
+                continue;
+            }
+        }
         if dry_run {
             outln!(
                 "{} {} -> {} ({} bytes)",
@@ -329,6 +364,60 @@ fn publish_planned(
         outln!("skip releases/index.json (unchanged)");
     }
     Ok(outcome)
+}
+
+/// The tarball a data object belongs to: a part's key without `.part-NNN`.
+fn tarball_key(key: &str) -> &str {
+    match key.rfind(".part-") {
+        Some(i) => &key[..i],
+        None => key,
+    }
+}
+
+/// The store's signature at `key`, when it is a good signature over the local
+/// `data` (which the store holds byte-identical) by the key that signed the
+/// package (its public key beside it in `dir`): the stored file's size and
+/// SHA-256, to list in the index. `None` means the new signature goes up.
+fn stored_signature(
+    store: &dyn Store,
+    key: &str,
+    data: &[PathBuf],
+    dir: &Path,
+    public_key: &mut Option<crate::sign::TrustedKey>,
+) -> Result<Option<(u64, String)>> {
+    let key_file = dir.join(PUBLIC_KEY_FILE);
+    if public_key.is_none() && key_file.is_file() {
+        let armored = std::fs::read(&key_file)?;
+        *public_key = Some(crate::sign::TrustedKey::import(
+            &armored,
+            &key_file.display().to_string(),
+            None,
+        )?);
+    }
+    let (Some(trusted), Some(stored)) = (public_key.as_ref(), store.get(key)?) else {
+        return Ok(None);
+    };
+    let sig = tempfile::NamedTempFile::new()?;
+    std::fs::write(sig.path(), &stored)?;
+    let mut check = trusted.start_verify(sig.path())?;
+    let mut stdin = check.stdin.take().expect("gpg's stdin");
+    let fed = data.iter().try_for_each(|file| -> std::io::Result<()> {
+        std::io::copy(&mut std::fs::File::open(file)?, &mut stdin)?;
+        Ok(())
+    });
+    drop(stdin);
+    check.stdin = None;
+    let verdict = check.finish(key);
+    fed.with_context(|| {
+        format!(
+            "reading {} to check the stored signature",
+            data[0].display()
+        )
+    })?;
+    Ok(verdict.ok().map(|()| {
+        let sha = crate::package::output::hex(&sha2::Sha256::digest(&stored));
+        (stored.len() as u64, sha)
+    }))
 }
 
 /// One release per Slurm version: its cells' files and the public key.

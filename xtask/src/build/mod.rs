@@ -699,12 +699,16 @@ impl BuildSlurmCmd {
         let after = || -> Result<()> {
             if self.build.dry_run {
                 outln!(
-                    "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
+                    "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
                     built.join("view").display(),
                     built.join("spack.lock").display(),
                     self.slurm,
                     self.toolchain,
                     if self.gpu { " --gpu" } else { "" },
+                    self.threads
+                        .threads
+                        .map(|n| format!(" --threads {n}"))
+                        .unwrap_or_default(),
                     fingerprint.value,
                     dist.display()
                 );
@@ -758,7 +762,7 @@ impl BuildSlurmCmd {
                 arch: matrix.arch.clone(),
                 fingerprint: Some(fingerprint.value.clone()),
                 split_size: package::DEFAULT_SPLIT,
-                threads: crate::package::threads(),
+                threads: self.threads.count(),
                 keyring,
                 rehearsal: self.build.rehearse,
             },

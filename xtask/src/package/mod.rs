@@ -24,13 +24,13 @@ pub const DEFAULT_SPLIT: u64 = 2_000_000_000;
 /// The name of the public key file published beside the packages.
 pub const PUBLIC_KEY_FILE: &str = "slurm-factory-signing-key.asc";
 
-/// `slurm-<version>-<toolchain>-<variant>-<arch>`: unique per cell, so CPU and
-/// GPU packages (and every toolchain's) can share one release.
-/// Compression threads: one per core.
+/// Compression threads by default: one per core.
 pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// `slurm-<version>-<toolchain>-<variant>-<arch>`: unique per cell, so CPU and
+/// GPU packages (and every toolchain's) can share one release.
 pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
     let release = cell.release.expect("packages exist for slurm cells");
     format!(
@@ -275,7 +275,7 @@ impl PackageCmd {
             arch,
             fingerprint: self.fingerprint.clone(),
             split_size: self.split_size,
-            threads: crate::package::threads(),
+            threads: self.threads.count(),
             keyring: keyring.as_ref(),
             rehearsal: false,
         };
