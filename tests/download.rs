@@ -590,17 +590,26 @@ fn hostile(key: &TestKey, store: &Path, entries: &[Entry<'_>]) {
         }
         b.finish().unwrap();
     }
+    signed_store(key, store, &gzip(&raw));
+}
+
+fn gzip(raw: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &raw).unwrap();
-    let tgz = gz.finish().unwrap();
+    std::io::Write::write_all(&mut gz, raw).unwrap();
+    gz.finish().unwrap()
+}
+
+/// `tgz` as the jammy cpu cell's tarball in a fresh local store at `store`:
+/// summed, signed by `key`, and in the index.
+fn signed_store(key: &TestKey, store: &Path, tgz: &[u8]) {
     let dir = store.join(CELL_DIR);
     let _ = std::fs::remove_dir_all(store);
     std::fs::create_dir_all(&dir).unwrap();
     let tarball = dir.join(format!("{STEM}.tar.gz"));
-    std::fs::write(&tarball, &tgz).unwrap();
+    std::fs::write(&tarball, tgz).unwrap();
     let sha = {
         use sha2::Digest;
-        sha2::Sha256::digest(&tgz)
+        sha2::Sha256::digest(tgz)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
@@ -905,4 +914,178 @@ fn a_full_disk_fails_in_one_line_and_leaves_nothing() {
         stdout.contains("LEFT=\n") || stdout.trim_end().ends_with("LEFT="),
         "{stdout}"
     );
+}
+
+// ------------------------------------------------- signed but malformed
+
+/// `download` of the jammy cpu cell from a local store, trusting `key`.
+fn download_from(key: &TestKey, store: &Path, prefix: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "download",
+        "--slurm",
+        "24.11",
+        "--toolchain",
+        "jammy",
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--from",
+        "local",
+        "--store-dir",
+        store.to_str().unwrap(),
+        "--trusted-key",
+        key.public_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args)
+}
+
+/// The real package's uncompressed tar stream.
+fn raw_tar(d: &Dist) -> Vec<u8> {
+    let file = std::fs::File::open(d.out().join(format!("{STEM}.tar.gz"))).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file), &mut raw).unwrap();
+    raw
+}
+
+/// The same entries, with `manifest.json` changed by `edit`.
+fn with_manifest(raw: &[u8], edit: impl Fn(&str) -> String) -> Vec<u8> {
+    let mut archive = tar::Archive::new(raw);
+    let mut out = tar::Builder::new(Vec::new());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if entry.path().unwrap() == Path::new(&format!("{STEM}/manifest.json")) {
+            data = edit(std::str::from_utf8(&data).unwrap()).into_bytes();
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+        }
+        out.append(&header, &data[..]).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+#[test]
+fn a_tarball_of_two_gzip_members_installs_whole() {
+    let d = dist(None);
+    let normal = site(&d, "normal");
+    download(&d, &normal, &strs(&from_local(&d))).success();
+    let raw = raw_tar(&d);
+    let mut two = gzip(&raw[..raw.len() / 2]);
+    two.extend(gzip(&raw[raw.len() / 2..]));
+    let store = d.dir.path().join("two-members");
+    signed_store(&d.key, &store, &two);
+    let prefix = site(&d, "two");
+    download_from(&d.key, &store, &prefix, &[]).success();
+    let (a, b) = (tree(&normal), tree(&prefix));
+    assert!(a.len() > 10, "{a:?}");
+    // Only the module's prefix line differs: it names each install.
+    let differing: Vec<&String> = a.keys().filter(|k| a.get(*k) != b.get(*k)).collect();
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(
+        differing.iter().all(|k| k.starts_with("modules/")),
+        "{differing:?}"
+    );
+}
+
+#[test]
+fn data_after_the_archive_and_sparse_files_are_refused() {
+    let d = dist(None);
+    let raw = raw_tar(&d);
+    // A second archive after the first one's end.
+    let mut second = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o644);
+    second
+        .append_data(&mut h, format!("{STEM}/extra"), &b"extra\n"[..])
+        .unwrap();
+    let mut doubled = raw.clone();
+    doubled.extend(second.into_inner().unwrap());
+    // A PAX 1.0 sparse file: what it holds is a map, not the file.
+    let mut sparse = tar::Builder::new(Vec::new());
+    sparse
+        .append_pax_extensions([
+            ("GNU.sparse.major", &b"1"[..]),
+            ("GNU.sparse.minor", &b"0"[..]),
+            ("GNU.sparse.name", format!("{STEM}/view/holes").as_bytes()),
+            ("GNU.sparse.realsize", &b"1048576"[..]),
+        ])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(512);
+    h.set_mode(0o644);
+    sparse
+        .append_data(
+            &mut h,
+            format!("{STEM}/GNUSparseFile.0/holes"),
+            &[b'1'; 512][..],
+        )
+        .unwrap();
+    let sparse = sparse.into_inner().unwrap();
+    let with_sparse = {
+        // Insert it before the end of the real archive.
+        let end = raw.len() - 1024;
+        let mut v = raw[..end].to_vec();
+        v.extend(&sparse[..sparse.len() - 1024]);
+        v.extend(&raw[end..]);
+        v
+    };
+    for (name, stream, expect) in [
+        ("doubled", doubled, "data after the end of the archive"),
+        ("sparse", with_sparse, "a sparse file"),
+    ] {
+        let store = d.dir.path().join(name);
+        signed_store(&d.key, &store, &gzip(&stream));
+        let prefix = site(&d, name);
+        let failed = download_from(&d.key, &store, &prefix, &[]).failure();
+        assert!(failed.stderr.contains(expect), "{name}: {}", failed.stderr);
+        assert_untouched(&prefix);
+    }
+}
+
+#[test]
+fn a_module_path_from_the_manifest_stays_inside() {
+    let d = dist(None);
+    let raw = raw_tar(&d);
+    let victim_dir = d.dir.path().join("other");
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    std::fs::write(victim_dir.join("m.lua"), "keep\n").unwrap();
+    let modules = d.dir.path().join("modules");
+    for (name, module) in [
+        ("dotdot", "../../../other/m".to_string()),
+        ("absolute", format!("{}/m", victim_dir.display())),
+        ("hidden", "slurm/.x".to_string()),
+    ] {
+        let evil = with_manifest(&raw, |text| {
+            let m: serde_json::Value = serde_json::from_str(text).unwrap();
+            let original = m["module"].as_str().unwrap().to_string();
+            text.replace(
+                &format!("\"module\": \"{original}\""),
+                &format!("\"module\": \"{module}\""),
+            )
+        });
+        let store = d.dir.path().join(name);
+        signed_store(&d.key, &store, &gzip(&evil));
+        let prefix = site(&d, name);
+        let failed = download_from(
+            &d.key,
+            &store,
+            &prefix,
+            &["--modules", modules.to_str().unwrap()],
+        )
+        .failure();
+        assert!(
+            failed.stderr.contains("its manifest names the module"),
+            "{name}: {}",
+            failed.stderr
+        );
+        assert_untouched(&prefix);
+        assert_eq!(
+            std::fs::read_to_string(victim_dir.join("m.lua")).unwrap(),
+            "keep\n"
+        );
+        assert!(!modules.exists(), "{name}: wrote into --modules");
+    }
 }

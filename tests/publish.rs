@@ -590,3 +590,30 @@ fn the_same_bytes_signed_by_another_key_get_the_new_signature() {
         std::fs::read(second.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc")).unwrap()
     );
 }
+
+#[test]
+fn a_manifest_whose_cell_disagrees_with_its_name_is_refused() {
+    let d = dist(None);
+    d.publish_local(&[]).success();
+    let index = std::fs::read(d.store().join("releases/index.json")).unwrap();
+    let manifest = d.out().join("slurm-24.11-jammy-cpu-x86_64.manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"toolchain\": \"jammy\""), "{text}");
+    std::fs::write(
+        &manifest,
+        text.replace("\"toolchain\": \"jammy\"", "\"toolchain\": \"noble\""),
+    )
+    .unwrap();
+    let done = d.publish_local(&[]).failure();
+    assert!(
+        done.stderr
+            .contains("is named slurm-24.11-noble-cpu-x86_64, not slurm-24.11-jammy-cpu-x86_64"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        std::fs::read(d.store().join("releases/index.json")).unwrap(),
+        index
+    );
+    assert!(!d.store().join("releases/24.11/noble").exists());
+}

@@ -93,6 +93,17 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
         if manifest.name != stem {
             bail!("{name} describes {}, not {stem}", manifest.name);
         }
+        let c = &manifest.cell;
+        let cell_stem = format!("slurm-{}-{}-{}-{}", c.slurm, c.toolchain, c.variant, c.arch);
+        if cell_stem != stem {
+            bail!(
+                "{name}: its cell (Slurm {}, {}, {}, {}) is named {cell_stem}, not {stem}: refusing a package whose files and manifest disagree",
+                c.slurm,
+                c.toolchain,
+                c.variant,
+                c.arch
+            );
+        }
         let files = names
             .iter()
             .filter(|n| n.starts_with(&format!("{stem}.")))

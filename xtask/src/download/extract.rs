@@ -18,6 +18,42 @@ use tar::EntryType;
 
 use crate::package::tarball::link_stays_inside;
 
+/// After the archive's end: only zeros (tar pads to its record size). Bytes
+/// after the end are what a second archive or a tampered stream looks like:
+/// refused rather than ignored.
+pub fn only_padding_left(rest: &mut impl Read) -> Result<()> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = rest.read(&mut buf).context("reading the tarball's end")?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            anyhow::bail!(
+                "refusing the tarball: it has data after the end of the archive (a second archive, or a tampered stream)"
+            );
+        }
+    }
+}
+
+/// The module file a manifest names, under the package's `modules/`: plain
+/// relative names only (`slurm/25.11-noble`), like the archive's entries.
+pub fn module_path(module: &str) -> Result<String> {
+    let plain = |c: &str| {
+        !c.is_empty()
+            && !c.starts_with('.')
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+    };
+    if !module.split('/').all(plain) {
+        anyhow::bail!(
+            "refusing the package: its manifest names the module `{}`, not a plain relative name like `slurm/25.11-noble`",
+            module.escape_debug()
+        );
+    }
+    Ok(format!("{module}.lua"))
+}
+
 pub struct Unpacked {
     pub files: u64,
     pub bytes: u64,
@@ -80,6 +116,15 @@ pub fn unpack(reader: impl Read, top: &str, dest: &Path) -> Result<Unpacked> {
                 out.dir_modes.push((dst, mode & 0o777));
             }
             EntryType::Regular | EntryType::Continuous => {
+                if let Some(exts) = entry.pax_extensions().ok().flatten()
+                    && exts
+                        .filter_map(|e| e.ok())
+                        .any(|e| e.key_bytes().starts_with(b"GNU.sparse"))
+                {
+                    return Err(refuse(
+                        "a sparse file (PAX GNU.sparse), which is not unpacked as such",
+                    ));
+                }
                 let file = OpenOptions::new()
                     .write(true)
                     .create_new(true)

@@ -456,10 +456,12 @@ fn install_with(
         let tree = tree.clone();
         let stem = stem.clone();
         std::thread::spawn(move || -> Result<extract::Unpacked> {
-            let mut gz = flate2::read::GzDecoder::new(ChannelReader::new(tar_rx));
+            // Every gzip member, as GNU tar reads them (`cat a.gz b.gz`).
+            let mut gz = flate2::read::MultiGzDecoder::new(ChannelReader::new(tar_rx));
             let unpacked = extract::unpack(&mut gz, &stem, &tree)?;
-            // The rest of the stream: tar's padding and the gzip trailer's CRC.
-            std::io::copy(&mut gz, &mut std::io::sink()).context("reading the tarball's end")?;
+            // The rest of the stream (the gzip trailers' CRCs are checked
+            // while reading it) may only be tar's zero padding.
+            extract::only_padding_left(&mut gz)?;
             Ok(unpacked)
         })
     };
@@ -529,7 +531,7 @@ fn install_with(
         &std::fs::read(tree.join("manifest.json")).context("the package has no manifest.json")?,
     )
     .context("the package's manifest.json")?;
-    let module_rel = format!("{}.lua", manifest.module);
+    let module_rel = extract::module_path(&manifest.module)?;
     let module_file = tree.join("modules").join(&module_rel);
     let text = std::fs::read_to_string(&module_file)
         .with_context(|| format!("the package has no modules/{module_rel}"))?;
