@@ -617,3 +617,60 @@ fn a_manifest_whose_cell_disagrees_with_its_name_is_refused() {
     );
     assert!(!d.store().join("releases/24.11/noble").exists());
 }
+
+#[test]
+fn concurrent_local_publishes_lose_nothing() {
+    let d = dist(None);
+    let lock = common::fixtures().join("spack-concretized-slurm-env/spack.lock");
+    // Eight packages (one per arch name), each published by its own run.
+    let outs: Vec<std::path::PathBuf> = (0..8)
+        .map(|i| {
+            let out = d.dir.path().join(format!("dist-{i}"));
+            let arch = format!("arch{i}");
+            common::package(
+                &common::repo_root(),
+                &d.view(),
+                &lock,
+                ("24.11", "jammy"),
+                &out,
+                &["--arch", &arch],
+            )
+            .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &d.key.secret_armored)
+            .success();
+            out
+        })
+        .collect();
+    let store = d.store();
+    let runs: Vec<_> = outs
+        .iter()
+        .map(|out| {
+            let (out, store) = (out.clone(), store.clone());
+            std::thread::spawn(move || {
+                xtask(&[
+                    "publish",
+                    "--to",
+                    "local",
+                    "--dir",
+                    out.to_str().unwrap(),
+                    "--store-dir",
+                    store.to_str().unwrap(),
+                ])
+                .output()
+            })
+        })
+        .collect();
+    for run in runs {
+        let done = run.join().unwrap();
+        assert_eq!(done.code, Some(0), "{}", done.stderr);
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("releases/index.json")).unwrap()).unwrap();
+    let names: Vec<&String> = index["packages"].as_object().unwrap().keys().collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    let partial: Vec<_> = walkdir::WalkDir::new(&store)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}

@@ -45,6 +45,9 @@ struct Found {
     files: Vec<PathBuf>,
 }
 
+/// Where the index lives in a store.
+pub const INDEX_KEY: &str = "releases/index.json";
+
 /// The index of everything published: `releases/index.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Index {
@@ -323,56 +326,58 @@ fn publish_planned(
             outcome.uploaded.push(u)
         }
     }
-    // The index last: whoever reads it finds every file it names.
-    let mut index: Index = match store.get("releases/index.json")? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .context("the store's releases/index.json is not an index")?,
-        None => Index::default(),
-    };
-    let before = serde_json::to_string(&index)?;
-    for f in found {
-        let m = &f.manifest;
-        let mut files = BTreeMap::new();
-        // Its own files only: another arch of the cell shares the directory.
-        let dir = format!("{}/", manifest_dir(m));
-        let own = format!("{}.", m.name);
-        for u in outcome.uploaded.iter().chain(&outcome.skipped) {
-            if let Some(name) = u.key.strip_prefix(&dir).filter(|n| n.starts_with(&own)) {
-                files.insert(name.to_string(), (u.size, u.sha256.clone()));
+    // The index last: whoever reads it finds every file it names. Merged
+    // into what the store holds at that moment (under the local store's
+    // lock), so a concurrent publish's entries stay.
+    let entries: Vec<(String, IndexEntry)> = found
+        .iter()
+        .map(|f| {
+            let m = &f.manifest;
+            let mut files = BTreeMap::new();
+            // Its own files only: another arch of the cell shares the directory.
+            let dir = format!("{}/", manifest_dir(m));
+            let own = format!("{}.", m.name);
+            for u in outcome.uploaded.iter().chain(&outcome.skipped) {
+                if let Some(name) = u.key.strip_prefix(&dir).filter(|n| n.starts_with(&own)) {
+                    files.insert(name.to_string(), (u.size, u.sha256.clone()));
+                }
             }
-        }
-        index.packages.insert(
-            m.name.clone(),
-            IndexEntry {
+            let entry = IndexEntry {
                 slurm: m.cell.slurm.clone(),
                 toolchain: m.cell.toolchain.clone(),
                 variant: m.cell.variant.clone(),
                 arch: m.cell.arch.clone(),
                 fingerprint: m.fingerprint.clone(),
                 files,
-            },
-        );
-    }
-    let text = serde_json::to_string_pretty(&index)? + "\n";
-    if dry_run {
-        outln!(
-            "{} releases/index.json",
-            if before == serde_json::to_string(&index)? {
-                "skip"
-            } else {
-                "put "
-            }
-        );
-    } else if before != serde_json::to_string(&index)? {
-        store::put_bytes(
-            store,
-            "releases/index.json",
-            text.as_bytes(),
-            Some(store::SHORT_CACHE),
-        )?;
-        outln!("put  releases/index.json");
+            };
+            (m.name.clone(), entry)
+        })
+        .collect();
+    let mut merge = |current: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
+        let mut index: Index = match current {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .context("the store's releases/index.json is not an index")?,
+            None => Index::default(),
+        };
+        let before = serde_json::to_string(&index)?;
+        index.packages.extend(entries.iter().cloned());
+        if before == serde_json::to_string(&index)? {
+            return Ok(None);
+        }
+        Ok(Some(
+            (serde_json::to_string_pretty(&index)? + "\n").into_bytes(),
+        ))
+    };
+    let changed = if dry_run {
+        merge(store.get(INDEX_KEY)?)?.is_some()
     } else {
-        outln!("skip releases/index.json (unchanged)");
+        store.update(INDEX_KEY, Some(store::SHORT_CACHE), &mut merge)?
+    };
+    match (dry_run, changed) {
+        (true, true) => outln!("put  {INDEX_KEY}"),
+        (true, false) => outln!("skip {INDEX_KEY}"),
+        (false, true) => outln!("put  {INDEX_KEY}"),
+        (false, false) => outln!("skip {INDEX_KEY} (unchanged)"),
     }
     Ok(outcome)
 }

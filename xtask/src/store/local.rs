@@ -89,40 +89,75 @@ impl Store for LocalStore {
         progress: &indicatif::ProgressBar,
     ) -> Result<()> {
         let path = self.path(key)?;
-        std::fs::create_dir_all(path.parent().unwrap())?;
-        let tmp = path.with_file_name(format!(
-            ".{}.partial",
-            path.file_name().unwrap().to_string_lossy()
-        ));
+        let dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir)?;
+        // A name of its own: two publishes at once never share a partial file.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(
+                ".{}.",
+                path.file_name().unwrap().to_string_lossy()
+            ))
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .with_context(|| format!("writing in {}", dir.display()))?;
         let mut src =
             std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
-        let mut dst =
-            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut sha = Sha256::new();
-        let result = (|| -> Result<()> {
-            loop {
-                let n = src.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                sha.update(&buf[..n]);
-                dst.write_all(&buf[..n])?;
-                progress.inc(n as u64);
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                break;
             }
-            let actual = hex(&sha.finalize());
-            if actual != put.sha256 {
-                return Err(super::mismatch(file, &actual, &put.sha256));
-            }
-            dst.sync_all()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            sha.update(&buf[..n]);
+            tmp.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", tmp.path().display()))?;
+            progress.inc(n as u64);
         }
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("moving {} into place", path.display()))
+        let actual = hex(&sha.finalize());
+        if actual != put.sha256 {
+            // Dropping `tmp` removes it.
+            return Err(super::mismatch(file, &actual, &put.sha256));
+        }
+        tmp.as_file().sync_all()?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        tmp.persist(&path)
+            .with_context(|| format!("moving {} into place", path.display()))?;
+        Ok(())
+    }
+
+    /// Under an exclusive lock on `<root>/.lock`: concurrent publishes into
+    /// one directory each see the other's entries.
+    fn update(
+        &self,
+        key: &str,
+        cache_control: Option<&'static str>,
+        change: &mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>,
+    ) -> Result<bool> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let lock_path = self.root.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let changed = match change(self.get(key)?)? {
+            Some(bytes) => {
+                super::put_bytes(self, key, &bytes, cache_control)?;
+                true
+            }
+            None => false,
+        };
+        drop(lock);
+        Ok(changed)
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

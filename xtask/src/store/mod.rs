@@ -51,6 +51,24 @@ pub trait Store {
         progress: &indicatif::ProgressBar,
     ) -> Result<()>;
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Read-modify-write of a small object: `change` gets the current bytes
+    /// and returns the new ones, or `None` to leave it. Returns whether it
+    /// was written. A store that can serialise writers (the local one locks)
+    /// overrides this; the default reads and then writes.
+    fn update(
+        &self,
+        key: &str,
+        cache_control: Option<&'static str>,
+        change: &mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>,
+    ) -> Result<bool> {
+        match change(self.get(key)?)? {
+            Some(bytes) => {
+                put_bytes(self, key, &bytes, cache_control)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// A body arriving in pieces: an HTTP response, an S3 object, a file.
@@ -190,7 +208,7 @@ pub fn mismatch(file: &Path, actual: &str, expected: &str) -> anyhow::Error {
 
 /// Writes a small object (a state, an index) through a temporary file.
 pub fn put_bytes(
-    store: &dyn Store,
+    store: &(impl Store + ?Sized),
     key: &str,
     bytes: &[u8],
     cache_control: Option<&'static str>,
