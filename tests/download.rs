@@ -13,7 +13,7 @@ use common::dist::{Dist, STEM, noise};
 use common::github::GitHubServer;
 use common::gpg::TestKey;
 use common::s3::S3Server;
-use common::{Project, Run, repo_root, xtask};
+use common::{Project, Run, repo_root, sh, xtask};
 
 const CELL_DIR: &str = "releases/24.11/jammy/cpu";
 
@@ -1087,5 +1087,197 @@ fn a_module_path_from_the_manifest_stays_inside() {
             "keep\n"
         );
         assert!(!modules.exists(), "{name}: wrote into --modules");
+    }
+}
+
+// ------------------------------------------------- the work directory
+
+/// The work directory `download` keeps beside `prefix`.
+fn work_dir(prefix: &Path) -> PathBuf {
+    prefix.with_file_name(format!(
+        ".{}.download",
+        prefix.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+#[test]
+fn a_planted_work_directory_or_link_in_it_is_refused_and_nothing_is_written_through_it() {
+    let d = dist(None);
+    let victim = d.dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let from = from_local(&d);
+    // A neighbour's directory: another owner, writable by all.
+    let prefix = site(&d, "theirs");
+    let work = work_dir(&prefix);
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&victim, work.join("lock")).unwrap();
+    let failed = download(&d, &prefix, &strs(&from)).failure();
+    assert!(
+        failed.stderr.contains("refusing the work directory") && failed.stderr.contains("mode 777"),
+        "{}",
+        failed.stderr
+    );
+    // A symlink as the work directory itself.
+    let prefix = site(&d, "linked");
+    let elsewhere = d.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, work_dir(&prefix)).unwrap();
+    let failed = download(&d, &prefix, &strs(&from)).failure();
+    assert!(failed.stderr.contains("a symlink"), "{}", failed.stderr);
+    // Our own directory (0700) with links planted in it before it was locked
+    // down: the lock, the signature and the tarball are never opened through them.
+    for planted in [
+        "lock".to_string(),
+        format!("{STEM}.tar.gz.asc"),
+        format!("{STEM}.tar.gz"),
+    ] {
+        let prefix = site(&d, &format!("planted-{planted}"));
+        let work = work_dir(&prefix);
+        std::fs::create_dir(&work).unwrap();
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&victim, work.join(&planted)).unwrap();
+        let failed = download(&d, &prefix, &strs(&from)).failure();
+        assert!(
+            failed.stderr.contains("it is a symlink"),
+            "{planted}: {}",
+            failed.stderr
+        );
+        assert!(!prefix.exists());
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn staging_left_by_a_killed_run_is_removed_by_the_next() {
+    let d = dist(None);
+    let prefix = site(&d, "slurm");
+    let stale = prefix.with_file_name(".slurm.staging-AbC123");
+    std::fs::create_dir_all(stale.join("tree/view")).unwrap();
+    std::fs::write(stale.join("tree/view/unverified"), "x").unwrap();
+    std::fs::set_permissions(
+        stale.join("tree/view"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    let done = download(&d, &prefix, &strs(&from_local(&d))).success();
+    assert!(!stale.exists(), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("left by an interrupted run"),
+        "{}",
+        done.stderr
+    );
+    assert!(prefix.join("view/bin/scontrol").exists());
+}
+
+/// Serves `dir` over HTTP/1.0, but sends only the first half of a tarball
+/// and then holds the connection open.
+fn stalling_server(dir: PathBuf) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok() && header.trim() != "" {
+                    header.clear();
+                }
+                let mut words = line.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+                let file = dir.join(path.trim_start_matches('/'));
+                let Ok(body) = std::fs::read(&file) else {
+                    let _ =
+                        stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = stream.write_all(head.as_bytes());
+                if method == "HEAD" {
+                    return;
+                }
+                if path.ends_with(".tar.gz") {
+                    let _ = stream.write_all(&body[..body.len() / 2]);
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                } else {
+                    let _ = stream.write_all(&body);
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn sigterm_and_ctrl_c_remove_the_unverified_staging_directory() {
+    let d = dist(None);
+    let url = stalling_server(d.store());
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let prefix = site(&d, &format!("sig{signal}"));
+        let from = format!("{url}/");
+        let mut child = common::xtask_command(&[
+            "download",
+            "--slurm",
+            "24.11",
+            "--toolchain",
+            "jammy",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--trusted-key",
+            d.key.public_file.to_str().unwrap(),
+            "--from",
+            &from,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let parent = prefix.parent().unwrap().to_path_buf();
+        let staging = || {
+            std::fs::read_dir(&parent)
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!(".sig{signal}.staging-"))
+                })
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while staging() == 0 {
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                panic!("download ended: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the download never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Half the tarball arrives at once; then the server stalls.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(staging(), 1);
+        sh(Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string()));
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(staging(), 0, "staging left after SIG{signal}");
+        assert!(!prefix.exists());
+        assert!(
+            work_dir(&prefix).join("lock").exists(),
+            "the work directory stays for a resume"
+        );
     }
 }

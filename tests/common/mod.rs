@@ -77,6 +77,11 @@ fn command(root: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// The toolkit's command, to spawn and signal.
+pub fn xtask_command(args: &[&str]) -> Command {
+    command(&repo_root(), args)
+}
+
 pub fn xtask(args: &[&str]) -> Run {
     Run {
         cmd: command(&repo_root(), args),

@@ -40,6 +40,9 @@ impl DownloadCmd {
             matrix.toolchain(t)?;
         }
         self.check_flags()?;
+        if !self.list && !self.dry_run {
+            interrupts::catch();
+        }
         let source = self.source(root, matrix)?;
         if self.list {
             return list(
@@ -343,7 +346,13 @@ struct Work {
 }
 
 impl Work {
+    /// Creates the work directory (0700), or reuses one only when this user
+    /// made it: a directory someone else can write could hold links to
+    /// files a root download would then overwrite. Nothing in it is ever
+    /// opened through a link. Staging directories that an interrupted run
+    /// left beside the prefix are removed (under the lock).
     fn open(prefix: &Path) -> Result<Work> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         let parent = prefix
             .parent()
             .context("--prefix has no parent directory")?;
@@ -351,16 +360,80 @@ impl Work {
             .with_context(|| format!("creating {}", parent.display()))?;
         let name = prefix.file_name().context("--prefix has no name")?;
         let dir = parent.join(format!(".{}.download", name.to_string_lossy()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let lock = File::create(dir.join("lock"))?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let m = std::fs::symlink_metadata(&dir)?;
+                let me = unsafe { libc::geteuid() };
+                if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
+                    bail!(
+                        "refusing the work directory {}: it is {}; remove it, or install with another --prefix",
+                        dir.display(),
+                        if m.file_type().is_symlink() {
+                            "a symlink".to_string()
+                        } else if !m.is_dir() {
+                            "not a directory".to_string()
+                        } else {
+                            format!(
+                                "owned by uid {} with mode {:o}, not by uid {me} with mode 700",
+                                m.uid(),
+                                m.mode() & 0o7777
+                            )
+                        }
+                    );
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+        let lock_path = dir.join("lock");
+        let lock = open_nofollow(&lock_path, false)?;
         if lock.try_lock().is_err() {
             bail!(
                 "another download into {} is running (lock {})",
                 prefix.display(),
-                dir.join("lock").display()
+                lock_path.display()
             );
         }
+        remove_stale_staging(parent, &name.to_string_lossy());
         Ok(Work { dir, _lock: lock })
+    }
+}
+
+/// Opens (creating) a file of the work directory, never through a symlink.
+fn open_nofollow(path: &Path, read: bool) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(read)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                anyhow!("refusing {}: it is a symlink", path.display())
+            } else {
+                anyhow::Error::new(e).context(format!("opening {}", path.display()))
+            }
+        })
+}
+
+/// Removes `.<name>.staging-*` directories of this user beside the prefix:
+/// unverified data of a run that was killed.
+fn remove_stale_staging(parent: &Path, name: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!(".{name}.staging-");
+    let me = unsafe { libc::geteuid() };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(&prefix)
+            && std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if stale && remove_tree(&e.path()) {
+            eprintln!("removed {}, left by an interrupted run", e.path().display());
+        }
     }
 }
 
@@ -438,7 +511,11 @@ fn install_with(
     let tarball = offer.tarball();
     let data = &expected.data;
     let sig_path = work.dir.join(format!("{tarball}.asc"));
-    std::fs::write(&sig_path, &expected.signature)?;
+    {
+        let mut sig = open_nofollow(&sig_path, false)?;
+        sig.set_len(0)?;
+        sig.write_all(&expected.signature)?;
+    }
     let parent = prefix.parent().expect("checked by Work::open");
     let staging = tempfile::Builder::new()
         .prefix(&format!(
@@ -447,6 +524,7 @@ fn install_with(
         ))
         .tempdir_in(parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    let _cleanup = interrupts::remove_on_interrupt(staging.path());
     let tree = staging.path().join("tree");
     std::fs::create_dir(&tree)?;
 
@@ -630,18 +708,14 @@ fn fetch_file(
 ) -> Result<Option<String>> {
     let path = work.join(name);
     let size = offer.files.get(name).copied().flatten();
-    let mut have = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut have = std::fs::symlink_metadata(&path)
+        .map(|m| m.len())
+        .unwrap_or(0);
     if size.is_some_and(|s| have > s) {
         have = 0;
     }
     let mut part = hash_part.then(Sha256::new);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let file = open_nofollow(&path, true)?;
     file.set_len(have)?;
     let mut kept = &file;
     let mut left = have;
@@ -797,4 +871,72 @@ mod tests {
         assert!(expected_sum(format!("{sum}  other\n").as_bytes(), "f.tar.gz", "x").is_err());
         assert!(expected_sum(b"garbage", "f.tar.gz", "x").is_err());
     }
+}
+
+/// Ctrl-C and SIGTERM during a download remove the staging directory of
+/// unverified data (the resumable pieces stay for the next run), then exit
+/// as the signal would: 130 or 143. The signals are blocked in every thread
+/// and taken by one thread with `sigwait`, so no handler runs at an unsafe
+/// moment.
+mod interrupts {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Call before any other thread starts (threads inherit the mask).
+    pub fn catch() {
+        // SAFETY: plain libc calls on a local, initialised signal set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return;
+            }
+            std::thread::spawn(move || {
+                let mut sig: libc::c_int = 0;
+                if libc::sigwait(&set, &mut sig) == 0 {
+                    let dirs = STAGING.lock().map(|d| d.clone()).unwrap_or_default();
+                    for d in dirs {
+                        super::remove_tree(&d);
+                    }
+                    eprintln!(
+                        "interrupted: unverified data removed; run the command again to resume"
+                    );
+                    std::process::exit(128 + sig);
+                }
+            });
+        }
+    }
+
+    /// Registers `dir` for removal on an interrupt, until the guard drops.
+    pub fn remove_on_interrupt(dir: &Path) -> Guard {
+        if let Ok(mut d) = STAGING.lock() {
+            d.push(dir.to_path_buf());
+        }
+        Guard(dir.to_path_buf())
+    }
+
+    pub struct Guard(PathBuf);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Ok(mut d) = STAGING.lock() {
+                d.retain(|p| p != &self.0);
+            }
+        }
+    }
+}
+
+/// Removes a tree whose directories may be read-only (an unpacked package's).
+fn remove_tree(dir: &Path) -> bool {
+    for d in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if d.file_type().is_dir() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    std::fs::remove_dir_all(dir).is_ok()
 }
