@@ -1281,3 +1281,300 @@ fn sigterm_and_ctrl_c_remove_the_unverified_staging_directory() {
         );
     }
 }
+
+// ------------------------------------------ hostile sources, clear errors
+
+/// One request as a `TinyServer` saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    authorization: bool,
+}
+
+/// A loopback HTTP/1.0 server answering each request with what `answer`
+/// returns for its path (raw status line, headers and body), recording
+/// every request.
+struct TinyServer {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl TinyServer {
+    fn start(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> TinyServer {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer = std::sync::Arc::new(answer);
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (answer, log) = (answer.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let mut authorization = false;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0
+                            || header.trim().is_empty()
+                        {
+                            break;
+                        }
+                        authorization |= header.to_ascii_lowercase().starts_with("authorization:");
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    log.lock().unwrap().push(Seen {
+                        path: path.clone(),
+                        authorization,
+                    });
+                    let _ = stream.write_all(&answer(&path));
+                });
+            }
+        });
+        TinyServer { url, seen }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn ok(body: &[u8]) -> Vec<u8> {
+    let mut r = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn not_found() -> Vec<u8> {
+    b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+}
+
+#[test]
+fn the_token_goes_to_the_api_origin_only() {
+    let d = dist(None);
+    let files = d.out();
+    // The asset host: another origin, serving the package's files.
+    let assets = TinyServer::start(move |path| {
+        match std::fs::read(files.join(path.trim_start_matches("/a/"))) {
+            Ok(body) => ok(&body),
+            Err(_) => not_found(),
+        }
+    });
+    let mut list: Vec<serde_json::Value> = Vec::new();
+    for e in std::fs::read_dir(d.out()).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        list.push(serde_json::json!({
+            "name": name, "size": e.metadata().unwrap().len(),
+            "url": format!("{}/a/{name}", assets.url), "state": "uploaded",
+        }));
+    }
+    let release =
+        serde_json::json!({"tag_name": "slurm-24.11", "draft": false, "assets": list}).to_string();
+    let api = TinyServer::start(move |path| {
+        if path == "/repos/owner/repo/releases/tags/slurm-24.11" {
+            ok(release.as_bytes())
+        } else {
+            not_found()
+        }
+    });
+    let prefix = site(&d, "slurm");
+    download(&d, &prefix, &["--repo", "owner/repo"])
+        .env("GITHUB_API_URL", &api.url)
+        .env("GITHUB_TOKEN", "secret-token")
+        .success();
+    assert!(
+        api.seen().iter().all(|s| s.authorization),
+        "{:?}",
+        api.seen()
+    );
+    let to_assets = assets.seen();
+    assert!(to_assets.len() >= 3, "{to_assets:?}");
+    assert!(
+        to_assets.iter().all(|s| !s.authorization),
+        "the token went to the asset host: {to_assets:?}"
+    );
+}
+
+#[test]
+fn misleading_failures_are_reported_as_what_they_are() {
+    let d = dist(None);
+    let index_path = d.store().join("releases/index.json");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let tarball = format!("{STEM}.tar.gz");
+    let edited_store = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let store = d.dir.path().join(name);
+        common::copy_tree(&d.store(), &store);
+        let mut i = index.clone();
+        edit(&mut i);
+        std::fs::write(store.join("releases/index.json"), i.to_string()).unwrap();
+        store
+    };
+    // A listed size smaller than the file: refused, not "resume" forever.
+    let store = edited_store("small", &|i| {
+        i["packages"][STEM]["files"][&tarball][0] = 100.into();
+    });
+    let prefix = site(&d, "small");
+    let failed = download_from(&d.key, &store, &prefix, &[]).failure();
+    assert!(
+        failed.stderr.contains("than the 100 bytes it lists"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("resume"), "{}", failed.stderr);
+    assert!(
+        !work_dir(&prefix).exists(),
+        "nothing kept for a resume that cannot work"
+    );
+    // An index that lists no data file.
+    let store = edited_store("nodata", &|i| {
+        i["packages"][STEM]["files"]
+            .as_object_mut()
+            .unwrap()
+            .remove(&tarball);
+    });
+    let failed = download_from(&d.key, &store, &site(&d, "nodata"), &[]).failure();
+    assert!(
+        failed.stderr.contains("lists no data file"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("checksum"), "{}", failed.stderr);
+    // A prefix that is a symlink to an empty directory.
+    let empty = d.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let link = site(&d, "link");
+    std::os::unix::fs::symlink(&empty, &link).unwrap();
+    let failed = download(&d, &link, &strs(&from_local(&d))).failure();
+    assert!(
+        failed.stderr.contains("is a symlink (to"),
+        "{}",
+        failed.stderr
+    );
+    // A redirect to file:// is refused at once, not retried as a network error.
+    let files = d.store().join(CELL_DIR);
+    let redirect = TinyServer::start(move |path| {
+        if path.ends_with(".tar.gz") {
+            return b"HTTP/1.0 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n"
+                .to_vec();
+        }
+        match std::fs::read(files.join(path.rsplit('/').next().unwrap())) {
+            Ok(body) => ok(&body),
+            Err(_) => not_found(),
+        }
+    });
+    let from = format!("{}/releases/24.11/jammy/cpu/", redirect.url);
+    let started = std::time::Instant::now();
+    let failed = download(&d, &site(&d, "redirect"), &["--from", &from]).failure();
+    let asked = redirect
+        .seen()
+        .iter()
+        .filter(|s| s.path.ends_with(".tar.gz"))
+        .count();
+    assert!(
+        failed
+            .stderr
+            .contains("a file:// URL, which is not http(s)"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(asked, 1, "{:?}", redirect.seen());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+/// The same entries, with the directory `dir` (under the package) given `mode`.
+fn with_dir_mode(raw: &[u8], dir: &str, mode: u32) -> Vec<u8> {
+    let mut archive = tar::Archive::new(raw);
+    let mut out = tar::Builder::new(Vec::new());
+    let target = format!("{STEM}/{dir}");
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if entry.path().unwrap() == Path::new(&target) {
+            header.set_mode(mode);
+            header.set_cksum();
+        }
+        out.append(&header, &data[..]).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+#[test]
+fn names_and_paths_are_checked_before_they_are_used() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = dist(None);
+    let from = from_local(&d);
+    // --list shows a source's fields; it never lets them drive the terminal.
+    let index_path = d.store().join("releases/index.json");
+    let text = std::fs::read_to_string(&index_path).unwrap();
+    let evil = d.dir.path().join("evil-store");
+    common::copy_tree(&d.store(), &evil);
+    std::fs::write(
+        evil.join("releases/index.json"),
+        text.replace(
+            "\"toolchain\": \"jammy\"",
+            "\"toolchain\": \"jam\\u001b[2J\\r\\nmy\"",
+        ),
+    )
+    .unwrap();
+    let list = xtask(&[
+        "download",
+        "--list",
+        "--from",
+        "local",
+        "--store-dir",
+        evil.to_str().unwrap(),
+    ])
+    .success();
+    assert!(
+        !list.stdout.contains('\u{1b}') && !list.stdout.contains('\r'),
+        "{:?}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("jam\\u{1b}[2J\\r\\nmy"),
+        "{}",
+        list.stdout
+    );
+    // Prefixes: a newline, non-UTF-8 bytes, `..`: usage errors, before any download.
+    let sites = d.dir.path().join("sites");
+    std::fs::create_dir_all(&sites).unwrap();
+    let newline = sites.join("a\nb");
+    let not_utf8 = sites.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    let dotdot = sites.join("newdir/..");
+    for (prefix, expect) in [
+        (newline.as_os_str(), "control characters"),
+        (not_utf8.as_os_str(), "not UTF-8"),
+        (dotdot.as_os_str(), "without `.` or `..`"),
+    ] {
+        let mut cmd =
+            common::xtask_command(&["download", "--slurm", "24.11", "--toolchain", "jammy"]);
+        cmd.arg("--prefix").arg(prefix).args(strs(&from));
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expect), "{stderr}");
+    }
+    assert!(!sites.join("newdir").exists());
+    assert_eq!(std::fs::read_dir(&sites).unwrap().count(), 0);
+    // A sticky directory stays sticky; a pre-created empty prefix keeps its mode.
+    let sticky = d.dir.path().join("sticky-store");
+    signed_store(
+        &d.key,
+        &sticky,
+        &gzip(&with_dir_mode(&raw_tar(&d), "view/share/doc", 0o1777)),
+    );
+    let prefix = site(&d, "made-by-admin");
+    std::fs::create_dir(&prefix).unwrap();
+    std::fs::set_permissions(&prefix, std::fs::Permissions::from_mode(0o750)).unwrap();
+    download_from(&d.key, &sticky, &prefix, &[]).success();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&prefix.join("view/share/doc")), 0o1777);
+    assert_eq!(mode(&prefix), 0o750);
+}

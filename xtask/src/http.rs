@@ -60,11 +60,13 @@ impl Http {
     /// it was meant for.
     pub fn get(&self, url: &str, headers: &[(header::HeaderName, String)]) -> Result<Response> {
         let mut uri: Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
-        let origin = uri.authority().cloned();
+        let origin = (uri.scheme().cloned(), uri.authority().cloned());
         for _ in 0..=MAX_REDIRECTS {
             let mut req = Request::get(uri.clone());
             for (name, value) in headers {
-                if name == header::AUTHORIZATION && uri.authority() != origin.as_ref() {
+                if name == header::AUTHORIZATION
+                    && (uri.scheme() != origin.0.as_ref() || uri.authority() != origin.1.as_ref())
+                {
                     continue;
                 }
                 req = req.header(name, HeaderValue::from_str(value)?);
@@ -89,6 +91,20 @@ impl Http {
                     .with_context(|| {
                         format!("GET {}: {status} without a Location", redact(&uri))
                     })?;
+                let scheme = location
+                    .split_once("://")
+                    .map(|(s, _)| s.to_ascii_lowercase());
+                if scheme
+                    .as_deref()
+                    .is_some_and(|s| s != "http" && s != "https")
+                {
+                    return Err(Refused(format!(
+                        "GET {}: redirected to a {}:// URL, which is not http(s): refusing it",
+                        redact(&uri),
+                        scheme.unwrap_or_default()
+                    ))
+                    .into());
+                }
                 uri = join(&uri, location)?;
                 continue;
             }
@@ -103,6 +119,18 @@ impl Http {
         bail!("GET {url}: more than {MAX_REDIRECTS} redirects")
     }
 }
+
+/// A request that no retry can fix (a redirect to `file://`, say).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// hyper's errors say "client error (Connect)"; their sources say why.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {

@@ -426,6 +426,9 @@ fn signature_verdict(status: &str, trusted: &str, what: &str) -> Result<()> {
                 "bad signature: {what} is not what key {trusted} signed (changed or corrupted)"
             ),
             Some("EXPKEYSIG") => bail!("{what} is signed by an expired key"),
+            Some("EXPSIG") => bail!(
+                "{what}: its signature has expired (a signature made with an expiry date that has passed)"
+            ),
             Some("REVKEYSIG") => bail!("{what} is signed by a revoked key"),
             Some("NO_PUBKEY") => bail!(
                 "{what} is signed by an unknown key {} (trusted: {trusted})",
@@ -466,6 +469,9 @@ mod verdict_tests {
         .unwrap_err();
         assert!(e.to_string().contains("unknown key 77"));
         assert!(signature_verdict("[GNUPG:] NODATA 1\n", T, "x").is_err());
+        let expired = good.replace("GOODSIG", "EXPSIG");
+        let e = signature_verdict(&expired, T, "x").unwrap_err().to_string();
+        assert!(e.contains("its signature has expired"), "{e}");
     }
 
     #[test]

@@ -113,7 +113,8 @@ pub fn unpack(reader: impl Read, top: &str, dest: &Path) -> Result<Unpacked> {
                     Err(_) => std::fs::create_dir(&dst)
                         .with_context(|| format!("creating {}", dst.display()))?,
                 }
-                out.dir_modes.push((dst, mode & 0o777));
+                // The sticky bit stays (setuid/setgid were refused above).
+                out.dir_modes.push((dst, mode & 0o1777));
             }
             EntryType::Regular | EntryType::Continuous => {
                 if let Some(exts) = entry.pax_extensions().ok().flatten()

@@ -66,7 +66,7 @@ impl DownloadCmd {
             arch: self.arch.clone().unwrap_or_else(|| matrix.arch.clone()),
             files: Default::default(),
         };
-        let prefix = absolute(prefix)?;
+        let prefix = absolute(&checked_path("--prefix", prefix)?)?;
         check_prefix(&prefix)?;
         let offers = source.offers(Some(slurm), Some(&want))?;
         let Some(offer) = offers.iter().find(|o| o.stem() == want.stem()) else {
@@ -86,7 +86,7 @@ impl DownloadCmd {
             );
         };
         let modules = match &self.modules {
-            Some(m) => Some(absolute(m)?),
+            Some(m) => Some(absolute(&checked_path("--modules", m)?)?),
             None => None,
         };
         if self.dry_run {
@@ -279,21 +279,67 @@ fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Re
     );
     for o in &offers {
         let parts = o.data_files().len();
+        // Fields come from the source: shown, never interpreted by the terminal.
         outln!(
             "{:<8} {:<14} {:<8} {:<8} {:>10}  {}",
-            o.slurm,
-            o.toolchain,
-            o.variant,
-            o.arch,
+            printable(&o.slurm),
+            printable(&o.toolchain),
+            printable(&o.variant),
+            printable(&o.arch),
             size_text(o.size()),
-            if parts > 1 {
+            printable(&if parts > 1 {
                 format!("{} in {parts} parts", o.tarball())
             } else {
                 o.tarball()
-            }
+            })
         );
     }
     Ok(())
+}
+
+/// Text from a source as a terminal may show it: control characters (ANSI
+/// escapes, CR, LF) escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// A path flag's value: UTF-8 (it is written into a Lua module), without
+/// control characters, and without `.`/`..` (a `new/..` would create `new`).
+fn checked_path(flag: &str, path: &Path) -> Result<PathBuf> {
+    let Some(text) = path.to_str() else {
+        return Err(UsageError::new(format!(
+            "{flag} {}: not UTF-8 (the module file names it)",
+            path.display()
+        ))
+        .into());
+    };
+    if text.chars().any(char::is_control) {
+        return Err(UsageError::new(format!(
+            "{flag} {}: control characters (a newline, say) are not allowed in it",
+            printable(text)
+        ))
+        .into());
+    }
+    if path.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) {
+        return Err(UsageError::new(format!(
+            "{flag} {text}: give it without `.` or `..` components"
+        ))
+        .into());
+    }
+    Ok(path.to_path_buf())
 }
 
 fn size_text(size: Option<u64>) -> String {
@@ -325,6 +371,13 @@ fn check_prefix(prefix: &Path) -> Result<()> {
             }
             Ok(())
         }
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "--prefix {} is a symlink (to {}): give the directory itself",
+            prefix.display(),
+            std::fs::read_link(prefix)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+        ),
         Ok(_) => bail!(
             "--prefix {} exists and is not a directory",
             prefix.display()
@@ -455,6 +508,13 @@ fn install(
 ) -> Result<Installed> {
     let tarball = offer.tarball();
     let data = offer.data_files();
+    if data.is_empty() {
+        bail!(
+            "{} lists no data file of {} (neither {tarball} nor its parts)",
+            source.describe(),
+            offer.stem()
+        );
+    }
     let small = |name: &str, what: &str| -> Result<Vec<u8>> {
         source
             .small(offer, name)?
@@ -628,7 +688,12 @@ fn install_with(
         }
         None => None,
     };
-    if prefix.is_dir() {
+    if let Ok(m) = std::fs::symlink_metadata(prefix)
+        && m.is_dir()
+    {
+        // An empty directory made for the install keeps its mode.
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
         std::fs::remove_dir(prefix)
             .with_context(|| format!("--prefix {} is no longer empty", prefix.display()))?;
     }
@@ -741,6 +806,15 @@ fn fetch_file(
                 return Err(Missing(format!("{} has no {name}", source.describe())).into());
             };
             while let Some(chunk) = body.next_chunk()? {
+                if let Some(s) = size
+                    && have + chunk.len() as u64 > s
+                {
+                    return Err(crate::http::Refused(format!(
+                        "{} sends more of {name} than the {s} bytes it lists: refusing it (the listing or the file is wrong)",
+                        source.describe()
+                    ))
+                    .into());
+                }
                 out.write_all(&chunk).map_err(|e| disk_error(e, &path))?;
                 have += chunk.len() as u64;
                 if let Some(p) = &mut part {
@@ -762,7 +836,11 @@ fn fetch_file(
                     .into());
                 }
             }
-            Err(e) if e.is::<DiskError>() || e.is::<Missing>() => return Err(e),
+            Err(e)
+                if e.is::<DiskError>() || e.is::<Missing>() || e.is::<crate::http::Refused>() =>
+            {
+                return Err(e);
+            }
             Err(e) if attempt >= ATTEMPTS => {
                 out.flush().ok();
                 return Err(e.context(Transport(format!(

@@ -265,6 +265,10 @@ impl Source for GitHubSource {
             return Ok(None);
         };
         let mut headers = self.headers("application/octet-stream");
+        // The token is for the API: an asset URL elsewhere never gets it.
+        if !same_origin(&url, &self.api) {
+            headers.retain(|(name, _)| name != header::AUTHORIZATION);
+        }
         if from > 0 {
             headers.push((header::RANGE, format!("bytes={from}-")));
         }
@@ -273,6 +277,16 @@ impl Source for GitHubSource {
 
     fn public_key(&self, offer: &Offer) -> Result<Option<Vec<u8>>> {
         self.small(offer, PUBLIC_KEY_FILE)
+    }
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (a.parse::<http::Uri>(), b.parse::<http::Uri>()) {
+        (Ok(a), Ok(b)) => {
+            a.scheme().is_some() && a.scheme() == b.scheme() && a.authority() == b.authority()
+        }
+        _ => false,
     }
 }
 
