@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -620,11 +621,24 @@ fn signed_store(key: &TestKey, store: &Path, tgz: &[u8]) {
     )
     .unwrap();
     key.detach_sign(&tarball, &dir.join(format!("{STEM}.tar.gz.asc")));
+    // The signed statement of sizes, true to these bytes.
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(tgz), &mut unpacked).unwrap();
+    let sizes = serde_json::json!({
+        "schema": 1, "tarball": format!("{STEM}.tar.gz"), "size": tgz.len(),
+        "sha256": sha, "parts": [], "unpacked": unpacked.len(),
+    })
+    .to_string();
+    let sizes_file = dir.join(format!("{STEM}.sizes.json"));
+    std::fs::write(&sizes_file, &sizes).unwrap();
+    key.detach_sign(&sizes_file, &dir.join(format!("{STEM}.sizes.json.asc")));
     let index = serde_json::json!({"packages": {STEM: {
         "slurm": "24.11", "toolchain": "jammy", "variant": "cpu", "arch": "x86_64",
         "fingerprint": null,
         "files": {
             format!("{STEM}.tar.gz"): [tgz.len(), sha],
+            format!("{STEM}.sizes.json"): [sizes.len(), "-"],
+            format!("{STEM}.sizes.json.asc"): [0, "-"],
         }
     }}});
     std::fs::write(store.join("releases/index.json"), index.to_string()).unwrap();
@@ -1414,14 +1428,19 @@ fn misleading_failures_are_reported_as_what_they_are() {
         std::fs::write(store.join("releases/index.json"), i.to_string()).unwrap();
         store
     };
-    // A listed size smaller than the file: refused, not "resume" forever.
-    let store = edited_store("small", &|i| {
-        i["packages"][STEM]["files"][&tarball][0] = 100.into();
-    });
-    let prefix = site(&d, "small");
+    // A file longer than its signed size: refused, not "resume" forever.
+    let store = edited_store("long", &|_| {});
+    let stored_tarball = store.join(CELL_DIR).join(&tarball);
+    let mut bytes = std::fs::read(&stored_tarball).unwrap();
+    let signed_size = bytes.len();
+    bytes.extend(noise(50_000, 3));
+    std::fs::write(&stored_tarball, bytes).unwrap();
+    let prefix = site(&d, "long");
     let failed = download_from(&d.key, &store, &prefix, &[]).failure();
     assert!(
-        failed.stderr.contains("than the 100 bytes it lists"),
+        failed.stderr.contains(&format!(
+            "than the {signed_size} bytes of its signed statement"
+        )),
         "{}",
         failed.stderr
     );
@@ -1577,4 +1596,68 @@ fn names_and_paths_are_checked_before_they_are_used() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&prefix.join("view/share/doc")), 0o1777);
     assert_eq!(mode(&prefix), 0o750);
+}
+
+#[test]
+fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
+    let d = dist(None);
+    let cell = d.store().join(CELL_DIR);
+    let signed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cell.join(format!("{STEM}.sizes.json"))).unwrap())
+            .unwrap();
+    let unpacked = signed["unpacked"].as_u64().unwrap();
+    assert!(unpacked > 300_000, "{signed}");
+    // A mirror without the key swaps in a small tarball that unpacks to
+    // 64 MiB of zeros: the download stops at the signed unpacked size.
+    let mut bomb = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    bomb.append_data(&mut h, format!("{STEM}/"), std::io::empty())
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(64 << 20);
+    bomb.append_data(
+        &mut h,
+        format!("{STEM}/zeros"),
+        std::io::repeat(0).take(64 << 20),
+    )
+    .unwrap();
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &bomb.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    };
+    assert!(bomb.len() < signed["size"].as_u64().unwrap() as usize);
+    let store = d.dir.path().join("bomb");
+    common::copy_tree(&d.store(), &store);
+    std::fs::write(store.join(CELL_DIR).join(format!("{STEM}.tar.gz")), &bomb).unwrap();
+    let prefix = site(&d, "bomb");
+    let failed = download_from(&d.key, &store, &prefix, &[]).failure();
+    assert!(
+        failed
+            .stderr
+            .contains("unpacks to more than its signed size"),
+        "{}",
+        failed.stderr
+    );
+    assert_untouched(&prefix);
+    // The statement itself cannot be changed without the key, nor left out.
+    let store = d.dir.path().join("forged");
+    common::copy_tree(&d.store(), &store);
+    let sizes = store.join(CELL_DIR).join(format!("{STEM}.sizes.json"));
+    let mut forged = signed.clone();
+    forged["unpacked"] = (1u64 << 40).into();
+    std::fs::write(&sizes, forged.to_string()).unwrap();
+    let failed = download_from(&d.key, &store, &site(&d, "forged"), &[]).failure();
+    assert!(failed.stderr.contains("bad signature"), "{}", failed.stderr);
+    std::fs::remove_file(&sizes).unwrap();
+    let failed = download_from(&d.key, &store, &site(&d, "missing"), &[]).failure();
+    assert!(
+        failed.stderr.contains("without its signed sizes"),
+        "{}",
+        failed.stderr
+    );
 }

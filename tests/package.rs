@@ -338,7 +338,7 @@ fn secrets_stay_out_of_the_output() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
-    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
 }
 
 fn refused(setup: impl FnOnce(&Path), expected: &str) {

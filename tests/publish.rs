@@ -67,7 +67,7 @@ fn data_first_index_last_and_a_rerun_uploads_nothing() {
     assert!(
         second
             .stdout
-            .contains("0 uploaded (0.0 MiB), 6 already there"),
+            .contains("0 uploaded (0.0 MiB), 8 already there"),
         "{}",
         second.stdout
     );
@@ -146,7 +146,7 @@ fn dry_run_lists_and_uploads_nothing() {
         done.stdout
     );
     assert!(
-        done.stdout.contains("dry run: 6 uploaded"),
+        done.stdout.contains("dry run: 8 uploaded"),
         "{}",
         done.stdout
     );
@@ -175,13 +175,15 @@ fn publish_github(d: &Dist, gh: &GitHubServer) -> common::Run {
     d.publish_github(gh)
 }
 
-const ASSETS: [&str; 6] = [
+const ASSETS: [&str; 8] = [
     "slurm-24.11-jammy-cpu-x86_64.tar.gz",
     "slurm-24.11-jammy-cpu-x86_64.tar.gz.sha256",
     "slurm-24.11-jammy-cpu-x86_64.tar.gz.asc",
     "slurm-24.11-jammy-cpu-x86_64.manifest.json",
     "slurm-24.11-jammy-cpu-x86_64.spdx.json",
     "slurm-factory-signing-key.asc",
+    "slurm-24.11-jammy-cpu-x86_64.sizes.json",
+    "slurm-24.11-jammy-cpu-x86_64.sizes.json.asc",
 ];
 
 #[test]
@@ -191,7 +193,7 @@ fn github_release_is_published_once_with_every_asset() {
     let done = publish_github(&d, &gh).success();
     assert!(
         done.stdout
-            .contains("release slurm-24.11: 6 uploaded, 0 already there, published at"),
+            .contains("release slurm-24.11: 8 uploaded, 0 already there, published at"),
         "{}",
         done.stdout
     );
@@ -225,7 +227,7 @@ fn github_release_is_published_once_with_every_asset() {
     let uploads_before = gh.upload_requests().len();
     let again = publish_github(&d, &gh).success();
     assert!(
-        again.stdout.contains("0 uploaded, 6 already there"),
+        again.stdout.contains("0 uploaded, 8 already there"),
         "{}",
         again.stdout
     );
@@ -256,7 +258,7 @@ fn a_failed_publish_stays_a_draft_and_a_rerun_completes_it() {
     publish_github(&d, &gh).success();
     let r = gh.release("slurm-24.11").unwrap();
     assert!(!r.draft);
-    assert_eq!(r.assets.len(), 6, "one copy of each asset");
+    assert_eq!(r.assets.len(), 8, "one copy of each asset");
     assert!(r.assets.iter().all(|a| a.state == "uploaded"));
 }
 
@@ -267,7 +269,7 @@ fn a_broken_upload_is_cleaned_up_and_changed_content_replaced() {
     gh.break_next_upload();
     publish_github(&d, &gh).success();
     let r = gh.release("slurm-24.11").unwrap();
-    assert_eq!(r.assets.len(), 6);
+    assert_eq!(r.assets.len(), 8);
     assert!(
         r.assets.iter().all(|a| a.state == "uploaded"),
         "no starter asset is left"
@@ -279,13 +281,13 @@ fn a_broken_upload_is_cleaned_up_and_changed_content_replaced() {
     std::fs::write(&spdx, &text).unwrap();
     let done = publish_github(&d, &gh).success();
     assert!(
-        done.stdout.contains("1 uploaded, 5 already there"),
+        done.stdout.contains("1 uploaded, 7 already there"),
         "{}",
         done.stdout
     );
     let r = gh.release("slurm-24.11").unwrap();
     assert_eq!(r.asset(ASSETS[4]).unwrap().bytes, text.as_bytes());
-    assert_eq!(r.assets.len(), 6);
+    assert_eq!(r.assets.len(), 8);
 }
 
 #[test]
@@ -356,7 +358,7 @@ fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     let d = big_dist();
     let s3 = S3Server::start();
     let first = d.publish_s3(s3.env(), &s3.bucket).success();
-    assert!(first.stdout.contains("6 uploaded"), "{}", first.stdout);
+    assert!(first.stdout.contains("8 uploaded"), "{}", first.stdout);
     let tarball = std::fs::read(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz")).unwrap();
     assert!(tarball.len() > 16 << 20, "multipart needs more than 16 MiB");
     assert!(
@@ -381,7 +383,7 @@ fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     assert!(
         again
             .stdout
-            .contains("0 uploaded (0.0 MiB), 6 already there"),
+            .contains("0 uploaded (0.0 MiB), 8 already there"),
         "{}",
         again.stdout
     );
@@ -548,7 +550,7 @@ fn s3_a_repack_of_the_same_view_uploads_nothing() {
     assert!(
         again
             .stdout
-            .contains("0 uploaded (0.0 MiB), 6 already there"),
+            .contains("0 uploaded (0.0 MiB), 8 already there"),
         "{}",
         again.stdout
     );

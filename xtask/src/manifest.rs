@@ -390,3 +390,35 @@ mod tests {
         assert!(err.to_string().contains("lockfile-version 9"), "{err}");
     }
 }
+
+/// A package's sizes and hashes, signed on their own (`<stem>.sizes.json`
+/// and its `.asc`): `download` checks this small statement before it writes
+/// a byte of the package, then never fetches more than `size` nor unpacks
+/// more than `unpacked`. A mirror without the key can make a download write
+/// no more than the real package would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sizes {
+    pub schema: u32,
+    /// The whole tarball's file name.
+    pub tarball: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The parts in order (empty when the tarball is one file).
+    pub parts: Vec<PartSize>,
+    /// The length of the uncompressed tar stream.
+    pub unpacked: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSize {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The statement's file name beside the tarball.
+pub fn sizes_file(stem: &str) -> String {
+    format!("{stem}.sizes.json")
+}

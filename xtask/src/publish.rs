@@ -167,7 +167,7 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
     }
     for file in &found.files {
         let n = name_of(file);
-        let class = if n.ends_with(".sha256") || n.ends_with(".asc") {
+        let class = if n.ends_with(".sha256") || n.ends_with(".asc") || n.ends_with(".sizes.json") {
             Class::Integrity
         } else if n.ends_with(".json") && !n.ends_with(".verify.json") {
             Class::Manifest
@@ -257,15 +257,21 @@ fn publish_planned(
         uploaded: Vec::new(),
         skipped: Vec::new(),
     };
-    // Each tarball's local data files (the whole, or its parts in order).
+    // What each signature signs, by key: a tarball's data files (the whole,
+    // or its parts in order), or one file.
     let mut data_of: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for u in uploads.iter().filter(|u| u.class == Class::Data) {
+    for u in uploads.iter().filter(|u| !u.key.ends_with(".asc")) {
+        let signed = if u.class == Class::Data {
+            tarball_key(&u.key)
+        } else {
+            u.key.as_str()
+        };
         data_of
-            .entry(tarball_key(&u.key).to_string())
+            .entry(signed.to_string())
             .or_default()
             .push(u.file.clone());
     }
-    // Tarballs some of whose bytes the store does not have yet.
+    // Signed objects some of whose bytes the store does not have yet.
     let mut changed = std::collections::BTreeSet::new();
     let mut public_key = None;
     for mut u in uploads {
@@ -273,12 +279,17 @@ fn publish_planned(
         let same = present
             .as_ref()
             .is_some_and(|s| s.size == u.size && s.sha256.as_deref() == Some(u.sha256.as_str()));
-        if u.class == Class::Data && !same {
-            changed.insert(tarball_key(&u.key).to_string());
+        if !same {
+            let signed = if u.class == Class::Data {
+                tarball_key(&u.key)
+            } else {
+                u.key.as_str()
+            };
+            changed.insert(signed.to_string());
         }
-        // A re-pack of the same view gives the same tarball but a signature
-        // made at another time. The store's signature still signs those
-        // bytes; keep it rather than replace a file admins may have checked.
+        // A re-pack of the same view gives the same files but signatures
+        // made at another time. The store's signatures still sign those
+        // bytes; keep them rather than replace files admins may have checked.
         if !same
             && present.is_some()
             && let Some(tarball) = u.key.strip_suffix(".asc")

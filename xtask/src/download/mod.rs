@@ -495,6 +495,56 @@ fn expected_sum(text: &[u8], name: &str, file: &str) -> Result<String> {
     crate::package::output::parse_checksum_line(&String::from_utf8_lossy(text), name, file)
 }
 
+/// The package's signed statement of sizes and hashes, checked by the
+/// trusted key before anything of the package is written.
+fn signed_sizes(
+    small: &dyn Fn(&str, &str) -> Result<Vec<u8>>,
+    offer: &Offer,
+    key: &TrustedKey,
+) -> Result<crate::manifest::Sizes> {
+    let name = crate::manifest::sizes_file(&offer.stem());
+    let text = small(&name, "refusing a package without its signed sizes")?;
+    let sig = small(
+        &format!("{name}.asc"),
+        "refusing a package without its signed sizes",
+    )?;
+    let sig_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(sig_file.path(), &sig)?;
+    let mut check = key.start_verify(sig_file.path())?;
+    let written = check.stdin.take().expect("piped").write_all(&text);
+    check.finish(&name)?;
+    written?;
+    let sizes: crate::manifest::Sizes = serde_json::from_slice(&text)
+        .with_context(|| format!("{name} is not a statement of sizes"))?;
+    if sizes.tarball != offer.tarball() {
+        bail!(
+            "{name} describes {}, not {}",
+            sizes.tarball,
+            offer.tarball()
+        );
+    }
+    Ok(sizes)
+}
+
+const OVER_SIZE: &str = "the tarball unpacks to more than its signed size";
+
+/// A reader that refuses to give more than `left` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(OVER_SIZE));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// A failure worth a rerun: the bytes so far are kept, the next run resumes.
 #[derive(Debug)]
 struct Transport(String);
@@ -533,9 +583,53 @@ fn install(
         }
     }
     let signature = small(&format!("{tarball}.asc"), "refusing an unsigned package")?;
+    let sizes = signed_sizes(&small, offer, key)?;
+    // The signed statement and the checksum files must tell one story.
+    let stated: Vec<(String, u64, String)> = if sizes.parts.is_empty() {
+        vec![(tarball.clone(), sizes.size, sizes.sha256.clone())]
+    } else {
+        sizes
+            .parts
+            .iter()
+            .map(|p| (p.name.clone(), p.size, p.sha256.clone()))
+            .collect()
+    };
+    let sums: Vec<&String> = if part_sums.is_empty() {
+        vec![&whole_sum]
+    } else {
+        part_sums.iter().collect()
+    };
+    let names: Vec<&String> = stated.iter().map(|s| &s.0).collect();
+    if names != data.iter().collect::<Vec<_>>() {
+        bail!(
+            "{} lists {} but the signed statement of sizes names {}: refusing it",
+            source.describe(),
+            data.join(", "),
+            stated
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if sizes.sha256 != whole_sum {
+        bail!(
+            "checksum mismatch: {tarball}.sha256 says {whole_sum}, the signed statement of sizes says {}",
+            sizes.sha256
+        );
+    }
+    if let Some((s, sum)) = stated.iter().zip(&sums).find(|(s, sum)| &s.2 != **sum) {
+        bail!(
+            "checksum mismatch: {}.sha256 says {sum}, the signed statement of sizes says {}",
+            s.0,
+            s.2
+        );
+    }
 
     let expected = Expected {
         data,
+        sizes: stated.iter().map(|s| s.1).collect(),
+        unpacked: sizes.unpacked,
         whole: whole_sum,
         parts: part_sums,
         signature,
@@ -553,6 +647,10 @@ fn install(
 struct Expected {
     /// The tarball, or its parts in order.
     data: Vec<String>,
+    /// Their signed sizes: never more is fetched.
+    sizes: Vec<u64>,
+    /// The signed length of the uncompressed tar stream: never more is unpacked.
+    unpacked: u64,
     whole: String,
     /// Each part's SHA-256 (empty for a single file).
     parts: Vec<String>,
@@ -590,12 +688,17 @@ fn install_with(
 
     let stem = offer.stem();
     let (tar_tx, tar_rx) = sync_channel::<Bytes>(IN_FLIGHT);
+    let unpacked_limit = expected.unpacked;
     let unpacker = {
         let tree = tree.clone();
         let stem = stem.clone();
         std::thread::spawn(move || -> Result<extract::Unpacked> {
             // Every gzip member, as GNU tar reads them (`cat a.gz b.gz`).
-            let mut gz = flate2::read::MultiGzDecoder::new(ChannelReader::new(tar_rx));
+            let gz = flate2::read::MultiGzDecoder::new(ChannelReader::new(tar_rx));
+            let mut gz = Bounded {
+                inner: gz,
+                left: unpacked_limit,
+            };
             let unpacked = extract::unpack(&mut gz, &stem, &tree)?;
             // The rest of the stream (the gzip trailers' CRCs are checked
             // while reading it) may only be tar's zero padding.
@@ -627,7 +730,8 @@ fn install_with(
     let mut fetched = Ok(());
     for (i, name) in data.iter().enumerate() {
         let hash_part = !expected.parts.is_empty();
-        match fetch_file(source, offer, name, &work.dir, hash_part, &mut fed) {
+        let size = expected.sizes[i];
+        match fetch_file(source, offer, name, size, &work.dir, hash_part, &mut fed) {
             Ok(Some(sha)) if sha != expected.parts[i] => {
                 fetched = Err(anyhow!(
                     "checksum mismatch: {name} has SHA-256 {sha}, its .sha256 says {}",
@@ -649,6 +753,13 @@ fn install_with(
         .map_err(|_| anyhow!("the unpacker panicked"))?;
     let _ = gpg_writer.join();
     let signed = verification.finish(&tarball);
+    // Unpacking past the signed size is a refusal whatever else went wrong
+    // (the source that sent it also sent a file shorter than stated).
+    if let Err(e) = &unpacked
+        && format!("{e:#}").contains(OVER_SIZE)
+    {
+        bail!("{tarball}: {OVER_SIZE}: refusing it");
+    }
     fetched?;
     let sha = hex(&whole.finalize());
     if sha != expected.whole {
@@ -767,16 +878,16 @@ fn fetch_file(
     source: &dyn Source,
     offer: &Offer,
     name: &str,
+    size: u64,
     work: &Path,
     hash_part: bool,
     feed: &mut Feed<'_>,
 ) -> Result<Option<String>> {
     let path = work.join(name);
-    let size = offer.files.get(name).copied().flatten();
     let mut have = std::fs::symlink_metadata(&path)
         .map(|m| m.len())
         .unwrap_or(0);
-    if size.is_some_and(|s| have > s) {
+    if have > size {
         have = 0;
     }
     let mut part = hash_part.then(Sha256::new);
@@ -797,7 +908,7 @@ fn fetch_file(
     let mut out = BufWriter::with_capacity(1 << 20, &file);
     let mut attempt = 0;
     loop {
-        if size == Some(have) {
+        if size == have {
             break;
         }
         attempt += 1;
@@ -806,11 +917,9 @@ fn fetch_file(
                 return Err(Missing(format!("{} has no {name}", source.describe())).into());
             };
             while let Some(chunk) = body.next_chunk()? {
-                if let Some(s) = size
-                    && have + chunk.len() as u64 > s
-                {
+                if have + chunk.len() as u64 > size {
                     return Err(crate::http::Refused(format!(
-                        "{} sends more of {name} than the {s} bytes it lists: refusing it (the listing or the file is wrong)",
+                        "{} sends more of {name} than the {size} bytes of its signed statement: refusing it",
                         source.describe()
                     ))
                     .into());
@@ -825,13 +934,13 @@ fn fetch_file(
             Ok(())
         })();
         match outcome {
-            Ok(()) if size.is_none_or(|s| s == have) => break,
+            Ok(()) if size == have => break,
             Ok(()) => {
                 if attempt >= ATTEMPTS {
                     out.flush().ok();
                     return Err(Transport(format!(
                         "download of {name} stopped at {have} of {} bytes, {ATTEMPTS} times: run the command again to resume",
-                        size.unwrap_or(0)
+                        size
                     ))
                     .into());
                 }
@@ -852,10 +961,8 @@ fn fetch_file(
         std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
     }
     out.flush().map_err(|e| disk_error(e, &path))?;
-    if let Some(s) = size
-        && have != s
-    {
-        bail!("{name} is {have} bytes, the release lists {s}");
+    if have != size {
+        bail!("{name} is {have} bytes, its signed statement says {size}");
     }
     Ok(part.map(|p| hex(&p.finalize())))
 }

@@ -196,9 +196,37 @@ pub fn package(
     };
     let sink = Sink::new(opts.out, &tarball_name, opts.split_size, signer, staged)?;
     let gz = pgzip::ParGzWriter::new(sink, 6, opts.threads);
-    let gz = tarball::write_tar(gz, &entries)?;
-    let sink = gz.finish().context("compressing the package")?;
+    let counted = tarball::write_tar(Counted { inner: gz, len: 0 }, &entries)?;
+    let unpacked = counted.len;
+    let sink = counted.inner.finish().context("compressing the package")?;
     let (stream, mut staged) = sink.finish()?;
+    let sizes = manifest::Sizes {
+        schema: 1,
+        tarball: tarball_name.clone(),
+        size: stream.size,
+        sha256: stream.sha256.clone(),
+        parts: if stream.parts.len() > 1 {
+            stream
+                .parts
+                .iter()
+                .map(|(name, sha256, size)| manifest::PartSize {
+                    name: name.clone(),
+                    size: *size,
+                    sha256: sha256.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        unpacked,
+    };
+    let sizes_name = manifest::sizes_file(&stem);
+    let sizes_text = serde_json::to_string_pretty(&sizes)? + "\n";
+    staged.write(opts.out, &sizes_name, sizes_text.as_bytes())?;
+    if let Some(k) = opts.keyring {
+        let asc = staged.path(opts.out, &format!("{sizes_name}.asc"));
+        sign_bytes(k, &asc, sizes_text.as_bytes())?;
+    }
 
     staged.write(
         opts.out,
@@ -236,6 +264,41 @@ pub fn package(
         parts: stream.parts,
         files,
     })
+}
+
+/// A writer that counts what goes through it.
+struct Counted<W> {
+    inner: W,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A detached signature of `bytes` into `output`.
+fn sign_bytes(keyring: &Keyring, output: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut child = keyring
+        .detached_sign(output)
+        .spawn()
+        .context("starting gpg to sign")?;
+    child.stdin.take().expect("piped").write_all(bytes)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "gpg could not sign: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Parses `2000000000`, `512K`, `64M`, `2G` (binary multiples).
@@ -295,14 +358,21 @@ impl PackageCmd {
                 "  {stem}.tar.gz (split into parts above {} bytes)",
                 self.split_size
             );
-            for suffix in [".tar.gz.sha256", ".manifest.json", ".spdx.json"] {
+            for suffix in [
+                ".tar.gz.sha256",
+                ".sizes.json",
+                ".manifest.json",
+                ".spdx.json",
+            ] {
                 outln!("  {stem}{suffix}");
             }
             if let Some(k) = &keyring {
-                outln!(
-                    "  {stem}.tar.gz.asc  (gpg --armor --detach-sign --local-user {})",
-                    k.fingerprint
-                );
+                for signed in [format!("{stem}.tar.gz"), format!("{stem}.sizes.json")] {
+                    outln!(
+                        "  {signed}.asc  (gpg --armor --detach-sign --local-user {})",
+                        k.fingerprint
+                    );
+                }
                 outln!("  {PUBLIC_KEY_FILE}");
             }
             return Ok(());
