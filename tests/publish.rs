@@ -620,12 +620,11 @@ fn a_manifest_whose_cell_disagrees_with_its_name_is_refused() {
     assert!(!d.store().join("releases/24.11/noble").exists());
 }
 
-#[test]
-fn concurrent_local_publishes_lose_nothing() {
-    let d = dist(None);
+/// Eight packages of one cell (one per arch name) of `d`'s view, each in its
+/// own output directory.
+fn eight_packages(d: &Dist) -> Vec<std::path::PathBuf> {
     let lock = common::fixtures().join("spack-concretized-slurm-env/spack.lock");
-    // Eight packages (one per arch name), each published by its own run.
-    let outs: Vec<std::path::PathBuf> = (0..8)
+    (0..8)
         .map(|i| {
             let out = d.dir.path().join(format!("dist-{i}"));
             let arch = format!("arch{i}");
@@ -641,23 +640,32 @@ fn concurrent_local_publishes_lose_nothing() {
             .success();
             out
         })
-        .collect();
-    let store = d.store();
+        .collect()
+}
+
+/// Runs `publish --dir OUT extra…` for every output directory at once.
+fn publish_all_at_once(
+    outs: &[std::path::PathBuf],
+    extra: &[&str],
+    env: Vec<(&'static str, String)>,
+) {
     let runs: Vec<_> = outs
         .iter()
         .map(|out| {
-            let (out, store) = (out.clone(), store.clone());
+            let mut args: Vec<String> = vec![
+                "publish".into(),
+                "--dir".into(),
+                out.to_str().unwrap().into(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let env = env.clone();
             std::thread::spawn(move || {
-                xtask(&[
-                    "publish",
-                    "--to",
-                    "local",
-                    "--dir",
-                    out.to_str().unwrap(),
-                    "--store-dir",
-                    store.to_str().unwrap(),
-                ])
-                .output()
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut run = xtask(&args);
+                for (k, v) in &env {
+                    run = run.env(k, v);
+                }
+                run.output()
             })
         })
         .collect();
@@ -665,9 +673,29 @@ fn concurrent_local_publishes_lose_nothing() {
         let done = run.join().unwrap();
         assert_eq!(done.code, Some(0), "{}", done.stderr);
     }
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(store.join("releases/index.json")).unwrap()).unwrap();
-    let names: Vec<&String> = index["packages"].as_object().unwrap().keys().collect();
+}
+
+fn index_names(index: &[u8]) -> Vec<String> {
+    let index: serde_json::Value = serde_json::from_slice(index).unwrap();
+    index["packages"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn concurrent_local_publishes_lose_nothing() {
+    let d = dist(None);
+    let outs = eight_packages(&d);
+    let store = d.store();
+    publish_all_at_once(
+        &outs,
+        &["--to", "local", "--store-dir", store.to_str().unwrap()],
+        Vec::new(),
+    );
+    let names = index_names(&std::fs::read(store.join("releases/index.json")).unwrap());
     assert_eq!(names.len(), 8, "{names:?}");
     let partial: Vec<_> = walkdir::WalkDir::new(&store)
         .into_iter()
@@ -675,4 +703,15 @@ fn concurrent_local_publishes_lose_nothing() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+#[test]
+fn concurrent_s3_publishes_lose_no_index_entry() {
+    let d = dist(None);
+    let outs = eight_packages(&d);
+    let s3 = S3Server::start();
+    let bucket = s3.bucket.clone();
+    publish_all_at_once(&outs, &["--to", "s3", "--bucket", &bucket], s3.env());
+    let names = index_names(&s3.object("releases/index.json").unwrap());
+    assert_eq!(names.len(), 8, "{names:?}");
 }

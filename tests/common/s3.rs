@@ -64,6 +64,7 @@ impl S3Server {
             fs: s3s_fs::FileSystem::new(&root).unwrap(),
             root: root.clone(),
             uploads: Mutex::default(),
+            atomic: tokio::sync::RwLock::new(()),
         };
         let service = {
             let mut b = s3s::service::S3ServiceBuilder::new(store);
@@ -277,6 +278,7 @@ struct Store {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     uploads: Mutex<HashMap<String, Upload>>,
+    atomic: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -321,12 +323,18 @@ impl S3 for Store {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        // S3 evaluates If-Match / If-None-Match and replaces an object
+        // atomically; s3s-fs checks, then writes the data and its metadata
+        // one after the other. Writes one at a time, and no read during a
+        // write, restore S3's documented behaviour.
+        let _one = self.atomic.write().await;
         self.fs.put_object(req).await
     }
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let _reading = self.atomic.read().await;
         self.fs.get_object(req).await
     }
     async fn head_object(

@@ -227,6 +227,82 @@ impl Store for S3Store {
             self.multipart(&key, &at, file, put, progress).await
         })
     }
+
+    /// Read-modify-write with S3's conditional writes: the new object goes
+    /// up only if the one read is still there (`If-Match` its ETag, or
+    /// `If-None-Match: *` when there was none). A concurrent writer makes
+    /// that fail with 412 (or 409); then it reads again and retries, so no
+    /// writer's change is lost.
+    fn update(
+        &self,
+        key: &str,
+        cache_control: Option<&'static str>,
+        change: &mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>,
+    ) -> Result<bool> {
+        let full = self.key(key);
+        let at = format!("s3://{}/{full}", self.bucket);
+        for attempt in 0..20u64 {
+            let (current, etag) = self.rt.block_on(async {
+                match self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .send()
+                    .await
+                {
+                    Ok(out) => {
+                        let etag = out.e_tag.clone();
+                        let bytes = out.body.collect().await.context("reading the object")?;
+                        Ok((Some(bytes.into_bytes().to_vec()), etag))
+                    }
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                        Ok((None, None))
+                    }
+                    Err(e) => Err(explain(&at, e)),
+                }
+            })?;
+            let existed = current.is_some();
+            let Some(bytes) = change(current)? else {
+                return Ok(false);
+            };
+            let sha = sha2::Sha256::digest(&bytes);
+            let written = self.rt.block_on(async {
+                let mut req = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .content_type(super::content_type(key))
+                    .metadata("sha256", crate::package::output::hex(&sha))
+                    .checksum_sha256(b64(&sha))
+                    .body(ByteStream::from(bytes));
+                req = match (&etag, existed) {
+                    (Some(tag), _) => req.if_match(tag),
+                    (None, false) => req.if_none_match("*"),
+                    (None, true) => req,
+                };
+                if let Some(cc) = cache_control {
+                    req = req.cache_control(cc);
+                }
+                match req.customize().disable_payload_signing().send().await {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.raw_response()
+                            .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(explain(&at, e)),
+                }
+            })?;
+            if written {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(50 + 50 * attempt));
+        }
+        bail!("{at}: changed by other writers 20 times in a row; run again")
+    }
 }
 
 impl S3Store {
