@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use std::io::Read as _;
 
 use crate::flags::{PublishCmd, PublishTo, UsageError};
 use crate::gha;
@@ -261,13 +262,8 @@ fn publish_planned(
     // or its parts in order), or one file.
     let mut data_of: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for u in uploads.iter().filter(|u| !u.key.ends_with(".asc")) {
-        let signed = if u.class == Class::Data {
-            tarball_key(&u.key)
-        } else {
-            u.key.as_str()
-        };
         data_of
-            .entry(signed.to_string())
+            .entry(signed_key(u).to_string())
             .or_default()
             .push(u.file.clone());
     }
@@ -280,12 +276,7 @@ fn publish_planned(
             .as_ref()
             .is_some_and(|s| s.size == u.size && s.sha256.as_deref() == Some(u.sha256.as_str()));
         if !same {
-            let signed = if u.class == Class::Data {
-                tarball_key(&u.key)
-            } else {
-                u.key.as_str()
-            };
-            changed.insert(signed.to_string());
+            changed.insert(signed_key(&u).to_string());
         }
         // A re-pack of the same view gives the same files but signatures
         // made at another time. The store's signatures still sign those
@@ -393,11 +384,12 @@ fn publish_planned(
     Ok(outcome)
 }
 
-/// The tarball a data object belongs to: a part's key without `.part-NNN`.
-fn tarball_key(key: &str) -> &str {
-    match key.rfind(".part-") {
-        Some(i) => &key[..i],
-        None => key,
+/// The key of what a signature beside this upload signs: a part's tarball
+/// (its key without `.part-NNN`), or the upload itself.
+fn signed_key(u: &Upload) -> &str {
+    match u.key.rfind(".part-") {
+        Some(i) if u.class == Class::Data => &u.key[..i],
+        _ => &u.key,
     }
 }
 
@@ -424,23 +416,12 @@ fn stored_signature(
     let (Some(trusted), Some(stored)) = (public_key.as_ref(), store.get(key)?) else {
         return Ok(None);
     };
-    let sig = tempfile::NamedTempFile::new()?;
-    std::fs::write(sig.path(), &stored)?;
-    let mut check = trusted.start_verify(sig.path())?;
-    let mut stdin = check.stdin.take().expect("gpg's stdin");
-    let fed = data.iter().try_for_each(|file| -> std::io::Result<()> {
-        std::io::copy(&mut std::fs::File::open(file)?, &mut stdin)?;
-        Ok(())
-    });
-    drop(stdin);
-    check.stdin = None;
-    let verdict = check.finish(key);
-    fed.with_context(|| {
-        format!(
-            "reading {} to check the stored signature",
-            data[0].display()
-        )
-    })?;
+    let mut signed: Box<dyn std::io::Read> = Box::new(std::io::empty());
+    for file in data {
+        let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        signed = Box::new(signed.chain(f));
+    }
+    let verdict = trusted.verify(&stored, &mut signed, key);
     Ok(verdict.ok().map(|()| {
         let sha = crate::package::output::hex(&sha2::Sha256::digest(&stored));
         (stored.len() as u64, sha)

@@ -229,6 +229,23 @@ impl Keyring {
         cmd
     }
 
+    /// A detached armored signature of `bytes` into `output`.
+    pub fn sign_bytes(&self, output: &Path, bytes: &[u8]) -> Result<()> {
+        let mut child = self
+            .detached_sign(output)
+            .spawn()
+            .context("starting gpg to sign")?;
+        child.stdin.take().expect("piped").write_all(bytes)?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "gpg could not sign: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// The public half, armored.
     pub fn export_public(&self) -> Result<String> {
         let out = self
@@ -373,6 +390,23 @@ impl TrustedKey {
             child,
             fingerprint: self.fingerprint.clone(),
         })
+    }
+}
+
+impl TrustedKey {
+    /// Checks a detached `signature` over everything `data` reads: Ok only
+    /// for a good signature by this key.
+    pub fn verify(&self, signature: &[u8], data: &mut dyn std::io::Read, what: &str) -> Result<()> {
+        let sig = tempfile::NamedTempFile::new()?;
+        std::fs::write(sig.path(), signature)?;
+        let mut check = self.start_verify(sig.path())?;
+        let mut stdin = check.stdin.take().expect("piped");
+        let fed = std::io::copy(data, &mut stdin);
+        drop(stdin);
+        // gpg's verdict first: a gpg that stopped reading explains a broken pipe.
+        check.finish(what)?;
+        fed.with_context(|| format!("reading {what} to check its signature"))?;
+        Ok(())
     }
 }
 

@@ -508,12 +508,7 @@ fn signed_sizes(
         &format!("{name}.asc"),
         "refusing a package without its signed sizes",
     )?;
-    let sig_file = tempfile::NamedTempFile::new()?;
-    std::fs::write(sig_file.path(), &sig)?;
-    let mut check = key.start_verify(sig_file.path())?;
-    let written = check.stdin.take().expect("piped").write_all(&text);
-    check.finish(&name)?;
-    written?;
+    key.verify(&sig, &mut &text[..], &name)?;
     let sizes: crate::manifest::Sizes = serde_json::from_slice(&text)
         .with_context(|| format!("{name} is not a statement of sizes"))?;
     if sizes.tarball != offer.tarball() {
@@ -526,24 +521,38 @@ fn signed_sizes(
     Ok(sizes)
 }
 
-const OVER_SIZE: &str = "the tarball unpacks to more than its signed size";
-
-/// A reader that refuses to give more than `left` bytes.
+/// A reader that refuses to give more than `left` bytes, and remembers
+/// that it did.
 struct Bounded<R> {
     inner: R,
     left: u64,
+    exceeded: bool,
 }
 
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
-            return Err(std::io::Error::other(OVER_SIZE));
+            self.exceeded = true;
+            return Err(std::io::Error::other(OverSize.to_string()));
         }
         self.left -= n as u64;
         Ok(n)
     }
 }
+
+/// The tarball unpacked past its signed size: a refusal whatever else went
+/// wrong (the source that sent it also sent a file shorter than stated).
+#[derive(Debug)]
+struct OverSize;
+
+impl std::fmt::Display for OverSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the tarball unpacks to more than its signed size: refusing it")
+    }
+}
+
+impl std::error::Error for OverSize {}
 
 /// A failure worth a rerun: the bytes so far are kept, the next run resumes.
 #[derive(Debug)]
@@ -698,12 +707,18 @@ fn install_with(
             let mut gz = Bounded {
                 inner: gz,
                 left: unpacked_limit,
+                exceeded: false,
             };
-            let unpacked = extract::unpack(&mut gz, &stem, &tree)?;
-            // The rest of the stream (the gzip trailers' CRCs are checked
-            // while reading it) may only be tar's zero padding.
-            extract::only_padding_left(&mut gz)?;
-            Ok(unpacked)
+            let unpacked = extract::unpack(&mut gz, &stem, &tree).and_then(|unpacked| {
+                // The rest of the stream (the gzip trailers' CRCs are checked
+                // while reading it) may only be tar's zero padding.
+                extract::only_padding_left(&mut gz)?;
+                Ok(unpacked)
+            });
+            if gz.exceeded {
+                return Err(OverSize.into());
+            }
+            unpacked
         })
     };
     let mut verification = key.start_verify(&sig_path)?;
@@ -753,12 +768,10 @@ fn install_with(
         .map_err(|_| anyhow!("the unpacker panicked"))?;
     let _ = gpg_writer.join();
     let signed = verification.finish(&tarball);
-    // Unpacking past the signed size is a refusal whatever else went wrong
-    // (the source that sent it also sent a file shorter than stated).
     if let Err(e) = &unpacked
-        && format!("{e:#}").contains(OVER_SIZE)
+        && e.is::<OverSize>()
     {
-        bail!("{tarball}: {OVER_SIZE}: refusing it");
+        bail!("{tarball}: {e}");
     }
     fetched?;
     let sha = hex(&whole.finalize());

@@ -225,7 +225,7 @@ pub fn package(
     staged.write(opts.out, &sizes_name, sizes_text.as_bytes())?;
     if let Some(k) = opts.keyring {
         let asc = staged.path(opts.out, &format!("{sizes_name}.asc"));
-        sign_bytes(k, &asc, sizes_text.as_bytes())?;
+        k.sign_bytes(&asc, sizes_text.as_bytes())?;
     }
 
     staged.write(
@@ -281,24 +281,6 @@ impl<W: std::io::Write> std::io::Write for Counted<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// A detached signature of `bytes` into `output`.
-fn sign_bytes(keyring: &Keyring, output: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut child = keyring
-        .detached_sign(output)
-        .spawn()
-        .context("starting gpg to sign")?;
-    child.stdin.take().expect("piped").write_all(bytes)?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "gpg could not sign: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Parses `2000000000`, `512K`, `64M`, `2G` (binary multiples).

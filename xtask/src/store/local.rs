@@ -136,7 +136,7 @@ impl Store for LocalStore {
         &self,
         key: &str,
         cache_control: Option<&'static str>,
-        change: &mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>,
+        change: super::Change<'_>,
     ) -> Result<bool> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("creating {}", self.root.display()))?;
@@ -149,15 +149,9 @@ impl Store for LocalStore {
             .with_context(|| format!("opening {}", lock_path.display()))?;
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
-        let changed = match change(self.get(key)?)? {
-            Some(bytes) => {
-                super::put_bytes(self, key, &bytes, cache_control)?;
-                true
-            }
-            None => false,
-        };
+        let changed = super::rewrite(self, key, cache_control, change);
         drop(lock);
-        Ok(changed)
+        changed
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

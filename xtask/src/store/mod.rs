@@ -59,15 +59,30 @@ pub trait Store {
         &self,
         key: &str,
         cache_control: Option<&'static str>,
-        change: &mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>,
+        change: Change<'_>,
     ) -> Result<bool> {
-        match change(self.get(key)?)? {
-            Some(bytes) => {
-                put_bytes(self, key, &bytes, cache_control)?;
-                Ok(true)
-            }
-            None => Ok(false),
+        rewrite(self, key, cache_control, change)
+    }
+}
+
+/// What `Store::update` applies: the current bytes (if any) in, the new
+/// bytes (or `None`: leave it) out.
+pub type Change<'a> = &'a mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>;
+
+/// Reads `key`, applies `change`, writes the result if there is one; returns
+/// whether it wrote. No concurrency control of its own.
+pub fn rewrite(
+    store: &(impl Store + ?Sized),
+    key: &str,
+    cache_control: Option<&'static str>,
+    change: Change<'_>,
+) -> Result<bool> {
+    match change(store.get(key)?)? {
+        Some(bytes) => {
+            put_bytes(store, key, &bytes, cache_control)?;
+            Ok(true)
         }
+        None => Ok(false),
     }
 }
 

@@ -162,27 +162,7 @@ impl Store for S3Store {
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = self.key(key);
-        self.rt.block_on(async {
-            match self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-            {
-                Ok(out) => Ok(Some(
-                    out.body
-                        .collect()
-                        .await
-                        .context("reading the object")?
-                        .into_bytes()
-                        .to_vec(),
-                )),
-                Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
-                Err(e) => Err(explain(&format!("s3://{}/{key}", self.bucket), e)),
-            }
-        })
+        Ok(self.rt.block_on(self.fetch(&key))?.map(|(bytes, _)| bytes))
     }
 
     fn put(
@@ -204,19 +184,8 @@ impl Store for S3Store {
                 if actual != put.sha256 {
                     return Err(super::mismatch(file, &actual, &put.sha256));
                 }
-                let mut req = self
-                    .client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .content_type(put.content_type)
-                    .metadata("sha256", &put.sha256)
-                    .checksum_sha256(b64(&sha))
-                    .body(ByteStream::from(bytes));
-                if let Some(cc) = put.cache_control {
-                    req = req.cache_control(cc);
-                }
-                req.customize()
+                self.put_request(&key, bytes, &sha, put.content_type, put.cache_control)
+                    .customize()
                     .disable_payload_signing()
                     .send()
                     .await
@@ -237,54 +206,28 @@ impl Store for S3Store {
         &self,
         key: &str,
         cache_control: Option<&'static str>,
-        change: &mut dyn FnMut(Option<Vec<u8>>) -> Result<Option<Vec<u8>>>,
+        change: super::Change<'_>,
     ) -> Result<bool> {
         let full = self.key(key);
         let at = format!("s3://{}/{full}", self.bucket);
         for attempt in 0..20u64 {
-            let (current, etag) = self.rt.block_on(async {
-                match self
-                    .client
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .send()
-                    .await
-                {
-                    Ok(out) => {
-                        let etag = out.e_tag.clone();
-                        let bytes = out.body.collect().await.context("reading the object")?;
-                        Ok((Some(bytes.into_bytes().to_vec()), etag))
-                    }
-                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
-                        Ok((None, None))
-                    }
-                    Err(e) => Err(explain(&at, e)),
-                }
-            })?;
+            let (current, etag) = match self.rt.block_on(self.fetch(&full))? {
+                Some((bytes, etag)) => (Some(bytes), etag),
+                None => (None, None),
+            };
             let existed = current.is_some();
             let Some(bytes) = change(current)? else {
                 return Ok(false);
             };
-            let sha = sha2::Sha256::digest(&bytes);
+            let sha = Sha256::digest(&bytes);
             let written = self.rt.block_on(async {
-                let mut req = self
-                    .client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .content_type(super::content_type(key))
-                    .metadata("sha256", crate::package::output::hex(&sha))
-                    .checksum_sha256(b64(&sha))
-                    .body(ByteStream::from(bytes));
-                req = match (&etag, existed) {
+                let req =
+                    self.put_request(&full, bytes, &sha, super::content_type(key), cache_control);
+                let req = match (&etag, existed) {
                     (Some(tag), _) => req.if_match(tag),
                     (None, false) => req.if_none_match("*"),
                     (None, true) => req,
                 };
-                if let Some(cc) = cache_control {
-                    req = req.cache_control(cc);
-                }
                 match req.customize().disable_payload_signing().send().await {
                     Ok(_) => Ok(true),
                     Err(e)
@@ -306,6 +249,47 @@ impl Store for S3Store {
 }
 
 impl S3Store {
+    /// An object's bytes and ETag (`key` already prefixed); `None` if absent.
+    async fn fetch(&self, key: &str) -> Result<Option<(Vec<u8>, Option<String>)>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let etag = out.e_tag.clone();
+                let bytes = out.body.collect().await.context("reading the object")?;
+                Ok(Some((bytes.into_bytes().to_vec(), etag)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => Ok(None),
+            Err(e) => Err(explain(&format!("s3://{}/{key}", self.bucket), e)),
+        }
+    }
+
+    /// A single PutObject of `bytes` (`key` already prefixed) with their
+    /// SHA-256 as metadata and as the checksum S3 verifies.
+    fn put_request(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        sha: &[u8],
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .metadata("sha256", crate::package::output::hex(sha))
+            .checksum_sha256(b64(sha))
+            .body(ByteStream::from(bytes))
+            .set_cache_control(cache_control.map(str::to_string))
+    }
+
     async fn multipart(
         &self,
         key: &str,
