@@ -183,17 +183,23 @@ fn bad_input_exits_2() {
 fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
     let site = Site::new();
     let state = site.state().to_str().unwrap();
-    let deps = xtask(&[
-        "build-deps",
-        "--toolchain",
-        "jammy",
-        "--dry-run",
-        "--state-dir",
-        state,
-    ])
-    .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
-    .env_remove("SLURM_FACTORY_BUCKET")
-    .success();
+    // `build-deps --toolchain jammy --dry-run`, with no key and no bucket.
+    let deps_dry_run = |extra: &[&str]| {
+        let mut args = vec![
+            "build-deps",
+            "--toolchain",
+            "jammy",
+            "--dry-run",
+            "--state-dir",
+            state,
+        ];
+        args.extend_from_slice(extra);
+        xtask(&args)
+            .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
+            .env_remove("SLURM_FACTORY_BUCKET")
+            .success()
+    };
+    let deps = deps_dry_run(&[]);
     assert_contains_all(
         &deps.stdout,
         &[
@@ -232,18 +238,7 @@ fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
             "--gpu --fingerprint ",
         ],
     );
-    let rehearsal = xtask(&[
-        "build-deps",
-        "--toolchain",
-        "jammy",
-        "--rehearse",
-        "--dry-run",
-        "--state-dir",
-        state,
-    ])
-    .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
-    .env_remove("SLURM_FACTORY_BUCKET")
-    .success();
+    let rehearsal = deps_dry_run(&["--rehearse"]);
     assert_contains_all(
         &rehearsal.stdout,
         &[

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,8 +58,8 @@ fn dist(split: Option<&str>) -> Dist {
     d
 }
 
-/// `download` of the jammy cpu cell into `prefix`, trusting the test key.
-fn download(d: &Dist, prefix: &Path, from: &[&str]) -> Run {
+/// `download` of the jammy cpu cell into `prefix`, trusting `key`.
+fn download_args<'a>(key: &'a TestKey, prefix: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "download",
         "--slurm",
@@ -69,10 +69,15 @@ fn download(d: &Dist, prefix: &Path, from: &[&str]) -> Run {
         "--prefix",
         prefix.to_str().unwrap(),
         "--trusted-key",
-        d.key.public_file.to_str().unwrap(),
+        key.public_file.to_str().unwrap(),
     ];
-    args.extend_from_slice(from);
-    xtask(&args)
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `download` of the jammy cpu cell into `prefix`, trusting the test key.
+fn download(d: &Dist, prefix: &Path, from: &[&str]) -> Run {
+    xtask(&download_args(&d.key, prefix, from))
 }
 
 fn from_local(d: &Dist) -> Vec<String> {
@@ -731,22 +736,7 @@ fn hostile_archives_are_refused_with_the_entry_named() {
         hostile(&key, &store, &entries);
         let prefix = site.path().join(format!("sites/{name}"));
         std::fs::create_dir_all(prefix.parent().unwrap()).unwrap();
-        let failed = xtask(&[
-            "download",
-            "--slurm",
-            "24.11",
-            "--toolchain",
-            "jammy",
-            "--prefix",
-            prefix.to_str().unwrap(),
-            "--from",
-            "local",
-            "--store-dir",
-            store.to_str().unwrap(),
-            "--trusted-key",
-            key.public_file.to_str().unwrap(),
-        ])
-        .failure();
+        let failed = download_from(&key, &store, &prefix, &[]).failure();
         assert!(
             failed.stderr.contains("refusing archive entry") && failed.stderr.contains(&expect),
             "{name}: wanted `{expect}` in:\n{}",
@@ -934,23 +924,9 @@ fn a_full_disk_fails_in_one_line_and_leaves_nothing() {
 
 /// `download` of the jammy cpu cell from a local store, trusting `key`.
 fn download_from(key: &TestKey, store: &Path, prefix: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "download",
-        "--slurm",
-        "24.11",
-        "--toolchain",
-        "jammy",
-        "--prefix",
-        prefix.to_str().unwrap(),
-        "--from",
-        "local",
-        "--store-dir",
-        store.to_str().unwrap(),
-        "--trusted-key",
-        key.public_file.to_str().unwrap(),
-    ];
+    let mut args = vec!["--from", "local", "--store-dir", store.to_str().unwrap()];
     args.extend_from_slice(extra);
-    xtask(&args)
+    xtask(&download_args(key, prefix, &args))
 }
 
 /// The real package's uncompressed tar stream.
@@ -961,8 +937,8 @@ fn raw_tar(d: &Dist) -> Vec<u8> {
     raw
 }
 
-/// The same entries, with `manifest.json` changed by `edit`.
-fn with_manifest(raw: &[u8], edit: impl Fn(&str) -> String) -> Vec<u8> {
+/// The same entries, each passed to `edit` (path, header, data) on the way.
+fn retar(raw: &[u8], edit: impl Fn(&Path, &mut tar::Header, &mut Vec<u8>)) -> Vec<u8> {
     let mut archive = tar::Archive::new(raw);
     let mut out = tar::Builder::new(Vec::new());
     for entry in archive.entries().unwrap() {
@@ -970,14 +946,22 @@ fn with_manifest(raw: &[u8], edit: impl Fn(&str) -> String) -> Vec<u8> {
         let mut header = entry.header().clone();
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-        if entry.path().unwrap() == Path::new(&format!("{STEM}/manifest.json")) {
-            data = edit(std::str::from_utf8(&data).unwrap()).into_bytes();
-            header.set_size(data.len() as u64);
-            header.set_cksum();
-        }
+        edit(&entry.path().unwrap(), &mut header, &mut data);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
         out.append(&header, &data[..]).unwrap();
     }
     out.into_inner().unwrap()
+}
+
+/// The same entries, with `manifest.json` changed by `edit`.
+fn with_manifest(raw: &[u8], edit: impl Fn(&str) -> String) -> Vec<u8> {
+    let manifest = format!("{STEM}/manifest.json");
+    retar(raw, |path, _, data| {
+        if path == Path::new(&manifest) {
+            *data = edit(std::str::from_utf8(data).unwrap()).into_bytes();
+        }
+    })
 }
 
 #[test]
@@ -1184,72 +1168,35 @@ fn staging_left_by_a_killed_run_is_removed_by_the_next() {
     assert!(prefix.join("view/bin/scontrol").exists());
 }
 
-/// Serves `dir` over HTTP/1.0, but sends only the first half of a tarball
-/// and then holds the connection open.
-fn stalling_server(dir: PathBuf) -> String {
-    use std::io::{BufRead, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let dir = dir.clone();
-            std::thread::spawn(move || {
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let mut header = String::new();
-                while reader.read_line(&mut header).is_ok() && header.trim() != "" {
-                    header.clear();
-                }
-                let mut words = line.split_whitespace();
-                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
-                let file = dir.join(path.trim_start_matches('/'));
-                let Ok(body) = std::fs::read(&file) else {
-                    let _ =
-                        stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-                    return;
-                };
-                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                let _ = stream.write_all(head.as_bytes());
-                if method == "HEAD" {
-                    return;
-                }
-                if path.ends_with(".tar.gz") {
-                    let _ = stream.write_all(&body[..body.len() / 2]);
-                    std::thread::sleep(std::time::Duration::from_secs(60));
-                } else {
-                    let _ = stream.write_all(&body);
-                }
-            });
-        }
-    });
-    url
-}
-
 #[test]
 fn sigterm_and_ctrl_c_remove_the_unverified_staging_directory() {
     let d = dist(None);
-    let url = stalling_server(d.store());
+    // Serves the store, but only the first half of a tarball, then holds on.
+    let files = d.store();
+    let server = TinyServer::start_streaming(move |path, out| {
+        match std::fs::read(files.join(path.trim_start_matches('/'))) {
+            Ok(body) if path.ends_with(".tar.gz") => {
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = out.write_all(head.as_bytes());
+                let _ = out.write_all(&body[..body.len() / 2]);
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            }
+            Ok(body) => {
+                let _ = out.write_all(&ok(&body));
+            }
+            Err(_) => {
+                let _ = out.write_all(&not_found());
+            }
+        }
+    });
+    let url = server.url.clone();
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         let prefix = site(&d, &format!("sig{signal}"));
         let from = format!("{url}/");
-        let mut child = common::xtask_command(&[
-            "download",
-            "--slurm",
-            "24.11",
-            "--toolchain",
-            "jammy",
-            "--prefix",
-            prefix.to_str().unwrap(),
-            "--trusted-key",
-            d.key.public_file.to_str().unwrap(),
-            "--from",
-            &from,
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child = common::xtask_command(&download_args(&d.key, &prefix, &["--from", &from]))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let parent = prefix.parent().unwrap().to_path_buf();
         let staging = || {
             std::fs::read_dir(&parent)
@@ -1315,7 +1262,16 @@ struct TinyServer {
 
 impl TinyServer {
     fn start(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> TinyServer {
-        use std::io::{BufRead, Write};
+        TinyServer::start_streaming(move |path, out| {
+            let _ = out.write_all(&answer(path));
+        })
+    }
+
+    /// Like `start`, but `answer` writes the response itself (and may stall).
+    fn start_streaming(
+        answer: impl Fn(&str, &mut std::net::TcpStream) + Send + Sync + 'static,
+    ) -> TinyServer {
+        use std::io::BufRead;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1344,7 +1300,7 @@ impl TinyServer {
                         path: path.clone(),
                         authorization,
                     });
-                    let _ = stream.write_all(&answer(&path));
+                    answer(&path, &mut stream);
                 });
             }
         });
@@ -1507,21 +1463,12 @@ fn misleading_failures_are_reported_as_what_they_are() {
 
 /// The same entries, with the directory `dir` (under the package) given `mode`.
 fn with_dir_mode(raw: &[u8], dir: &str, mode: u32) -> Vec<u8> {
-    let mut archive = tar::Archive::new(raw);
-    let mut out = tar::Builder::new(Vec::new());
     let target = format!("{STEM}/{dir}");
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let mut header = entry.header().clone();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
-        if entry.path().unwrap() == Path::new(&target) {
+    retar(raw, |path, header, _| {
+        if path == Path::new(&target) {
             header.set_mode(mode);
-            header.set_cksum();
         }
-        out.append(&header, &data[..]).unwrap();
-    }
-    out.into_inner().unwrap()
+    })
 }
 
 #[test]

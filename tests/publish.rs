@@ -28,6 +28,16 @@ fn publish_local(d: &Dist, extra: &[&str]) -> common::Done {
     d.publish_local(extra).success()
 }
 
+/// A publish that found every file already in the store.
+fn assert_nothing_uploaded(done: &common::Done) {
+    assert!(
+        done.stdout
+            .contains("0 uploaded (0.0 MiB), 8 already there"),
+        "{}",
+        done.stdout
+    );
+}
+
 fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
     out.lines().filter(|l| l.starts_with(prefix)).collect()
 }
@@ -64,13 +74,7 @@ fn data_first_index_last_and_a_rerun_uploads_nothing() {
         "{}",
         second.stdout
     );
-    assert!(
-        second
-            .stdout
-            .contains("0 uploaded (0.0 MiB), 8 already there"),
-        "{}",
-        second.stdout
-    );
+    assert_nothing_uploaded(&second);
 }
 
 #[test]
@@ -380,13 +384,7 @@ fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     assert!(s3.object("keys/slurm-factory-signing-key.asc").is_some());
     assert_eq!(s3.incomplete_uploads(), 0);
     let again = d.publish_s3(s3.env(), &s3.bucket).success();
-    assert!(
-        again
-            .stdout
-            .contains("0 uploaded (0.0 MiB), 8 already there"),
-        "{}",
-        again.stdout
-    );
+    assert_nothing_uploaded(&again);
 }
 
 #[test]
@@ -547,13 +545,7 @@ fn s3_a_repack_of_the_same_view_uploads_nothing() {
     );
     assert_ne!(std::fs::read(&signature).unwrap(), first_signature);
     let again = d.publish_s3(s3.env(), &s3.bucket).success();
-    assert!(
-        again
-            .stdout
-            .contains("0 uploaded (0.0 MiB), 8 already there"),
-        "{}",
-        again.stdout
-    );
+    assert_nothing_uploaded(&again);
     assert!(
         again.stdout.contains(&format!("keep {SIGNATURE_KEY}")),
         "{}",
