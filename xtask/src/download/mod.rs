@@ -1097,11 +1097,14 @@ mod interrupts {
                 let mut sig: libc::c_int = 0;
                 if libc::sigwait(&set, &mut sig) == 0 {
                     let dirs = STAGING.lock().map(|d| d.clone()).unwrap_or_default();
-                    for d in dirs {
-                        super::remove_tree(&d);
-                    }
+                    let removed = dirs.iter().filter(|d| super::remove_tree(d)).count();
                     eprintln!(
-                        "interrupted: unverified data removed; run the command again to resume"
+                        "interrupted{}; run the command again to resume",
+                        if removed > 0 {
+                            ": unverified data removed"
+                        } else {
+                            ""
+                        }
                     );
                     std::process::exit(128 + sig);
                 }
