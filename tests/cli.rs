@@ -266,3 +266,46 @@ fn a_closed_stdout_is_not_a_crash() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// The admins' `slurm-factory`: `download` alone, and no checkout needed.
+#[test]
+fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
+    let nowhere = tempfile::tempdir().unwrap();
+    let at = nowhere.path();
+    let help = common::admin(at, &["--help"]).success();
+    assert!(help.stdout.contains("download"), "{}", help.stdout);
+    assert!(!help.stdout.contains("publish"), "{}", help.stdout);
+    let help = common::admin(at, &["download", "--help"]).success();
+    assert!(
+        help.stdout
+            .contains("slurm-factory download --slurm 25.11 --toolchain noble"),
+        "its examples name itself: {}",
+        help.stdout
+    );
+    assert!(!help.stdout.contains("cargo xtask"), "{}", help.stdout);
+    common::admin(at, &["publish"]).code(2);
+    let bad = common::admin(at, &["download", "--list", "--from", "local"]).code(2);
+    assert!(
+        bad.stderr.contains("--from local needs --store-dir DIR"),
+        "{}",
+        bad.stderr
+    );
+    let bad = common::admin(
+        at,
+        &[
+            "download",
+            "--slurm",
+            "25.11",
+            "--toolchain",
+            "noble",
+            "--prefix",
+            "x",
+            "--trusted-fingerprint",
+            "ABCD",
+        ],
+    )
+    .code(2);
+    assert!(bad.stderr.contains("40 hex digits"), "{}", bad.stderr);
+    // It wrote nothing where it ran.
+    assert_eq!(std::fs::read_dir(at).unwrap().count(), 0);
+}

@@ -14,7 +14,7 @@ use common::dist::{Dist, STEM, noise};
 use common::github::GitHubServer;
 use common::gpg::TestKey;
 use common::s3::S3Server;
-use common::{Project, Run, repo_root, xtask};
+use common::{Project, Run, StaticServer, admin, repo_root, xtask};
 
 const CELL_DIR: &str = "releases/24.11/jammy/cpu";
 
@@ -762,56 +762,6 @@ fn hostile_archives_are_refused_with_the_entry_named() {
 
 // ------------------------------------------------------------ plain HTTP
 
-/// `python3 -m http.server` over a directory: a static server that knows
-/// nothing of ranges or S3, as a CDN origin or a plain web server would be.
-struct StaticServer {
-    child: std::process::Child,
-    url: String,
-}
-
-impl StaticServer {
-    fn start(dir: &Path) -> StaticServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .arg("--directory")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 is not installed: run `sudo bash .ci/install`");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "http.server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        StaticServer {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_public_base_url_and_a_release_directory_url_both_work() {
     let d = dist(Some("150k"));
@@ -822,7 +772,7 @@ fn a_public_base_url_and_a_release_directory_url_both_work() {
     let install = published
         .stdout
         .lines()
-        .find_map(|l| l.trim().strip_prefix("install: cargo xtask "))
+        .find_map(|l| l.trim().strip_prefix("install: slurm-factory "))
         .unwrap_or_else(|| panic!("no install line in:\n{}", published.stdout));
     assert!(
         published.stdout.contains(&format!(
@@ -836,11 +786,9 @@ fn a_public_base_url_and_a_release_directory_url_both_work() {
     let mut args: Vec<String> = install.split(' ').map(String::from).collect();
     let at = args.iter().position(|a| a == "--prefix").unwrap();
     args[at + 1] = prefix.to_str().unwrap().into();
-    args.extend([
-        "--trusted-key".into(),
-        d.key.public_file.to_str().unwrap().into(),
-    ]);
-    xtask(&strs(&args)).success();
+    args.extend(["--trusted-fingerprint".into(), d.key.fingerprint()]);
+    // The admins' executable, from a directory that is no checkout.
+    admin(d.dir.path(), &strs(&args)).success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
     // One release directory with no index beside it: the parts are probed.
     std::fs::remove_file(d.store().join("releases/index.json")).unwrap();
@@ -1606,4 +1554,89 @@ fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
         "{}",
         failed.stderr
     );
+}
+
+// ------------------------------------------------- the admins' executable
+
+/// The admins' `slurm-factory` knows the matrix it was built from, but takes
+/// what a release offers from the release: a Slurm version a newer matrix
+/// dropped stays installable, and a name neither knows exits 2 naming both.
+#[test]
+fn a_version_the_matrix_no_longer_lists_stays_downloadable() {
+    // Published when the matrix still listed Slurm 22.05.
+    let then = Project::copy();
+    then.edit("spack-env/matrix.yaml", |m| {
+        m.replace("version: \"23.11\"", "version: \"22.05\"")
+            .replace("spack_version: 23-11-", "spack_version: 22-05-")
+    });
+    let key = TestKey::new("Releaser", "");
+    let dir = tempfile::tempdir().unwrap();
+    let (view, out, store) = (
+        dir.path().join("view"),
+        dir.path().join("dist"),
+        dir.path().join("store"),
+    );
+    std::fs::create_dir_all(view.join("bin")).unwrap();
+    std::fs::write(view.join("bin/scontrol"), "#!/bin/sh\necho 22.05\n").unwrap();
+    common::package(
+        &then.root,
+        &view,
+        &common::fixtures().join("spack-concretized-slurm-env/spack.lock"),
+        ("22.05", "jammy"),
+        &out,
+        &[],
+    )
+    .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
+    .success();
+    then.xtask(&[
+        "publish",
+        "--to",
+        "local",
+        "--dir",
+        out.to_str().unwrap(),
+        "--store-dir",
+        store.to_str().unwrap(),
+    ])
+    .success();
+    let server = StaticServer::start(&store);
+    let from = format!("{}/", server.url);
+    let prefix = dir.path().join("slurm-22.05");
+    let fpr = key.fingerprint();
+    let args = |slurm: &'static str, prefix: &Path| -> Vec<String> {
+        [
+            "download",
+            "--slurm",
+            slurm,
+            "--toolchain",
+            "jammy",
+            "--from",
+            &from,
+            "--trusted-fingerprint",
+            &fpr,
+            "--prefix",
+            prefix.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // Today's matrix lists 25.11, 24.11 and 23.11 only.
+    let done = admin(dir.path(), &strs(&args("22.05", &prefix))).success();
+    assert!(
+        done.stdout.contains("installed Slurm 22.05 (jammy, cpu)"),
+        "{}",
+        done.stdout
+    );
+    assert!(prefix.join("view/bin/scontrol").is_file());
+    let bad = admin(
+        dir.path(),
+        &strs(&args("21.08", &dir.path().join("slurm-21.08"))),
+    )
+    .code(2);
+    assert!(
+        bad.stderr
+            .contains("unknown Slurm version '21.08' (valid: 25.11, 24.11, 23.11, 22.05)"),
+        "{}",
+        bad.stderr
+    );
+    assert!(!dir.path().join("slurm-21.08").exists());
 }

@@ -707,3 +707,83 @@ fn concurrent_s3_publishes_lose_no_index_entry() {
     let names = index_names(&s3.object("releases/index.json").unwrap());
     assert_eq!(names.len(), 8, "{names:?}");
 }
+
+// ------------------------------------------------- the admins' executable
+
+const ADMIN: &str = "slurm-factory-x86_64-linux";
+
+/// What `admin-binary --out` leaves beside the packages (a stand-in
+/// executable: publish checks and moves bytes, it runs nothing).
+fn with_admin_binary(d: &Dist, sign: bool) -> Vec<u8> {
+    let exe = noise(3 << 20, 42);
+    let path = d.out().join(ADMIN);
+    std::fs::write(&path, &exe).unwrap();
+    let sha = common::sh(
+        std::process::Command::new("sha256sum")
+            .arg(ADMIN)
+            .current_dir(d.out()),
+    );
+    std::fs::write(d.out().join(format!("{ADMIN}.sha256")), sha).unwrap();
+    if sign {
+        d.key
+            .detach_sign(&path, &d.out().join(format!("{ADMIN}.asc")));
+    }
+    exe
+}
+
+#[test]
+fn the_admins_executable_goes_to_the_stores_tools_and_into_every_release() {
+    let d = dist(None);
+    let exe = with_admin_binary(&d, true);
+    let done = publish_local(&d, &[]);
+    let tools = d.store().join("tools");
+    for name in [
+        ADMIN.to_string(),
+        format!("{ADMIN}.sha256"),
+        format!("{ADMIN}.asc"),
+    ] {
+        assert_eq!(
+            std::fs::read(tools.join(&name)).unwrap(),
+            std::fs::read(d.out().join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    // Data before its checksum and signature, as for packages.
+    let puts = lines_with(&done.stdout, "put ");
+    let at = |n: &str| puts.iter().position(|l| l.contains(n)).unwrap();
+    assert!(at(&format!("tools/{ADMIN} (")) < at(&format!("tools/{ADMIN}.asc")));
+    assert!(
+        publish_local(&d, &[])
+            .stdout
+            .contains("0 uploaded (0.0 MiB), 11 already there")
+    );
+    let gh = GitHubServer::start();
+    publish_github(&d, &gh).success();
+    let release = gh.release("slurm-24.11").unwrap();
+    assert_eq!(release.asset(ADMIN).unwrap().bytes, exe);
+    assert!(release.asset(&format!("{ADMIN}.asc")).is_some());
+    assert!(release.asset(&format!("{ADMIN}.sha256")).is_some());
+}
+
+#[test]
+fn an_unsigned_or_corrupt_admins_executable_is_refused_before_any_upload() {
+    let d = dist(None);
+    with_admin_binary(&d, false);
+    let bad = d.publish_local(&[]).failure();
+    assert!(
+        bad.stderr.contains(&format!(
+            "{ADMIN}.asc is missing: an unsigned executable is not published"
+        )),
+        "{}",
+        bad.stderr
+    );
+    with_admin_binary(&d, true);
+    std::fs::write(d.out().join(ADMIN), b"not what was signed").unwrap();
+    let bad = d.publish_local(&[]).failure();
+    assert!(
+        bad.stderr.contains(&format!("{ADMIN} does not match")),
+        "{}",
+        bad.stderr
+    );
+    assert!(!d.store().exists(), "nothing was uploaded");
+}

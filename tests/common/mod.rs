@@ -88,7 +88,30 @@ pub fn xtask(args: &[&str]) -> Run {
     }
 }
 
+/// The admins' `slurm-factory` executable (the debug build of this checkout),
+/// run from `cwd`: it reads no checkout, so `cwd` may be anywhere.
+pub fn admin(cwd: &Path, args: &[&str]) -> Run {
+    Run {
+        cmd: admin_at(Path::new(env!("CARGO_BIN_EXE_slurm-factory")), cwd, args),
+    }
+}
+
+/// An admins' executable at `exe` (the debug build, or the released one).
+pub fn admin_at(exe: &Path, cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_STEP_SUMMARY");
+    cmd
+}
+
 impl Run {
+    pub fn from_command(cmd: Command) -> Run {
+        Run { cmd }
+    }
+
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Run {
         self.cmd.env(key, value);
         self
@@ -305,4 +328,54 @@ pub fn binary_like(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// `python3 -m http.server` over a directory: a static server that knows
+/// nothing of ranges or S3, as a CDN origin or a plain web server would be.
+pub struct StaticServer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl StaticServer {
+    pub fn start(dir: &Path) -> StaticServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 is not installed: run `sudo bash .ci/install`");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        StaticServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -40,6 +40,38 @@ pub enum Command {
     Verify(VerifyCmd),
     Publish(PublishCmd),
     Download(DownloadCmd),
+    AdminBinary(AdminBinaryCmd),
+}
+
+/// `slurm-factory`: the admins' installer, released with the packages.
+#[derive(Debug, Parser)]
+#[command(
+    name = "slurm-factory",
+    bin_name = "slurm-factory",
+    version,
+    about = "Install Slurm Factory's signed, relocatable Slurm packages: download, verify, unpack, module",
+    after_help = "Examples:\n  slurm-factory download --list --slurm 25.11\n  slurm-factory download --slurm 25.11 --toolchain noble --prefix /opt/slurm/25.11"
+)]
+pub struct AdminCli {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    Download(DownloadCmd),
+}
+
+impl AdminCli {
+    /// Parses the command line; `download --help` shows this executable's
+    /// name in its examples.
+    pub fn parse_with_examples() -> AdminCli {
+        use clap::{CommandFactory, FromArgMatches};
+        let help = DOWNLOAD_HELP.replace("cargo xtask download", "slurm-factory download");
+        let command = AdminCli::command().mut_subcommand("download", |c| c.after_help(help));
+        let matches = command.get_matches();
+        AdminCli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// List the build cells (Slurm version × toolchain × variant) with image, compiler and runner
@@ -392,8 +424,7 @@ pub struct PublishCmd {
 }
 
 /// Fetch a released Slurm, verify its checksum and signature, unpack it safely and install its module
-#[derive(Debug, Args)]
-#[command(after_help = "\
+const DOWNLOAD_HELP: &str = "\
 Nothing unverified reaches the prefix: the package is unpacked beside it and
 moved in only after its SHA-256 and its signature by the trusted key (the
 fingerprint pinned in spack-env/matrix.yaml, or --trusted-key) both check out.
@@ -403,7 +434,10 @@ Examples:
   cargo xtask download --list --slurm 25.11
   cargo xtask download --slurm 25.11 --toolchain noble --prefix /opt/slurm/25.11
   cargo xtask download --slurm 25.11 --toolchain rockylinux9 --gpu --prefix /opt/slurm/25.11-gpu \\
-      --modules /etc/modulefiles --from https://cdn.example.org/slurm-factory")]
+      --modules /etc/modulefiles --from https://cdn.example.org/slurm-factory";
+
+#[derive(Debug, Args)]
+#[command(after_help = DOWNLOAD_HELP)]
 pub struct DownloadCmd {
     /// The Slurm version
     #[arg(long, value_name = "V")]
@@ -442,10 +476,36 @@ pub struct DownloadCmd {
     /// Trust this armored public key instead of the project's pinned one
     #[arg(long, value_name = "FILE")]
     pub trusted_key: Option<PathBuf>,
+    /// Trust the key published beside the packages if its fingerprint is this
+    /// one (40 hex digits) [default: the fingerprint pinned in the matrix]
+    #[arg(long, value_name = "FPR", conflicts_with = "trusted_key")]
+    pub trusted_fingerprint: Option<String>,
     /// List what the source offers (versions, toolchains, variants, sizes) and exit
     #[arg(long)]
     pub list: bool,
     /// Print what would be fetched and where it would go
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Build the admins' `slurm-factory` executable (glibc 2.28, with cargo-zigbuild), its checksum and signature
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The executable is `download` alone, with the release policy of this
+checkout's matrix built in: it needs no checkout and no Rust on the admin's
+machine, only gpg. It runs on every supported OS (x86_64, glibc 2.28 or newer).
+Needs cargo-zigbuild and ziglang (pip install cargo-zigbuild==0.24.0 ziglang==0.17.0).
+
+Examples:
+  cargo xtask admin-binary --out dist
+  cargo xtask admin-binary --out dist --dry-run")]
+pub struct AdminBinaryCmd {
+    /// Directory for slurm-factory-<arch>-linux, its .sha256 and .asc (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub signing: crate::sign::SigningArgs,
+    /// Print the build command and the files it would write; build nothing
     #[arg(long)]
     pub dry_run: bool,
 }

@@ -16,6 +16,7 @@ use crate::flags::{PublishCmd, PublishTo, UsageError};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;
+use crate::schema::admin_binary;
 use crate::store::github::{AssetFile, GitHub};
 use crate::store::local::sha256_file;
 use crate::store::{self, Put, Store};
@@ -181,6 +182,42 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
     Ok(uploads)
 }
 
+/// The admins' executable (`admin-binary`), when the directory holds it:
+/// checked against its `.sha256` and signed, to the store's stable `tools/`
+/// location (and into every GitHub release).
+fn plan_admin_binary(dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| admin_binary::is_release_file(n))
+        .collect();
+    names.sort();
+    let mut uploads = Vec::new();
+    for name in &names {
+        let (class, sha) = if name.ends_with(".sha256") || name.ends_with(".asc") {
+            (Class::Integrity, sha256_file(&dir.join(name))?)
+        } else {
+            let sha = sha256_file(&dir.join(name))?;
+            check_sum_file(&dir.join(format!("{name}.sha256")), name, &sha)?;
+            if !dir.join(format!("{name}.asc")).is_file() && !allow_unsigned {
+                bail!(
+                    "{name}.asc is missing: an unsigned executable is not published (--allow-unsigned for a local test store)"
+                );
+            }
+            (Class::Data, sha)
+        };
+        let file = dir.join(name);
+        uploads.push(Upload {
+            key: format!("{}/{name}", admin_binary::STORE_DIR),
+            class,
+            size: std::fs::metadata(&file)?.len(),
+            sha256: sha,
+            file,
+        });
+    }
+    Ok(uploads)
+}
+
 fn upload(file: &Path, m: &Manifest, class: Class, sha256: String) -> Result<Upload> {
     let name = file.file_name().unwrap().to_string_lossy();
     Ok(Upload {
@@ -234,6 +271,7 @@ fn plan(dir: &Path, allow_unsigned: bool) -> Result<(Vec<Found>, Vec<Upload>)> {
     for f in &found {
         uploads.extend(plan_package(f, dir, allow_unsigned)?);
     }
+    uploads.extend(plan_admin_binary(dir, allow_unsigned)?);
     let key_file = dir.join(PUBLIC_KEY_FILE);
     if key_file.is_file() {
         uploads.push(Upload {
@@ -312,7 +350,10 @@ fn publish_planned(
                 sha256: u.sha256.clone(),
                 size: u.size,
                 content_type: store::content_type(&u.key),
-                cache_control: (u.class == Class::Pointer).then_some(store::SHORT_CACHE),
+                // Replaced by later releases: the key, the admins' binary.
+                cache_control: (u.class == Class::Pointer
+                    || u.key.starts_with(&format!("{}/", admin_binary::STORE_DIR)))
+                .then_some(store::SHORT_CACHE),
             };
             store
                 .put(&u.key, &u.file, &put, &bar)
@@ -446,7 +487,9 @@ fn publish_github(dir: &Path, allow_unsigned: bool, dry_run: bool) -> Result<()>
         let files: Vec<AssetFile<'_>> = uploads
             .iter()
             .filter(|u| {
-                u.key.starts_with(&format!("releases/{version}/")) || u.key.starts_with("keys/")
+                u.key.starts_with(&format!("releases/{version}/"))
+                    || u.key.starts_with("keys/")
+                    || u.key.starts_with(&format!("{}/", admin_binary::STORE_DIR))
             })
             .map(|u| AssetFile {
                 name: u.file.file_name().unwrap().to_string_lossy().into_owned(),
@@ -493,7 +536,7 @@ fn install_lines(public_url: &str, outcome: &Outcome) -> Vec<String> {
         {
             lines.push(format!("public: {base}/{}", u.key));
             lines.push(format!(
-                "  install: cargo xtask download --slurm {version} --toolchain {toolchain}{} --prefix /opt/slurm/{version} --from {base}/",
+                "  install: slurm-factory download --slurm {version} --toolchain {toolchain}{} --prefix /opt/slurm/{version} --from {base}/",
                 if *variant == "gpu" { " --gpu" } else { "" }
             ));
         }

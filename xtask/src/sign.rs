@@ -365,10 +365,21 @@ impl TrustedKey {
         Ok(TrustedKey { fingerprint, ..key })
     }
 
+    /// gpg on this key's home. Public keys only: it never needs gpg-agent,
+    /// so it starts none (an admin's machine may have gpg without the agent,
+    /// Debian's `gpg` package alone, and a public-key import would fail
+    /// trying to start it).
     fn gpg(&self) -> Command {
         let mut cmd = Command::new("gpg");
         cmd.env("GNUPGHOME", self.home.path())
-            .args(["--batch", "--no-tty", "--quiet", "--trust-model", "always"])
+            .args([
+                "--batch",
+                "--no-tty",
+                "--quiet",
+                "--no-autostart",
+                "--trust-model",
+                "always",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd

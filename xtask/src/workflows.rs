@@ -8,6 +8,7 @@ use serde_yaml::Value;
 
 use crate::codegen::{Generated, header};
 use crate::matrix::{ActionPin, Matrix};
+use crate::schema::admin_binary;
 
 // ---------------------------------------------------------------------------
 // The model: the subset of GitHub's workflow syntax these workflows use.
@@ -180,6 +181,9 @@ const DEPS_WORKFLOW_NAME: &str = "Build and publish Slurm dependencies";
 /// Where the toolkit binary lands in jobs that download it.
 const TOOLKIT: &str = ".xtask/xtask";
 /// Adds `--rehearse` to a step's `args` when the dispatch asked for a rehearsal.
+/// The artifact that carries the admins' binary to the release job; it
+/// matches the release job's `slurm-*` pattern.
+const ADMIN_BINARY_ARTIFACT: &str = "slurm-factory-admin-binary";
 const REHEARSE_ARG: &str = "if [ \"$REHEARSE\" = true ]; then args+=(--rehearse); fi\n";
 
 pub fn render_all(matrix: &Matrix) -> Result<Vec<Generated>> {
@@ -617,18 +621,24 @@ impl Ctx<'_> {
     }
 
     fn build_env(step: Step) -> Step {
-        step.env("TOOLCHAIN", &expr("matrix.toolchain"))
-            .env("REHEARSE", &expr("inputs.rehearse"))
-            .env("GPU", &expr("matrix.gpu"))
-            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
-            .env(
-                "SLURM_FACTORY_GPG_PRIVATE_KEY",
-                &expr("secrets.SLURM_FACTORY_GPG_PRIVATE_KEY"),
-            )
-            .env(
-                "SLURM_FACTORY_GPG_PASSPHRASE",
-                &expr("secrets.SLURM_FACTORY_GPG_PASSPHRASE"),
-            )
+        Self::signing_env(
+            step.env("TOOLCHAIN", &expr("matrix.toolchain"))
+                .env("REHEARSE", &expr("inputs.rehearse"))
+                .env("GPU", &expr("matrix.gpu"))
+                .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET")),
+        )
+    }
+
+    /// The release signing key, for the step that signs (never a whole job).
+    fn signing_env(step: Step) -> Step {
+        step.env(
+            "SLURM_FACTORY_GPG_PRIVATE_KEY",
+            &expr("secrets.SLURM_FACTORY_GPG_PRIVATE_KEY"),
+        )
+        .env(
+            "SLURM_FACTORY_GPG_PASSPHRASE",
+            &expr("secrets.SLURM_FACTORY_GPG_PASSPHRASE"),
+        )
     }
 
     fn deps(&self) -> Workflow {
@@ -755,12 +765,13 @@ impl Ctx<'_> {
             true,
         );
         jobs.insert("index".to_string(), index);
+        jobs.insert("admin-binary".to_string(), self.admin_binary_job());
         jobs.insert("release".to_string(), self.release_job());
         jobs.insert(
             "summary".to_string(),
             self.summary_job(
                 "Build and publish Slurm",
-                &["plan", "build-slurm", "index", "release"],
+                &["plan", "build-slurm", "index", "admin-binary", "release"],
             ),
         );
         Workflow {
@@ -787,6 +798,51 @@ impl Ctx<'_> {
         }
     }
 
+    /// The admins' `slurm-factory` executable, once per run: built for glibc
+    /// 2.28 with cargo-zigbuild (pinned, from PyPI) and signed; the release
+    /// job attests and publishes it with the packages.
+    fn admin_binary_job(&self) -> Job {
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.extend(self.rust(None));
+        steps.push(Step::run(
+            "Install cargo-zigbuild and zig",
+            &format!(
+                "python3 -m venv \"$RUNNER_TEMP/zigbuild\"\n\"$RUNNER_TEMP/zigbuild/bin/pip\" install --quiet {}\necho \"$RUNNER_TEMP/zigbuild/bin\" >> \"$GITHUB_PATH\"\n",
+                admin_binary::BUILD_TOOLS.join(" ")
+            ),
+        ));
+        steps.push(Self::signing_env(Step::run(
+            "Build and sign the admins' binary",
+            &format!("{TOOLKIT} admin-binary --out dist\n"),
+        )));
+        steps.push(
+            Step::uses(
+                "Hand the binary to the release job",
+                &self.m.actions.upload_artifact,
+            )
+            .with("name", ADMIN_BINARY_ARTIFACT)
+            .with("path", "dist/")
+            .with("if-no-files-found", "error")
+            .with("retention-days", 7),
+        );
+        Job {
+            name: "Build the admins' binary".into(),
+            needs: vec!["toolkit", "plan"],
+            // Released with the packages: only when there are some.
+            condition: Some("needs.plan.outputs.count != '0' && inputs.rehearse != true".into()),
+            runs_on: self.control_runner(),
+            // The signing key's secrets live in this environment.
+            environment: Some("release"),
+            permissions: perms(&[("contents", "read")]),
+            timeout_minutes: 60,
+            concurrency: None,
+            strategy: None,
+            outputs: IndexMap::new(),
+            steps,
+        }
+    }
+
     /// Gathers every cell's package, attests its provenance and publishes it.
     /// The only job with `contents: write`.
     fn release_job(&self) -> Job {
@@ -803,7 +859,10 @@ impl Ctx<'_> {
                 "Attest build provenance",
                 &self.m.actions.attest_build_provenance,
             )
-            .with("subject-path", "dist/*.tar.gz*"),
+            .with(
+                "subject-path",
+                format!("dist/*.tar.gz*\ndist/{}\n", admin_binary::file_name("*")),
+            ),
         );
         steps.push(self.aws());
         steps.push(
@@ -826,10 +885,12 @@ impl Ctx<'_> {
         );
         Job {
             name: "Release".into(),
-            needs: vec!["toolkit", "plan", "build-slurm", "index"],
-            // A rehearsal publishes nothing (publish refuses its packages anyway).
+            needs: vec!["toolkit", "plan", "build-slurm", "index", "admin-binary"],
+            // A rehearsal publishes nothing (publish refuses its packages
+            // anyway); every release carries the admins' binary.
             condition: Some(
-                "!cancelled() && needs.build-slurm.result != 'skipped' && inputs.rehearse != true"
+                "!cancelled() && needs.build-slurm.result != 'skipped' && inputs.rehearse != true \
+                 && needs.admin-binary.result == 'success'"
                     .into(),
             ),
             runs_on: self.control_runner(),
@@ -987,6 +1048,114 @@ mod tests {
                 .unwrap();
             assert_eq!(build["strategy"]["fail-fast"], false);
             assert_eq!(build["if"], "needs.plan.outputs.count != '0'");
+        }
+    }
+}
+
+#[cfg(test)]
+mod admin_binary_tests {
+    use super::*;
+    use std::path::Path;
+
+    fn slurm_workflow() -> serde_yaml::Value {
+        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        let file = render_all(&m)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.path.ends_with("build-and-publish-slurm.yml"))
+            .unwrap();
+        serde_yaml::from_str(&file.contents).unwrap()
+    }
+
+    fn step<'a>(job: &'a serde_yaml::Value, name: &str) -> &'a serde_yaml::Value {
+        job["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name:?}"))
+    }
+
+    #[test]
+    fn the_admin_binary_is_built_once_signed_attested_and_released_with_the_packages() {
+        let doc = slurm_workflow();
+        let job = &doc["jobs"]["admin-binary"];
+        // Once per run: no matrix. Least privilege: read the code, nothing else.
+        assert!(job.get("strategy").is_none());
+        assert_eq!(
+            serde_yaml::to_string(&job["permissions"]).unwrap(),
+            "contents: read\n"
+        );
+        assert!(
+            job["if"]
+                .as_str()
+                .unwrap()
+                .contains("inputs.rehearse != true")
+        );
+        // The pinned build tools, and the toolkit's own command (one owner of
+        // the target and file names).
+        let install = step(job, "Install cargo-zigbuild and zig")["run"]
+            .as_str()
+            .unwrap();
+        for tool in admin_binary::BUILD_TOOLS {
+            assert!(install.contains(tool), "{install}");
+        }
+        let build = step(job, "Build and sign the admins' binary");
+        assert_eq!(build["run"], format!("{TOOLKIT} admin-binary --out dist\n"));
+        assert!(
+            build["env"]["SLURM_FACTORY_GPG_PRIVATE_KEY"]
+                .as_str()
+                .unwrap()
+                .contains("secrets.")
+        );
+        let handed = step(job, "Hand the binary to the release job");
+        let name = handed["with"]["name"].as_str().unwrap();
+        // The release job gathers it with the packages, attests and publishes it.
+        let release = &doc["jobs"]["release"];
+        assert!(
+            release["needs"]
+                .as_sequence()
+                .unwrap()
+                .contains(&"admin-binary".into())
+        );
+        assert!(
+            release["if"]
+                .as_str()
+                .unwrap()
+                .contains("needs.admin-binary.result == 'success'")
+        );
+        let pattern = step(release, "Gather the packages")["with"]["pattern"]
+            .as_str()
+            .unwrap();
+        assert!(
+            name.starts_with(pattern.trim_end_matches('*')),
+            "{name} vs {pattern}"
+        );
+        let attested = step(release, "Attest build provenance")["with"]["subject-path"]
+            .as_str()
+            .unwrap();
+        assert!(
+            attested
+                .lines()
+                .any(|l| l == format!("dist/{}", admin_binary::file_name("*"))),
+            "{attested}"
+        );
+        assert_eq!(
+            admin_binary::file_name("*").replace('*', "x86_64"),
+            admin_binary::file_name("x86_64")
+        );
+    }
+
+    #[test]
+    fn ci_installs_the_same_pinned_build_tools() {
+        let install =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/install"))
+                .unwrap();
+        for tool in admin_binary::BUILD_TOOLS {
+            assert!(
+                install.contains(&format!("'{tool}'")),
+                ".ci/install lacks '{tool}'"
+            );
         }
     }
 }

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::flags::{DownloadCmd, UsageError};
-use crate::matrix::Matrix;
 use crate::package::output::hex;
+use crate::schema::ReleasePolicy;
 use crate::sign::TrustedKey;
 use crate::store;
 use source::{GitHubSource, HttpBase, Offer, Source, StoreSource};
@@ -32,18 +32,15 @@ const IN_FLIGHT: usize = 64;
 const ATTEMPTS: u32 = 5;
 
 impl DownloadCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        if let Some(v) = &self.slurm {
-            matrix.release(v)?;
-        }
-        if let Some(t) = &self.toolchain {
-            matrix.toolchain(t)?;
-        }
+    /// `root` is the checkout (`cargo xtask`), or `None` for the admins'
+    /// binary, which knows only its built-in `policy`.
+    pub fn run(self, root: Option<&Path>, policy: &ReleasePolicy) -> Result<()> {
         self.check_flags()?;
         if !self.list && !self.dry_run {
             interrupts::catch();
         }
-        let source = self.source(root, matrix)?;
+        let source = self.source(root, policy)?;
+        self.check_names(policy, source.as_ref())?;
         if self.list {
             return list(
                 source.as_ref(),
@@ -63,7 +60,7 @@ impl DownloadCmd {
             slurm: slurm.clone(),
             toolchain: toolchain.clone(),
             variant: if self.gpu { "gpu" } else { "cpu" }.into(),
-            arch: self.arch.clone().unwrap_or_else(|| matrix.arch.clone()),
+            arch: self.arch.clone().unwrap_or_else(|| policy.arch.clone()),
             files: Default::default(),
         };
         let prefix = absolute(&checked_path("--prefix", prefix)?)?;
@@ -108,7 +105,7 @@ impl DownloadCmd {
             }
             return Ok(());
         }
-        let key = self.trusted_key(matrix, source.as_ref(), offer)?;
+        let key = self.trusted_key(policy, source.as_ref(), offer)?;
         let installed = install(source.as_ref(), offer, &key, &prefix, modules.as_deref())?;
         outln!(
             "installed Slurm {slurm} ({toolchain}, {}) in {}: {} files, {:.1} MiB, signed by {}",
@@ -136,6 +133,15 @@ impl DownloadCmd {
             ("--bucket-prefix", self.bucket_prefix.is_some(), "s3"),
             ("--store-dir", self.store_dir.is_some(), "local"),
         ];
+        if let Some(fpr) = &self.trusted_fingerprint
+            && !(fpr.len() == 40 && fpr.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(UsageError::new(format!(
+                "--trusted-fingerprint {}: expected the key's full fingerprint, 40 hex digits",
+                printable(fpr)
+            ))
+            .into());
+        }
         for (flag, given, kind) in only {
             if given && source_kind != kind {
                 return Err(UsageError::new(format!(
@@ -155,6 +161,7 @@ impl DownloadCmd {
                 ("--gpu", self.gpu),
                 ("--arch", self.arch.is_some()),
                 ("--trusted-key", self.trusted_key.is_some()),
+                ("--trusted-fingerprint", self.trusted_fingerprint.is_some()),
                 ("--dry-run", self.dry_run),
             ];
             if let Some((flag, _)) = install_only.iter().find(|(_, given)| *given) {
@@ -177,20 +184,91 @@ impl DownloadCmd {
         }
     }
 
-    fn source(&self, root: &Path, matrix: &Matrix) -> Result<Box<dyn Source>> {
+    /// A `--slurm` or `--toolchain` this build does not know may still be on
+    /// offer (a version the matrix has since dropped): the source decides.
+    /// A name neither knows is a usage error naming the valid ones.
+    fn check_names(&self, policy: &ReleasePolicy, source: &dyn Source) -> Result<()> {
+        type Field = fn(&Offer) -> &str;
+        let asked: [(&str, Option<&String>, &[String], Field); 2] = [
+            (
+                "Slurm version",
+                self.slurm.as_ref(),
+                &policy.slurm_versions,
+                |o| &o.slurm,
+            ),
+            (
+                "toolchain",
+                self.toolchain.as_ref(),
+                &policy.toolchains,
+                |o| &o.toolchain,
+            ),
+        ];
+        let unknown: Vec<_> = asked
+            .into_iter()
+            .filter_map(|(what, value, known, field)| {
+                value
+                    .filter(|v| !known.contains(v))
+                    .map(|v| (what, v, known, field))
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let offers = source.offers(None, None);
+        for (what, value, known, field) in unknown {
+            let mut valid: Vec<String> = known.to_vec();
+            match &offers {
+                Ok(offers) => {
+                    if offers.iter().any(|o| field(o) == value.as_str()) {
+                        continue;
+                    }
+                    for o in offers {
+                        let name = printable(field(o));
+                        if !valid.contains(&name) {
+                            valid.push(name);
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(UsageError::new(format!(
+                        "{}; {} could not be asked what else it offers: {e:#}",
+                        UsageError::unknown(what, &printable(value), &valid),
+                        source.describe()
+                    ))
+                    .into());
+                }
+            }
+            return Err(UsageError::unknown(what, &printable(value), &valid).into());
+        }
+        Ok(())
+    }
+
+    fn source(&self, root: Option<&Path>, policy: &ReleasePolicy) -> Result<Box<dyn Source>> {
         let from = self.from.as_str();
         Ok(match from {
             "github" => Box::new(GitHubSource::new(
-                self.repo.as_deref().unwrap_or(&matrix.releases.github),
+                self.repo.as_deref().unwrap_or(&policy.github),
             )?),
             "s3" => Box::new(StoreSource {
                 fetch: Box::new(self.store().s3()?),
                 dir: None,
             }),
-            "local" => Box::new(StoreSource {
-                fetch: Box::new(self.store().local(root)),
-                dir: None,
-            }),
+            "local" => {
+                let store = match (root, &self.store_dir) {
+                    (Some(root), _) => self.store().local(root),
+                    (None, Some(_)) => self.store().local(Path::new(".")),
+                    (None, None) => {
+                        return Err(UsageError::new(
+                            "--from local needs --store-dir DIR (there is no checkout whose target/slurm-factory/store to use)",
+                        )
+                        .into());
+                    }
+                };
+                Box::new(StoreSource {
+                    fetch: Box::new(store),
+                    dir: None,
+                })
+            }
             url if url.starts_with("http://") || url.starts_with("https://") => {
                 let (base, dir) = source::split_url(url);
                 if let (Some((v, t, var)), Some(slurm), Some(tc)) =
@@ -219,10 +297,10 @@ impl DownloadCmd {
     }
 
     /// `--trusted-key FILE`, else the key published beside the packages if
-    /// it is the one pinned in the matrix.
+    /// it is the one `--trusted-fingerprint` names or the policy pins.
     fn trusted_key(
         &self,
-        matrix: &Matrix,
+        policy: &ReleasePolicy,
         source: &dyn Source,
         offer: &Offer,
     ) -> Result<TrustedKey> {
@@ -231,10 +309,14 @@ impl DownloadCmd {
                 .with_context(|| format!("reading --trusted-key {}", file.display()))?;
             return TrustedKey::import(&armored, &file.display().to_string(), None);
         }
-        let Some(pinned) = &matrix.releases.signing_key_fingerprint else {
+        let Some(pinned) = self
+            .trusted_fingerprint
+            .as_ref()
+            .or(policy.signing_key_fingerprint.as_ref())
+        else {
             bail!(
                 "no release signing key is pinned (releases.signing_key_fingerprint in spack-env/matrix.yaml): \
-                 pass --trusted-key FILE with the armored public key you trust"
+                 pass --trusted-fingerprint FPR or --trusted-key FILE for the key you trust"
             );
         };
         let Some(armored) = source.public_key(offer)? else {
