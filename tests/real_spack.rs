@@ -380,23 +380,19 @@ fn a_real_compile_goes_from_spack_to_an_admins_module_load() {
     )
     .success();
     let dist = site.state().join("dist");
+    // Verified inside, as the workflow runs it; offline, the clean
+    // container cannot install Lmod, so the module check fails, and the
+    // cell's record names it.
     let slurm = site
         .run(
             &project,
             &[
-                &[
-                    "build-slurm",
-                    "--slurm",
-                    "25.11",
-                    "--toolchain",
-                    TC,
-                    "--skip-verify",
-                ][..],
+                &["build-slurm", "--slurm", "25.11", "--toolchain", TC][..],
                 &offline,
             ]
             .concat(),
         )
-        .success();
+        .failure();
     assert!(
         slurm
             .stdout
@@ -404,9 +400,32 @@ fn a_real_compile_goes_from_spack_to_an_admins_module_load() {
         "{}",
         slurm.stdout
     );
+    assert!(
+        slurm
+            .stderr
+            .contains("slurm-25.11-bookworm-cpu-x86_64.tar.gz failed verification (module)"),
+        "{}",
+        slurm.stderr
+    );
     let stem = "slurm-25.11-bookworm-cpu-x86_64";
     let tarball = dist.join(format!("{stem}.tar.gz"));
     assert!(tarball.is_file(), "{}", slurm.stdout);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            site.state()
+                .join(format!("store/{TC}/slurm/25.11/state.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cpu = &state["cells"]["cpu"];
+    assert_eq!(cpu["status"], "failed", "{state}");
+    assert_eq!(
+        cpu["verify"],
+        serde_json::json!({"passed": false, "failed": ["module"]}),
+        "{state}"
+    );
+    assert!(cpu["seconds"].as_u64().is_some(), "{state}");
 
     // verify: relocated in a clean container, every ELF file resolves with
     // no LD_LIBRARY_PATH (liba finds libb through $ORIGIN).

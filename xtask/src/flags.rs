@@ -41,6 +41,31 @@ pub enum Command {
     Publish(PublishCmd),
     Download(DownloadCmd),
     AdminBinary(AdminBinaryCmd),
+    Report(ReportCmd),
+}
+
+/// Write the build report: every cell's state, staleness, package and history, as a page and JSON in the store
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads the store as `plan` does (the builds' state records, releases/index.json),
+appends this run's cell states and sizes to reports/history.json, and writes
+reports/index.html (self-contained: no script, no request outside the store)
+and reports/report.json beside releases/. A text version goes to stdout and,
+under GitHub Actions, to the step summary.
+
+Examples:
+  cargo xtask report                                 # the local store: open target/slurm-factory/store/reports/index.html
+  cargo xtask report --bucket my-bucket --public-url https://cdn.example.org
+  cargo xtask report --dry-run")]
+pub struct ReportCmd {
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
+    /// Where the store is served over HTTP(S): the log and summary link the page there
+    #[arg(long, value_name = "URL", env = "SLURM_FACTORY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Print the report and what would be written; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `slurm-factory`: the admins' installer, released with the packages.
@@ -345,9 +370,12 @@ pub struct BuildSlurmCmd {
     /// Where the package goes [default: target/slurm-factory/dist]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Do not run `verify` on the package (the workflow runs it as its own step)
+    /// Do not run `verify` on the package (its state records no verify then)
     #[arg(long)]
     pub skip_verify: bool,
+    /// Pass the host's GPUs into the verify container (a GPU runner's own check)
+    #[arg(long, conflicts_with = "skip_verify")]
+    pub gpus: bool,
     #[command(flatten)]
     pub threads: ThreadsArg,
     #[command(flatten)]

@@ -48,6 +48,7 @@ mod module;
 mod package;
 mod plan;
 mod publish;
+mod report;
 mod schema;
 mod sign;
 mod spack_env;
@@ -125,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .run(Some(&root), &schema::ReleasePolicy::of(&matrix))
             .map(|()| ExitCode::SUCCESS),
         Command::AdminBinary(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::Report(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

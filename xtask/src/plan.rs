@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::fingerprint::{self, BuildStatus, Fingerprint, MirrorState};
+use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState};
 use crate::flags::PlanCmd;
 use crate::gha;
 use crate::matrix::{Cell, CellFilter, Matrix, Stage, Variant};
@@ -53,6 +53,8 @@ pub struct Decision<'m> {
     pub build: bool,
     pub reason: Reason,
     pub fingerprint: Fingerprint,
+    /// What the store records of the cell's last build.
+    pub recorded: Option<CellState>,
 }
 
 #[derive(Debug)]
@@ -91,13 +93,14 @@ pub fn plan<'m>(
         let recorded = states
             .get(&key)
             .and_then(|s| s.as_ref())
-            .and_then(|s| s.cells.get(cell.variant.as_str()));
+            .and_then(|s| s.cells.get(cell.variant.as_str()))
+            .cloned();
         let (build, reason) = if force {
             (true, Reason::Forced)
         } else if unreachable.is_some() {
             (true, Reason::StoreUnreachable)
         } else {
-            match recorded {
+            match &recorded {
                 None => (true, Reason::New),
                 Some(r) if r.status == BuildStatus::Failed => (true, Reason::PreviousFailed),
                 Some(r) if r.fingerprint.value == fingerprint.value => (false, Reason::UpToDate),
@@ -116,6 +119,7 @@ pub fn plan<'m>(
             build,
             reason,
             fingerprint,
+            recorded,
         });
     }
     Ok(Plan {

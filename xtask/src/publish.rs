@@ -194,7 +194,13 @@ fn plan_admin_binary(dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
     names.sort();
     let mut uploads = Vec::new();
     for name in &names {
-        let (class, sha) = if name.ends_with(".sha256") || name.ends_with(".asc") {
+        let (class, sha) = if let Some(base) = name
+            .strip_suffix(".sha256")
+            .or_else(|| name.strip_suffix(".asc"))
+        {
+            if !dir.join(base).is_file() {
+                bail!("{name} is in {} without {base}", dir.display());
+            }
             (Class::Integrity, sha256_file(&dir.join(name))?)
         } else {
             let sha = sha256_file(&dir.join(name))?;

@@ -448,27 +448,54 @@ impl VerifyCmd {
                 gpus: self.gpus,
             },
         )?;
-        report.print();
-        let json = PathBuf::from(format!("{}.verify.json", self.tarball.display()));
-        std::fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", json.display()))?;
-        gha::append_summary(&report.markdown())?;
-        if !report.passed {
-            let failed: Vec<&str> = report
+        finish(&report, &self.tarball)
+    }
+}
+
+/// A package failed verify: these checks, by name.
+#[derive(Debug)]
+pub struct Failed {
+    pub tarball: String,
+    pub failed: Vec<String>,
+    pub report_file: PathBuf,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed verification ({}); report: {}",
+            self.tarball,
+            self.failed.join(", "),
+            self.report_file.display()
+        )
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// Prints the report, writes it beside the tarball (`<tarball>.verify.json`)
+/// and into the step summary; a failed verify is a [`Failed`] error.
+pub fn finish(report: &Report, tarball: &Path) -> Result<()> {
+    report.print();
+    let json = PathBuf::from(format!("{}.verify.json", tarball.display()));
+    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    gha::append_summary(&report.markdown())?;
+    if !report.passed {
+        return Err(Failed {
+            tarball: report.tarball.clone(),
+            failed: report
                 .checks
                 .iter()
                 .filter(|c| c.status == Status::Fail)
-                .map(|c| c.name.as_str())
-                .collect();
-            bail!(
-                "{} failed verification ({}); report: {}",
-                report.tarball,
-                failed.join(", "),
-                json.display()
-            );
+                .map(|c| c.name.clone())
+                .collect(),
+            report_file: json,
         }
-        Ok(())
+        .into());
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -678,10 +678,14 @@ impl Ctx<'_> {
             ),
         );
         jobs.insert(
+            "report".to_string(),
+            self.report_job(vec!["toolkit", "plan", "build-deps", "index"]),
+        );
+        jobs.insert(
             "summary".to_string(),
             self.summary_job(
                 "Build and publish Slurm dependencies",
-                &["plan", "build-deps", "index"],
+                &["plan", "build-deps", "index", "report"],
             ),
         );
         Workflow {
@@ -710,30 +714,17 @@ impl Ctx<'_> {
             expr("matrix.toolchain"),
             expr("matrix.variant")
         );
+        // Verify runs inside build-slurm (the package relocated in a clean
+        // container of its OS), which records its failed checks in the
+        // cell's state. A failed verify ends the job here: that cell's
+        // package is never handed on. A rehearsal is not verified.
         let build = Self::build_env(Step::run(
-            "Build, package and sign Slurm",
+            "Build, package, sign and verify Slurm",
             &format!(
-                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist --skip-verify)\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{REHEARSE_ARG}{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
+                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist)\nif [ \"$GPU\" = true ]; then args+=(--gpu --gpus); fi\n{REHEARSE_ARG}{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
             ),
         ))
         .env("VERSION", &expr("matrix.version"));
-        // A failed verify ends the job here: that cell's package is never handed on.
-        let verify = Step::run(
-            "Verify the package relocated in a clean container of its OS",
-            &format!(
-                "args=(--tarball \"dist/slurm-$VERSION-$TOOLCHAIN-$VARIANT-{arch}.tar.gz\")\nif [ \"$GPU\" = true ]; then args+=(--gpus); fi\n{TOOLKIT} verify \"${{args[@]}}\"\n",
-                arch = self.m.arch
-            ),
-        )
-        .env("VERSION", &expr("matrix.version"))
-        .env("TOOLCHAIN", &expr("matrix.toolchain"))
-        .env("VARIANT", &expr("matrix.variant"))
-        .env("GPU", &expr("matrix.gpu"));
-        // A rehearsal's package holds placeholders: nothing to run.
-        let verify = Step {
-            condition: Some("inputs.rehearse != true".into()),
-            ..verify
-        };
         let upload = Step::uses(
             "Hand the package to the release job",
             &self.m.actions.upload_artifact,
@@ -751,7 +742,7 @@ impl Ctx<'_> {
                 format!("Slurm {}", cell.replace('-', " ")),
                 vec!["toolkit", "plan"],
                 build,
-                vec![verify, upload],
+                vec![upload],
             ),
         );
         jobs["build-slurm"].steps.insert(
@@ -768,10 +759,28 @@ impl Ctx<'_> {
         jobs.insert("admin-binary".to_string(), self.admin_binary_job());
         jobs.insert("release".to_string(), self.release_job());
         jobs.insert(
+            "report".to_string(),
+            self.report_job(vec![
+                "toolkit",
+                "plan",
+                "build-slurm",
+                "index",
+                "admin-binary",
+                "release",
+            ]),
+        );
+        jobs.insert(
             "summary".to_string(),
             self.summary_job(
                 "Build and publish Slurm",
-                &["plan", "build-slurm", "index", "admin-binary", "release"],
+                &[
+                    "plan",
+                    "build-slurm",
+                    "index",
+                    "admin-binary",
+                    "release",
+                    "report",
+                ],
             ),
         );
         Workflow {
@@ -837,6 +846,45 @@ impl Ctx<'_> {
             permissions: perms(&[("contents", "read")]),
             timeout_minutes: 60,
             concurrency: None,
+            strategy: None,
+            outputs: IndexMap::new(),
+            steps,
+        }
+    }
+
+    /// The build report (`reports/index.html` in the store), after every other
+    /// job of the run whatever their outcome, so a failed cell shows. Its
+    /// step summary links the page.
+    fn report_job(&self, needs: Vec<&'static str>) -> Job {
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.push(self.aws());
+        steps.push(
+            Step::run(
+                "Write the build report to the store",
+                &format!("{TOOLKIT} report\n"),
+            )
+            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
+            .env(
+                "SLURM_FACTORY_PUBLIC_URL",
+                &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
+            ),
+        );
+        Job {
+            name: "Report".into(),
+            needs,
+            condition: Some(
+                "!cancelled() && needs.toolkit.result == 'success' && inputs.rehearse != true"
+                    .into(),
+            ),
+            runs_on: self.control_runner(),
+            environment: Some("release"),
+            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
+            timeout_minutes: 15,
+            concurrency: Some(Concurrency {
+                group: "slurm-factory-report".into(),
+                cancel_in_progress: false,
+            }),
             strategy: None,
             outputs: IndexMap::new(),
             steps,
@@ -1155,6 +1203,48 @@ mod admin_binary_tests {
             assert!(
                 install.contains(&format!("'{tool}'")),
                 ".ci/install lacks '{tool}'"
+            );
+        }
+    }
+
+    #[test]
+    fn every_run_writes_the_report_after_all_other_jobs_whatever_they_did() {
+        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        for file in render_all(&m)
+            .unwrap()
+            .into_iter()
+            .filter(|f| f.path.to_string_lossy().contains("build-and-publish"))
+        {
+            let doc: serde_yaml::Value = serde_yaml::from_str(&file.contents).unwrap();
+            let at = file.path.display();
+            let report = &doc["jobs"]["report"];
+            let needs: Vec<&str> = report["needs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            for (name, _) in doc["jobs"].as_mapping().unwrap() {
+                let name = name.as_str().unwrap();
+                if !["report", "summary"].contains(&name) {
+                    assert!(
+                        needs.contains(&name),
+                        "{at}: report does not wait for {name}"
+                    );
+                }
+            }
+            let condition = report["if"].as_str().unwrap();
+            assert!(condition.starts_with("!cancelled()"), "{at}: {condition}");
+            assert!(condition.contains("inputs.rehearse != true"), "{at}");
+            assert_eq!(
+                step(report, "Write the build report to the store")["run"],
+                format!("{TOOLKIT} report\n")
+            );
+            assert_eq!(report["permissions"]["contents"], "read", "{at}");
+            let summary = &doc["jobs"]["summary"]["needs"];
+            assert!(
+                summary.as_sequence().unwrap().contains(&"report".into()),
+                "{at}"
             );
         }
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::container::{self, EngineKind, EnvVar, Mount, Run, Shown, mount};
-use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState};
+use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState, VerifyRecord};
 use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
 use crate::gha;
 use crate::image;
@@ -554,6 +554,7 @@ fn record(
     cell: &Cell<'_>,
     fingerprint: &Fingerprint,
     status: BuildStatus,
+    outcome: Outcome,
 ) -> Result<()> {
     let store = args
         .store
@@ -567,6 +568,8 @@ fn record(
             fingerprint: fingerprint.clone(),
             status,
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            seconds: Some(outcome.seconds),
+            verify: outcome.verify,
         },
     );
     let text = serde_json::to_string_pretty(&state)? + "\n";
@@ -605,12 +608,20 @@ fn unrecorded_because(inputs: &Inputs<'_>) -> Option<&'static str> {
     }
 }
 
-/// Runs a stage and records its outcome (not for dry runs).
+/// What a build's record says besides built or failed.
+struct Outcome {
+    seconds: u64,
+    verify: Option<VerifyRecord>,
+}
+
+/// Runs a stage and records its outcome (not for dry runs): how it ended,
+/// how long it took, and the verify's failed checks by name. `then` runs
+/// after the stage (package and verify) and tells how verify went, if it ran.
 fn run_recorded(
     root: &Path,
     inputs: Inputs<'_>,
     fingerprint: &Fingerprint,
-    then: impl FnOnce() -> Result<()>,
+    then: impl FnOnce() -> Result<Option<VerifyRecord>>,
 ) -> Result<()> {
     let (args, cell) = (inputs.args, inputs.cell);
     let unrecorded = unrecorded_because(&inputs);
@@ -619,15 +630,25 @@ fn run_recorded(
         if let (Some(why), false) = (unrecorded, args.dry_run) {
             outln!("not recorded in the store's state: {why}");
         }
-        return then();
+        return then().map(|_| ());
     }
+    let start = std::time::Instant::now();
     let result = run_stage(inputs).and_then(|()| then());
-    let status = if result.is_ok() {
-        BuildStatus::Built
-    } else {
-        BuildStatus::Failed
+    let (status, verify) = match &result {
+        Ok(verify) => (BuildStatus::Built, verify.clone()),
+        Err(e) => (
+            BuildStatus::Failed,
+            e.downcast_ref::<verify::Failed>().map(|f| VerifyRecord {
+                passed: false,
+                failed: f.failed.clone(),
+            }),
+        ),
     };
-    let recorded = record(root, args, &cell, fingerprint, status);
+    let outcome = Outcome {
+        seconds: start.elapsed().as_secs(),
+        verify,
+    };
+    let recorded = record(root, args, &cell, fingerprint, status, outcome);
     result?;
     recorded
 }
@@ -670,7 +691,7 @@ impl BuildDepsCmd {
             out: None,
         };
         let fingerprint = fingerprint::of(root, &data, &cell)?;
-        run_recorded(root, inputs, &fingerprint, || Ok(()))
+        run_recorded(root, inputs, &fingerprint, || Ok(None))
     }
 }
 
@@ -696,7 +717,7 @@ impl BuildSlurmCmd {
         };
         let dist = self.out.clone().unwrap_or_else(|| dirs.state.join("dist"));
         let fingerprint = fingerprint::of(root, &data, &cell)?;
-        let after = || -> Result<()> {
+        let after = || -> Result<Option<VerifyRecord>> {
             if self.build.dry_run {
                 outln!(
                     "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
@@ -712,7 +733,7 @@ impl BuildSlurmCmd {
                     fingerprint.value,
                     dist.display()
                 );
-                return Ok(());
+                return Ok(None);
             }
             self.package_and_verify(
                 root,
@@ -739,7 +760,7 @@ impl BuildSlurmCmd {
         dist: &Path,
         fingerprint: &Fingerprint,
         keyring: Option<&Keyring>,
-    ) -> Result<()> {
+    ) -> Result<Option<VerifyRecord>> {
         // The module Spack wrote from our template must be the one we ship.
         let shipped = module::render(root, cell)?;
         let from_spack = std::fs::read_to_string(built.join("module.lua")).unwrap_or_default();
@@ -774,14 +795,14 @@ impl BuildSlurmCmd {
             pkg.tarball
         );
         if self.skip_verify {
-            return Ok(());
+            return Ok(None);
         }
         if self.build.rehearse {
             outln!(
                 "not verified: a rehearsal's view holds placeholders, nothing that runs ({} is never published)",
                 pkg.tarball
             );
-            return Ok(());
+            return Ok(None);
         }
         let engine = container::detect(self.build.engine, false)?.expect("an engine");
         let tarball = dist.join(&pkg.tarball);
@@ -789,14 +810,14 @@ impl BuildSlurmCmd {
             engine,
             image: None,
             network: &self.build.network,
-            gpus: false,
+            gpus: self.gpus,
         };
         let report = verify::verify(matrix, &tarball, &opts)?;
-        report.print();
-        if !report.passed {
-            bail!("{} failed verification: it is not published", pkg.tarball);
-        }
-        Ok(())
+        verify::finish(&report, &tarball)?;
+        Ok(Some(VerifyRecord {
+            passed: true,
+            failed: Vec::new(),
+        }))
     }
 }
 

@@ -134,6 +134,8 @@ pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
 pub fn content_type(name: &str) -> &'static str {
     if name.ends_with(".json") {
         "application/json"
+    } else if name.ends_with(".html") {
+        "text/html; charset=utf-8"
     } else if name.ends_with(".asc") {
         "application/pgp-signature"
     } else if name.ends_with(".sha256") {
