@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::dist::{Dist, noise};
-use common::xtask;
+use common::gpg::TestKey;
+use common::{Project, xtask};
 
 /// A signed package of a small view, split into parts when `split` is set.
 fn dist(split: Option<&str>) -> Dist {
@@ -786,4 +787,70 @@ fn an_unsigned_or_corrupt_admins_executable_is_refused_before_any_upload() {
         bad.stderr
     );
     assert!(!d.store().exists(), "nothing was uploaded");
+}
+
+// ------------------------------------------------- the pinned release key
+
+/// A checkout whose matrix pins `fingerprint` as the release signing key.
+fn pinning(fingerprint: &str) -> Project {
+    let p = Project::copy();
+    p.edit("spack-env/matrix.yaml", |m| {
+        m.replace(
+            "signing_key_fingerprint: null",
+            &format!("signing_key_fingerprint: \"{fingerprint}\""),
+        )
+    });
+    p
+}
+
+fn publish_from(p: &Project, d: &Dist) -> common::Run {
+    p.xtask(&[
+        "publish",
+        "--to",
+        "local",
+        "--dir",
+        d.out().to_str().unwrap(),
+        "--store-dir",
+        d.store().to_str().unwrap(),
+    ])
+}
+
+/// `download` refuses a package not signed by the pinned key, so `publish`
+/// must refuse it first: one clear line, nothing uploaded.
+#[test]
+fn a_package_not_signed_by_the_pinned_key_is_refused_before_any_upload() {
+    let d = dist(None);
+    let impostor = TestKey::new("Impostor", "");
+    // The key beside the packages is not the pinned one.
+    let bad = publish_from(&pinning(&impostor.fingerprint()), &d).failure();
+    assert!(
+        bad.stderr.contains(&format!(
+            "not the project's pinned key {}: refusing it",
+            impostor.fingerprint()
+        )),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(bad.stderr.trim().lines().count(), 1, "{}", bad.stderr);
+    assert!(!d.store().exists(), "nothing was uploaded");
+    // The pinned key is beside the packages, but another key signed them.
+    std::fs::copy(
+        &impostor.public_file,
+        d.out().join("slurm-factory-signing-key.asc"),
+    )
+    .unwrap();
+    let bad = publish_from(&pinning(&impostor.fingerprint()), &d).failure();
+    assert!(
+        bad.stderr.contains(&format!(
+            "slurm-24.11-jammy-cpu-x86_64: not signed by the pinned release key {}",
+            impostor.fingerprint()
+        )),
+        "{}",
+        bad.stderr
+    );
+    assert!(!d.store().exists(), "nothing was uploaded");
+    // Signed by the pinned key: published.
+    d.repackage(None);
+    publish_from(&pinning(&d.key.fingerprint()), &d).success();
+    assert!(d.store().join("releases/index.json").is_file());
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::flags::{AdminBinaryCmd, UsageError};
+use crate::flags::AdminBinaryCmd;
 use crate::gha;
 use crate::matrix::Matrix;
 use crate::package::output::checksum_line;
@@ -88,11 +88,10 @@ impl AdminBinaryCmd {
             .output()
             .is_err()
         {
-            return Err(UsageError::new(format!(
+            bail!(
                 "cargo-zigbuild is not installed: pip install {} (or run .ci/install)",
                 BUILD_TOOLS.join(" ")
-            ))
-            .into());
+            );
         }
         {
             let _g = gha::Group::new(&format!("Build {BIN} for {TARGET}"));

@@ -362,7 +362,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         let local = crate::store::local::LocalStore {
             root: store.clone(),
         };
-        crate::publish::publish(&local, &out, false, false)?;
+        crate::publish::publish(&local, &out, false, None, false)?;
         std::fs::remove_dir_all(&out)?;
         std::fs::remove_dir_all(work.join("tree"))?;
         std::fs::write(&marker, b"")?;

@@ -121,7 +121,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::BuildSlurm(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Index(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
         Command::Verify(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
-        Command::Publish(cmd) => cmd.run(&root).map(|()| ExitCode::SUCCESS),
+        Command::Publish(cmd) => cmd
+            .run(&root, &schema::ReleasePolicy::of(&matrix))
+            .map(|()| ExitCode::SUCCESS),
         Command::Download(cmd) => cmd
             .run(Some(&root), &schema::ReleasePolicy::of(&matrix))
             .map(|()| ExitCode::SUCCESS),

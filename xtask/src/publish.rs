@@ -16,7 +16,8 @@ use crate::flags::{PublishCmd, PublishTo, UsageError};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;
-use crate::schema::admin_binary;
+use crate::schema::{ReleasePolicy, admin_binary};
+use crate::sign::TrustedKey;
 use crate::store::github::{AssetFile, GitHub};
 use crate::store::local::sha256_file;
 use crate::store::{self, Put, Store};
@@ -127,7 +128,12 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
 
 /// Checks one package's files against its checksum files and signature, and
 /// lists what to upload.
-fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
+fn plan_package(
+    found: &Found,
+    dir: &Path,
+    allow_unsigned: bool,
+    signer: Option<&TrustedKey>,
+) -> Result<Vec<Upload>> {
     let stem = &found.manifest.name;
     let tarball = format!("{stem}.tar.gz");
     let name_of = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
@@ -150,11 +156,12 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
     }
     let mut uploads = Vec::new();
     let whole_file = dir.join(format!("{tarball}.sha256"));
-    if let [file] = data.as_slice() {
+    let whole_sha = if let [file] = data.as_slice() {
         // The store checks the bytes against this in the read that uploads
         // them, and makes nothing visible on a mismatch: one read, not two.
         let sha = claimed_sum(&whole_file, &tarball)?;
-        uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
+        uploads.push(upload(file, &found.manifest, Class::Data, sha.clone())?);
+        sha
     } else {
         // Parts: one read gives each part's SHA-256 and the whole's, so the
         // whole's checksum (what `download` checks) is proven before upload.
@@ -166,6 +173,10 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
             uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
         }
         check_sum_file(&whole_file, &tarball, &whole_sha)?;
+        whole_sha
+    };
+    if let Some(key) = signer {
+        check_signer(stem, &tarball, &whole_sha, dir, key)?;
     }
     for file in &found.files {
         let n = name_of(file);
@@ -180,6 +191,62 @@ fn plan_package(found: &Found, dir: &Path, allow_unsigned: bool) -> Result<Vec<U
         uploads.push(upload(file, &found.manifest, class, sha)?);
     }
     Ok(uploads)
+}
+
+/// The package is signed by the release key: its signed statement of sizes
+/// (what `download` checks first) verifies with that key and names these
+/// exact bytes. Checking it costs one small file, not another read of the
+/// tarball: the upload itself checks the bytes against `sha256`.
+fn check_signer(
+    stem: &str,
+    tarball: &str,
+    sha256: &str,
+    dir: &Path,
+    key: &TrustedKey,
+) -> Result<()> {
+    let name = crate::manifest::sizes_file(stem);
+    let read = |n: &str| {
+        std::fs::read(dir.join(n))
+            .with_context(|| format!("{stem}: {n} is missing: cannot prove who signed the package"))
+    };
+    let (text, sig) = (read(&name)?, read(&format!("{name}.asc"))?);
+    key.verify(&sig, &mut &text[..], &name).with_context(|| {
+        format!(
+            "{stem}: not signed by the pinned release key {} (releases.signing_key_fingerprint): refusing to publish it",
+            key.fingerprint
+        )
+    })?;
+    let sizes: crate::manifest::Sizes = serde_json::from_slice(&text)
+        .with_context(|| format!("{name} is not a statement of sizes"))?;
+    if sizes.tarball != tarball || sizes.sha256 != sha256 {
+        bail!(
+            "{stem}: its signed {name} describes {} with SHA-256 {}, not these bytes ({sha256}): refusing to publish it",
+            sizes.tarball,
+            sizes.sha256
+        );
+    }
+    Ok(())
+}
+
+/// The key every package must be signed by: the one pinned in the release
+/// policy, found beside the packages. `None` when nothing is pinned (or for
+/// an unsigned local test store).
+fn release_signer(
+    dir: &Path,
+    allow_unsigned: bool,
+    pinned: Option<&str>,
+) -> Result<Option<TrustedKey>> {
+    let Some(pinned) = pinned.filter(|_| !allow_unsigned) else {
+        return Ok(None);
+    };
+    let file = dir.join(PUBLIC_KEY_FILE);
+    let armored = std::fs::read(&file).with_context(|| {
+        format!(
+            "no {PUBLIC_KEY_FILE} in {}: cannot prove the packages are signed by the pinned release key {pinned}",
+            dir.display()
+        )
+    })?;
+    TrustedKey::import(&armored, &file.display().to_string(), Some(pinned)).map(Some)
 }
 
 /// The admins' executable (`admin-binary`), when the directory holds it:
@@ -264,18 +331,24 @@ pub fn publish(
     store: &dyn Store,
     dir: &Path,
     allow_unsigned: bool,
+    pinned: Option<&str>,
     dry_run: bool,
 ) -> Result<Outcome> {
-    let (found, uploads) = plan(dir, allow_unsigned)?;
+    let (found, uploads) = plan(dir, allow_unsigned, pinned)?;
     publish_planned(store, &found, uploads, dry_run)
 }
 
 /// Every upload of every package in `dir`, checked, in upload order.
-fn plan(dir: &Path, allow_unsigned: bool) -> Result<(Vec<Found>, Vec<Upload>)> {
+fn plan(
+    dir: &Path,
+    allow_unsigned: bool,
+    pinned: Option<&str>,
+) -> Result<(Vec<Found>, Vec<Upload>)> {
     let found = find_packages(dir)?;
+    let signer = release_signer(dir, allow_unsigned, pinned)?;
     let mut uploads = Vec::new();
     for f in &found {
-        uploads.extend(plan_package(f, dir, allow_unsigned)?);
+        uploads.extend(plan_package(f, dir, allow_unsigned, signer.as_ref())?);
     }
     uploads.extend(plan_admin_binary(dir, allow_unsigned)?);
     let key_file = dir.join(PUBLIC_KEY_FILE);
@@ -449,12 +522,12 @@ fn stored_signature(
     key: &str,
     data: &[PathBuf],
     dir: &Path,
-    public_key: &mut Option<crate::sign::TrustedKey>,
+    public_key: &mut Option<TrustedKey>,
 ) -> Result<Option<(u64, String)>> {
     let key_file = dir.join(PUBLIC_KEY_FILE);
     if public_key.is_none() && key_file.is_file() {
         let armored = std::fs::read(&key_file)?;
-        *public_key = Some(crate::sign::TrustedKey::import(
+        *public_key = Some(TrustedKey::import(
             &armored,
             &key_file.display().to_string(),
             None,
@@ -476,8 +549,13 @@ fn stored_signature(
 }
 
 /// One release per Slurm version: its cells' files and the public key.
-fn publish_github(dir: &Path, allow_unsigned: bool, dry_run: bool) -> Result<()> {
-    let (found, uploads) = plan(dir, allow_unsigned)?;
+fn publish_github(
+    dir: &Path,
+    allow_unsigned: bool,
+    pinned: Option<&str>,
+    dry_run: bool,
+) -> Result<()> {
+    let (found, uploads) = plan(dir, allow_unsigned, pinned)?;
     let gh = GitHub::from_env()?;
     let mut versions: Vec<&str> = found
         .iter()
@@ -551,7 +629,8 @@ fn install_lines(public_url: &str, outcome: &Outcome) -> Vec<String> {
 }
 
 impl PublishCmd {
-    pub fn run(self, root: &Path) -> Result<()> {
+    pub fn run(self, root: &Path, policy: &ReleasePolicy) -> Result<()> {
+        let pinned = policy.signing_key_fingerprint.as_deref();
         if let Some(url) = &self.public_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
@@ -567,7 +646,7 @@ impl PublishCmd {
                 )
                 .into());
             }
-            return publish_github(&self.dir, self.allow_unsigned, self.dry_run);
+            return publish_github(&self.dir, self.allow_unsigned, pinned, self.dry_run);
         }
         let store: Box<dyn Store> = match self.to {
             PublishTo::Github => unreachable!("handled above"),
@@ -579,7 +658,13 @@ impl PublishCmd {
             self.dir.display(),
             store.describe()
         ));
-        let outcome = publish(store.as_ref(), &self.dir, self.allow_unsigned, self.dry_run)?;
+        let outcome = publish(
+            store.as_ref(),
+            &self.dir,
+            self.allow_unsigned,
+            pinned,
+            self.dry_run,
+        )?;
         let bytes: u64 = outcome.uploaded.iter().map(|u| u.size).sum();
         outln!(
             "{}{} uploaded ({:.1} MiB), {} already there, to {}",
