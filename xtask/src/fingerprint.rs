@@ -14,6 +14,7 @@ use crate::image;
 use crate::matrix::{Cell, Variant};
 use crate::package::output::hex;
 use crate::spack_env::{self, EnvironmentData, StoreUrl};
+use crate::store::Store;
 
 /// Bump when the in-container steps change what a stage produces.
 /// 2: real Spack 1.1 (signed pushes with --key, link-all views, $ORIGIN hand-over).
@@ -254,10 +255,64 @@ pub enum BuildStatus {
     Failed,
 }
 
+/// Records one cell's state in its mirror's state object. The CPU and GPU
+/// legs of a toolchain share the object and may finish together: the
+/// read-modify-write goes through `Store::update` (a lock on the local store,
+/// conditional writes with retry on S3), so neither record is lost. An
+/// unreadable state object is an error, not silently another cell's loss.
+pub fn record_state(store: &dyn Store, key: &str, variant: &str, state: &CellState) -> Result<()> {
+    store.update(key, Some(crate::store::SHORT_CACHE), &mut |current| {
+        let mut recorded: MirrorState = match current {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{key} is not a state object"))?,
+            None => MirrorState::default(),
+        };
+        recorded.cells.insert(variant.to_string(), state.clone());
+        Ok(Some(
+            (serde_json::to_string_pretty(&recorded)? + "\n").into_bytes(),
+        ))
+    })?;
+    Ok(())
+}
+
 /// The state object's key in the store: beside the mirror it describes.
 pub fn state_key(cell: &Cell<'_>) -> String {
     match cell.release {
         Some(r) => format!("{}/slurm/{}/state.json", cell.toolchain.name, r.version),
         None => format!("{}/slurm/deps/state.json", cell.toolchain.name),
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+
+    #[test]
+    fn writers_finishing_together_lose_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore {
+            root: dir.path().to_path_buf(),
+        };
+        let key = "noble/slurm/deps/state.json";
+        let state = |i: usize| CellState {
+            fingerprint: Fingerprint {
+                value: format!("{i:032x}"),
+                inputs: BTreeMap::new(),
+            },
+            status: BuildStatus::Built,
+            time: "2026-12-03T00:00:00Z".into(),
+            seconds: Some(i as u64),
+            verify: None,
+        };
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let (store, state) = (&store, state(i));
+                s.spawn(move || record_state(store, key, &format!("v{i}"), &state).unwrap());
+            }
+        });
+        let recorded: MirrorState =
+            serde_json::from_slice(&store.get(key).unwrap().unwrap()).unwrap();
+        assert_eq!(recorded.cells.len(), 16, "{:?}", recorded.cells.keys());
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::container::{self, EngineKind, EnvVar, Mount, Run, Shown, mount};
-use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState, VerifyRecord};
+use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, VerifyRecord};
 use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
 use crate::gha;
 use crate::image;
@@ -560,25 +560,14 @@ fn record(
         .store
         .open(Dirs::new(root, args.state_dir.as_deref(), "unused").store())?;
     let key = fingerprint::state_key(cell);
-    // An unreadable state object is an error, not silently another cell's loss.
-    let mut state: MirrorState = crate::plan::read_state(store.as_ref(), &key)?.unwrap_or_default();
-    state.cells.insert(
-        cell.variant.to_string(),
-        CellState {
-            fingerprint: fingerprint.clone(),
-            status,
-            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            seconds: Some(outcome.seconds),
-            verify: outcome.verify,
-        },
-    );
-    let text = serde_json::to_string_pretty(&state)? + "\n";
-    crate::store::put_bytes(
-        store.as_ref(),
-        &key,
-        text.as_bytes(),
-        Some(crate::store::SHORT_CACHE),
-    )?;
+    let state = CellState {
+        fingerprint: fingerprint.clone(),
+        status,
+        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        seconds: Some(outcome.seconds),
+        verify: outcome.verify,
+    };
+    fingerprint::record_state(store.as_ref(), &key, cell.variant.as_str(), &state)?;
     outln!(
         "recorded {} as {status:?} in {} ({key})",
         cell.id(),
