@@ -43,6 +43,7 @@ struct Triggers {
 struct WorkflowRun {
     workflows: Vec<String>,
     types: Vec<&'static str>,
+    branches: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -181,9 +182,25 @@ const DEPS_WORKFLOW_NAME: &str = "Build and publish Slurm dependencies";
 /// Where the toolkit binary lands in jobs that download it.
 const TOOLKIT: &str = ".xtask/xtask";
 /// Adds `--rehearse` to a step's `args` when the dispatch asked for a rehearsal.
+/// How long a run's artifacts (the toolkit, the packages, the admins'
+/// binary) live. The longest realistic run decides: GitHub lets anyone
+/// re-run a run's failed jobs for up to 30 days after it started, and a run
+/// may wait days for approvals and GPU runners before its release job reads
+/// them. Shorter, and such a run fails with "artifact not found".
+const ARTIFACT_RETENTION_DAYS: u32 = 30;
+const RETENTION_COMMENT: &str =
+    "# a run's jobs can be re-run for 30 days: its artifacts live as long";
+/// The default branch: the only one whose runs build and release.
+const DEFAULT_BRANCH: &str = "main";
+
 /// The artifact that carries the admins' binary to the release job; it
 /// matches the release job's `slurm-*` pattern.
 const ADMIN_BINARY_ARTIFACT: &str = "slurm-factory-admin-binary";
+/// The commit a Slurm run builds: the one its dependencies' run built when
+/// that run started it, else the run's own.
+const BUILT_COMMIT: &str = "${{ github.event.workflow_run.head_sha || github.sha }}";
+/// The release job's list of whole-tarball digests (outside `dist/`).
+const TARBALL_DIGESTS: &str = "tarball-digests.sha256";
 const REHEARSE_ARG: &str = "if [ \"$REHEARSE\" = true ]; then args+=(--rehearse); fi\n";
 
 pub fn render_all(matrix: &Matrix) -> Result<Vec<Generated>> {
@@ -232,6 +249,10 @@ fn annotate_pins(matrix: &Matrix, yaml: &str) -> String {
             .find(|p| line.ends_with(&format!("uses: {}", p.reference())))
         {
             out.push_str(&format!(" # {}", pin.tag));
+        }
+        if line.trim_start() == format!("retention-days: {ARTIFACT_RETENTION_DAYS}") {
+            out.push(' ');
+            out.push_str(RETENTION_COMMENT);
         }
         out.push('\n');
     }
@@ -305,7 +326,7 @@ impl Ctx<'_> {
             .with("name", "xtask")
             .with("path", "target/release/xtask")
             .with("if-no-files-found", "error")
-            .with("retention-days", 3),
+            .with("retention-days", ARTIFACT_RETENTION_DAYS),
         );
         Job {
             name: "Build the toolkit".into(),
@@ -558,7 +579,7 @@ impl Ctx<'_> {
     fn ci(&self) -> Workflow {
         let main = || {
             Some(Branches {
-                branches: vec!["main".into()],
+                branches: vec![DEFAULT_BRANCH.into()],
             })
         };
         let mut steps = vec![self.checkout()];
@@ -732,7 +753,7 @@ impl Ctx<'_> {
         .with("name", format!("slurm-{cell}"))
         .with("path", "dist/")
         .with("if-no-files-found", "error")
-        .with("retention-days", 7);
+        .with("retention-days", ARTIFACT_RETENTION_DAYS);
         let mut jobs = IndexMap::new();
         jobs.insert("toolkit".to_string(), self.toolkit_job());
         jobs.insert("plan".to_string(), self.plan_job("slurm", true));
@@ -783,6 +804,13 @@ impl Ctx<'_> {
                 ],
             ),
         );
+        // Started by the dependencies' run: build the commit that run built,
+        // not whatever the default branch is by now.
+        for job in jobs.values_mut() {
+            for step in job.steps.iter_mut().filter(|s| s.name == "Check out") {
+                step.with.insert("ref", Value::from(BUILT_COMMIT));
+            }
+        }
         Workflow {
             name: "Build and publish Slurm".into(),
             triggers: Triggers {
@@ -791,9 +819,11 @@ impl Ctx<'_> {
                 }],
                 workflow_dispatch: Some(self.dispatch(true)),
                 // After the dependencies: the plan rebuilds the cells whose deps changed.
+                // Only after the default branch's dependencies were built.
                 workflow_run: Some(WorkflowRun {
                     workflows: vec![DEPS_WORKFLOW_NAME.into()],
                     types: vec!["completed"],
+                    branches: vec![DEFAULT_BRANCH.into()],
                 }),
                 ..Default::default()
             },
@@ -833,7 +863,7 @@ impl Ctx<'_> {
             .with("name", ADMIN_BINARY_ARTIFACT)
             .with("path", "dist/")
             .with("if-no-files-found", "error")
-            .with("retention-days", 7),
+            .with("retention-days", ARTIFACT_RETENTION_DAYS),
         );
         Job {
             name: "Build the admins' binary".into(),
@@ -911,6 +941,20 @@ impl Ctx<'_> {
                 "subject-path",
                 format!("dist/*.tar.gz*\ndist/{}\n", admin_binary::file_name("*")),
             ),
+        );
+        // A split package's parts are attested above; the tarball an admin
+        // joins from them is attested by its digest, from its checksum file
+        // (`*.tar.gz.sha256`: the whole tarballs', not the parts').
+        steps.push(Step::run(
+            "List the whole tarballs' digests",
+            &format!("cat dist/*.tar.gz.sha256 > {TARBALL_DIGESTS}\ncat {TARBALL_DIGESTS}\n"),
+        ));
+        steps.push(
+            Step::uses(
+                "Attest the whole tarballs (split packages joined)",
+                &self.m.actions.attest_build_provenance,
+            )
+            .with("subject-checksums", TARBALL_DIGESTS),
         );
         steps.push(self.aws());
         steps.push(
@@ -1247,5 +1291,77 @@ mod admin_binary_tests {
                 "{at}"
             );
         }
+    }
+
+    #[test]
+    fn artifacts_outlive_any_rerun_and_say_why() {
+        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        let mut uploads = 0;
+        for file in render_all(&m).unwrap() {
+            let doc: serde_yaml::Value = serde_yaml::from_str(&file.contents).unwrap();
+            let Some(jobs) = doc["jobs"].as_mapping() else {
+                continue;
+            };
+            for (_, job) in jobs {
+                for s in job["steps"].as_sequence().unwrap() {
+                    let uses = s["uses"].as_str().unwrap_or("");
+                    if uses.starts_with("actions/upload-artifact@") {
+                        uploads += 1;
+                        assert_eq!(s["with"]["retention-days"], 30, "{}", file.path.display());
+                    }
+                }
+            }
+            for line in file
+                .contents
+                .lines()
+                .filter(|l| l.contains("retention-days"))
+            {
+                assert!(line.ends_with(RETENTION_COMMENT), "{line}");
+            }
+        }
+        assert_eq!(uploads, 4, "toolkit twice, packages, admins' binary");
+    }
+
+    #[test]
+    fn slurm_runs_only_after_the_default_branch_deps_and_build_their_commit() {
+        let doc = slurm_workflow();
+        let run = &doc["on"]["workflow_run"];
+        assert_eq!(
+            serde_yaml::to_string(&run["branches"]).unwrap(),
+            format!("- {DEFAULT_BRANCH}\n")
+        );
+        for (name, job) in doc["jobs"].as_mapping().unwrap() {
+            for s in job["steps"].as_sequence().unwrap() {
+                if s["uses"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("actions/checkout@"))
+                {
+                    assert_eq!(s["with"]["ref"], BUILT_COMMIT, "{name:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_split_packages_joined_tarball_is_attested_by_its_digest() {
+        let doc = slurm_workflow();
+        let release = &doc["jobs"]["release"];
+        let list = step(release, "List the whole tarballs' digests")["run"]
+            .as_str()
+            .unwrap();
+        // Whole tarballs' checksum files only: a part's is *.part-NNN.sha256.
+        assert!(
+            list.starts_with(&format!("cat dist/*.tar.gz.sha256 > {TARBALL_DIGESTS}")),
+            "{list}"
+        );
+        assert!(!"x.tar.gz.part-000.sha256".ends_with(".tar.gz.sha256"));
+        let attest = step(release, "Attest the whole tarballs (split packages joined)");
+        assert_eq!(attest["with"]["subject-checksums"], TARBALL_DIGESTS);
+        assert!(
+            attest["uses"]
+                .as_str()
+                .unwrap()
+                .starts_with("actions/attest-build-provenance@")
+        );
     }
 }
