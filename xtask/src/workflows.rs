@@ -190,6 +190,13 @@ const TOOLKIT: &str = ".xtask/xtask";
 const ARTIFACT_RETENTION_DAYS: u32 = 30;
 const RETENTION_COMMENT: &str =
     "# a run's jobs can be re-run for 30 days: its artifacts live as long";
+/// The GitHub Environments the jobs name. Build jobs (plan, builds, index,
+/// the admins' binary, the report) use one without required reviewers,
+/// limited to the default branch; only the release job uses the one with
+/// reviewers, so a run asks for one approval. Each holds its own secrets
+/// (AWS_ROLE_ARN, the signing key) and its own OIDC `sub` claim.
+const BUILD_ENVIRONMENT: &str = "build";
+const RELEASE_ENVIRONMENT: &str = "release";
 /// The default branch: the only one whose runs build and release.
 const DEFAULT_BRANCH: &str = "main";
 
@@ -379,7 +386,7 @@ impl Ctx<'_> {
             needs: vec!["toolkit"],
             condition: None,
             runs_on: self.control_runner(),
-            environment: Some("release"),
+            environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 10,
             concurrency: None,
@@ -420,7 +427,7 @@ impl Ctx<'_> {
             needs,
             condition: Some("needs.plan.outputs.count != '0'".into()),
             runs_on: Value::from(expr("matrix.runs-on")),
-            environment: Some("release"),
+            environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 360,
             concurrency: None,
@@ -464,7 +471,7 @@ impl Ctx<'_> {
                     .into(),
             ),
             runs_on: self.control_runner(),
-            environment: Some("release"),
+            environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 60,
             concurrency: Some(Concurrency {
@@ -872,7 +879,7 @@ impl Ctx<'_> {
             condition: Some("needs.plan.outputs.count != '0' && inputs.rehearse != true".into()),
             runs_on: self.control_runner(),
             // The signing key's secrets live in this environment.
-            environment: Some("release"),
+            environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read")]),
             timeout_minutes: 60,
             concurrency: None,
@@ -908,7 +915,7 @@ impl Ctx<'_> {
                     .into(),
             ),
             runs_on: self.control_runner(),
-            environment: Some("release"),
+            environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 15,
             concurrency: Some(Concurrency {
@@ -986,7 +993,7 @@ impl Ctx<'_> {
                     .into(),
             ),
             runs_on: self.control_runner(),
-            environment: Some("release"),
+            environment: Some(RELEASE_ENVIRONMENT),
             permissions: perms(&[
                 ("contents", "write"),
                 ("id-token", "write"),
@@ -1108,20 +1115,32 @@ mod tests {
     }
 
     #[test]
-    fn secrets_reach_only_jobs_in_the_release_environment() {
+    fn secrets_reach_only_jobs_in_an_environment_and_only_the_release_job_needs_approval() {
+        let mut releases = 0;
         for file in rendered() {
             let doc = parsed(&file);
             for (name, job) in doc["jobs"].as_mapping().unwrap() {
-                if serde_yaml::to_string(job).unwrap().contains("secrets.") {
+                let text = serde_yaml::to_string(job).unwrap();
+                if text.contains("secrets.") || text.contains("aws-actions/") {
+                    let want = if name == "release" {
+                        RELEASE_ENVIRONMENT
+                    } else {
+                        BUILD_ENVIRONMENT
+                    };
                     assert_eq!(
                         job["environment"],
-                        "release",
+                        want,
                         "{name:?} in {}",
                         file.path.display()
                     );
                 }
+                if job["environment"] == RELEASE_ENVIRONMENT {
+                    releases += 1;
+                    assert_eq!(name, "release", "{}", file.path.display());
+                }
             }
         }
+        assert_eq!(releases, 1, "one job, one approval per run");
     }
 
     #[test]
