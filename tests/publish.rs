@@ -854,3 +854,43 @@ fn a_package_not_signed_by_the_pinned_key_is_refused_before_any_upload() {
     publish_from(&pinning(&d.key.fingerprint()), &d).success();
     assert!(d.store().join("releases/index.json").is_file());
 }
+
+/// A GitHub that reports no asset digests (older GitHub Enterprise Server):
+/// each asset is read back and hashed, so the release is still proven
+/// complete, published, and a rerun uploads nothing.
+#[test]
+fn github_without_asset_digests_reads_assets_back() {
+    let d = dist(None);
+    let gh = GitHubServer::without_digests();
+    // An asset of the same name and size but other bytes is already there.
+    let id = gh.add_release("slurm-24.11", true);
+    let tarball = d.out().join(ASSETS[0]);
+    let len = std::fs::metadata(&tarball).unwrap().len() as usize;
+    gh.add_asset(id, ASSETS[0], &vec![0u8; len]);
+    let done = publish_github(&d, &gh).success();
+    assert!(
+        done.stdout
+            .contains("GitHub reports no digest for it: reading it back to check its SHA-256"),
+        "{}",
+        done.stdout
+    );
+    let r = gh.release("slurm-24.11").unwrap();
+    assert!(!r.draft, "published");
+    assert_eq!(
+        r.asset(ASSETS[0]).unwrap().bytes,
+        std::fs::read(&tarball).unwrap(),
+        "the wrong bytes were replaced"
+    );
+    // The notes still give every asset's SHA-256.
+    let sha = std::fs::read_to_string(d.out().join(ASSETS[1])).unwrap();
+    let sha = sha.split_whitespace().next().unwrap();
+    assert!(r.body.clone().unwrap().contains(sha));
+    let uploads = gh.upload_requests().len();
+    let again = publish_github(&d, &gh).success();
+    assert!(
+        again.stdout.contains("0 uploaded, 8 already there"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(gh.upload_requests().len(), uploads);
+}

@@ -184,7 +184,17 @@ impl GitHubServer {
         GitHubServer::start_with(DEFAULT_TOKEN, limit)
     }
 
+    /// A GitHub that reports no `digest` for assets (GitHub Enterprise
+    /// Server before digests).
+    pub fn without_digests() -> GitHubServer {
+        GitHubServer::start_full(DEFAULT_TOKEN, GITHUB_ASSET_LIMIT, false)
+    }
+
     pub fn start_with(token: &str, asset_limit: u64) -> GitHubServer {
+        GitHubServer::start_full(token, asset_limit, true)
+    }
+
+    fn start_full(token: &str, asset_limit: u64, digests: bool) -> GitHubServer {
         let api = TcpListener::bind("127.0.0.1:0").expect("binding the fake API port");
         let uploads = TcpListener::bind("127.0.0.1:0").expect("binding the fake uploads port");
         let api_addr = api.local_addr().unwrap();
@@ -194,6 +204,7 @@ impl GitHubServer {
             uploads_url: format!("http://{uploads_addr}"),
             token: token.to_string(),
             asset_limit,
+            digests,
             state: Mutex::new(State {
                 // Distinct ranges, so that a release id passed where an asset
                 // id is wanted (or the reverse) is a 404, not a wrong object.
@@ -429,6 +440,9 @@ struct Shared {
     uploads_url: String,
     token: String,
     asset_limit: u64,
+    /// Whether assets carry `digest` (github.com does; older GitHub
+    /// Enterprise Server does not).
+    digests: bool,
     state: Mutex<State>,
     stop: AtomicBool,
     conns: Mutex<Conns>,
@@ -627,7 +641,7 @@ impl Shared {
             "content_type": a.content_type,
             "size": a.bytes.len(),
             // GitHub reports a SHA-256 of each uploaded asset.
-            "digest": uploaded.then(|| format!("sha256:{}", a.sha256)),
+            "digest": (uploaded && self.digests).then(|| format!("sha256:{}", a.sha256)),
             "download_count": a.download_count,
             "created_at": a.created_at,
             "updated_at": a.updated_at,

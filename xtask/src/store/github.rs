@@ -116,7 +116,10 @@ impl GitHub {
                 None => vec![],
             };
             for f in files {
-                let same = assets.iter().any(|a| same_content(a, f));
+                let mut same = false;
+                for a in assets.iter().filter(|a| a.name == f.name) {
+                    same |= self.holds(a, f).await?;
+                }
                 outln!(
                     "{} {} -> release {tag}",
                     if same { "skip" } else { "put " },
@@ -155,8 +158,9 @@ impl GitHub {
             let mut bytes: Option<bytes::Bytes> = None;
             loop {
                 let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
-                if let Some(a) = assets.iter().find(|a| a.name == f.name)
-                    && same_content(a, f)
+                let present = assets.iter().find(|a| a.name == f.name);
+                if let Some(a) = present
+                    && self.holds(a, f).await?
                 {
                     outln!("skip {} (same SHA-256)", f.name);
                     out.skipped.push(f.name.clone());
@@ -213,14 +217,18 @@ impl GitHub {
         // Every expected asset must be there, complete, before anyone sees the release.
         let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
         for f in files {
-            if !assets.iter().any(|a| same_content(a, f)) {
+            let mut there = false;
+            for a in assets.iter().filter(|a| a.name == f.name) {
+                there |= self.holds(a, f).await?;
+            }
+            if !there {
                 bail!(
                     "release {tag}: {} is not there after the upload; the release stays a draft",
                     f.name
                 );
             }
         }
-        let notes = release_notes(title, &assets);
+        let notes = release_notes(title, &assets, files);
         let updated = releases
             .update(release.id.0)
             .body(&notes)
@@ -233,10 +241,52 @@ impl GitHub {
     }
 }
 
-fn same_content(a: &Asset, f: &AssetFile<'_>) -> bool {
-    a.state == "uploaded"
-        && a.size as u64 == f.size
-        && a.digest.as_deref() == Some(&format!("sha256:{}", f.sha256))
+impl GitHub {
+    /// Whether asset `a` holds exactly `f`'s bytes. GitHub reports each
+    /// asset's SHA-256 as its `digest`. A GitHub that does not (GitHub
+    /// Enterprise Server before digests) gets the asset read back and
+    /// hashed instead, and the log says so: without it, no release could
+    /// ever be proven complete and published.
+    async fn holds(&self, a: &Asset, f: &AssetFile<'_>) -> Result<bool> {
+        if a.state != "uploaded" || a.size as u64 != f.size {
+            return Ok(false);
+        }
+        if let Some(digest) = a.digest.as_deref() {
+            return Ok(digest == format!("sha256:{}", f.sha256));
+        }
+        outln!(
+            "{}: GitHub reports no digest for it: reading it back to check its SHA-256",
+            f.name
+        );
+        let (url, token, name) = (a.url.to_string(), self.token.clone(), f.name.clone());
+        let sha = tokio::task::spawn_blocking(move || read_back_sha256(&url, &token, &name))
+            .await
+            .context("reading an asset back")??;
+        Ok(sha == f.sha256)
+    }
+}
+
+/// The SHA-256 of an asset as GitHub serves it (the token goes to the API
+/// only, not to where the download redirects).
+fn read_back_sha256(url: &str, token: &str, name: &str) -> Result<String> {
+    use crate::store::Chunks as _;
+    use http::header;
+    let http = crate::http::Http::new()?;
+    let mut resp = http.get(
+        url,
+        &[
+            (header::ACCEPT, "application/octet-stream".into()),
+            (header::AUTHORIZATION, format!("Bearer {token}")),
+        ],
+    )?;
+    if !(200..300).contains(&resp.status) {
+        return Err(resp.error(&format!("reading {name} back")));
+    }
+    let mut hasher = sha2::Sha256::new();
+    while let Some(chunk) = resp.next_chunk()? {
+        hasher.update(&chunk);
+    }
+    Ok(crate::package::output::hex(&hasher.finalize()))
 }
 
 /// Drafts are invisible to the by-tag endpoint: list and match instead.
@@ -325,7 +375,9 @@ fn github_error(what: &str, e: octocrab::Error) -> anyhow::Error {
 }
 
 /// Every asset with its SHA-256, and how to check one without this toolkit.
-pub fn release_notes(title: &str, assets: &[Asset]) -> String {
+/// A SHA-256 comes from the asset's digest, else from the file it was proven
+/// to hold (read back, on a GitHub without digests).
+pub fn release_notes(title: &str, assets: &[Asset], proven: &[AssetFile<'_>]) -> String {
     let mut by_name: BTreeMap<&str, &Asset> = BTreeMap::new();
     for a in assets {
         by_name.insert(&a.name, a);
@@ -338,6 +390,12 @@ pub fn release_notes(title: &str, assets: &[Asset]) -> String {
             .digest
             .as_deref()
             .and_then(|d| d.strip_prefix("sha256:"))
+            .or_else(|| {
+                proven
+                    .iter()
+                    .find(|f| f.name == *name)
+                    .map(|f| f.sha256.as_str())
+            })
             .unwrap_or("");
         md.push_str(&format!("| `{name}` | {} | `{sha}` |\n", a.size));
     }
