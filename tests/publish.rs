@@ -894,3 +894,60 @@ fn github_without_asset_digests_reads_assets_back() {
     );
     assert_eq!(gh.upload_requests().len(), uploads);
 }
+
+/// The GitHub upload streams from the file: a 1 GiB asset goes up with the
+/// toolkit's memory far below the asset's size (peak RSS, from the kernel's
+/// accounting of the child).
+#[test]
+fn a_one_gib_github_asset_streams_in_bounded_memory() {
+    use std::io::Write as _;
+    let d = dist(None);
+    // The admins' executable stands in for any big asset.
+    let path = d.out().join(ADMIN);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let block = noise(1 << 20, 7);
+    for i in 0..1024u32 {
+        file.write_all(&i.to_le_bytes()).unwrap();
+        file.write_all(&block[4..]).unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    let sha = common::sh(
+        std::process::Command::new("sha256sum")
+            .arg(ADMIN)
+            .current_dir(d.out()),
+    );
+    std::fs::write(d.out().join(format!("{ADMIN}.sha256")), sha).unwrap();
+    d.key
+        .detach_sign(&path, &d.out().join(format!("{ADMIN}.asc")));
+    let gh = GitHubServer::start();
+    let mut cmd = common::xtask_command(&[
+        "publish",
+        "--to",
+        "github",
+        "--dir",
+        d.out().to_str().unwrap(),
+    ]);
+    cmd.env("GITHUB_TOKEN", &gh.token)
+        .env("GITHUB_REPOSITORY", "owner/repo")
+        .env("GITHUB_API_URL", &gh.api_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // wait4 below reaps it, with its resource usage.
+    let pid = cmd.spawn().unwrap().id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, reaped nowhere else.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "publish failed: {status}"
+    );
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    eprintln!("peak RSS of publish --to github with a 1 GiB asset: {peak_mib:.1} MiB");
+    let asset = gh.release("slurm-24.11").unwrap();
+    assert_eq!(asset.asset(ADMIN).unwrap().bytes.len(), 1 << 30);
+    assert!(peak_mib < 100.0, "peak RSS {peak_mib:.1} MiB");
+}

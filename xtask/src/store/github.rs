@@ -68,7 +68,12 @@ impl GitHub {
             .personal_token(self.token.clone())
             .base_uri(self.api.as_str())?;
         if let Some(u) = upload_uri {
-            b = b.upload_uri(u)?;
+            // Uploads stream their body, which octocrab's retry would resend
+            // already read (an empty body under the full Content-Length):
+            // `publish_async` retries them itself, each from the file.
+            b = b
+                .upload_uri(u)?
+                .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None);
         }
         Ok(b.build()?)
     }
@@ -151,11 +156,10 @@ impl GitHub {
             skipped: vec![],
             html_url: String::new(),
         };
+        let upload_url = release.upload_url.replace("{?name,label}", "");
         for f in files {
             let mut tries = 0;
-            // Read and checked once, when first needed, before anything on
-            // the release changes; retries send the same bytes.
-            let mut bytes: Option<bytes::Bytes> = None;
+            let mut checked = false;
             loop {
                 let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
                 let present = assets.iter().find(|a| a.name == f.name);
@@ -166,21 +170,17 @@ impl GitHub {
                     out.skipped.push(f.name.clone());
                     break;
                 }
-                let body = match &bytes {
-                    Some(b) => b.clone(),
-                    None => {
-                        let read = tokio::fs::read(f.path)
-                            .await
-                            .with_context(|| format!("reading {}", f.path.display()))?;
-                        let actual = crate::package::output::hex(&sha2::Sha256::digest(&read));
+                if let Some(a) = present {
+                    // Other content, or a broken upload left as `starter`:
+                    // replace it, but only with bytes proven good first (a
+                    // streaming read), so a bad file changes nothing.
+                    if !checked {
+                        let actual = sha256_of(f.path).await?;
                         if actual != f.sha256 {
                             return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
                         }
-                        bytes.insert(read.into()).clone()
+                        checked = true;
                     }
-                };
-                if let Some(a) = assets.iter().find(|a| a.name == f.name) {
-                    // Other content, or a broken upload left as `starter`: replace it.
                     api.repos(&self.owner, &self.repo)
                         .release_assets()
                         .delete(a.id.0)
@@ -189,28 +189,38 @@ impl GitHub {
                             github_error(&format!("deleting the old asset {}", f.name), e)
                         })?;
                 }
-                let sent = uploader
-                    .repos(&self.owner, &self.repo)
-                    .releases()
-                    .upload_asset(release.id.0, &f.name, body)
-                    .send()
-                    .await;
+                // Streamed from the file, its SHA-256 checked in the same
+                // read: memory stays at one buffer whatever the asset's size.
+                let (body, verdict) = FileBody::open(f).await?;
+                let sent = upload(&uploader, &upload_url, &f.name, f.size, body).await;
+                if let Some(actual) = verdict.mismatch() {
+                    // GitHub keeps an interrupted upload as a `starter`
+                    // asset: remove it, so nothing of these bytes stays.
+                    let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
+                    for a in assets
+                        .iter()
+                        .filter(|a| a.name == f.name && a.state != "uploaded")
+                    {
+                        let _ = api
+                            .repos(&self.owner, &self.repo)
+                            .release_assets()
+                            .delete(a.id.0)
+                            .await;
+                    }
+                    return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
+                }
                 match sent {
-                    Ok(_) => {
+                    Ok(()) => {
                         outln!("put  {} ({} bytes)", f.name, f.size);
                         out.uploaded.push(f.name.clone());
                         break;
                     }
                     Err(e) if tries < 3 => {
                         tries += 1;
-                        eprintln!(
-                            "upload of {} failed ({}), trying again",
-                            f.name,
-                            one_line(&e)
-                        );
+                        eprintln!("upload of {} failed ({e:#}), trying again", f.name);
                         tokio::time::sleep(std::time::Duration::from_millis(500 * tries)).await;
                     }
-                    Err(e) => return Err(github_error(&format!("uploading {}", f.name), e)),
+                    Err(e) => return Err(e.context(format!("uploading {}", f.name))),
                 }
             }
         }
@@ -287,6 +297,147 @@ fn read_back_sha256(url: &str, token: &str, name: &str) -> Result<String> {
         hasher.update(&chunk);
     }
     Ok(crate::package::output::hex(&hasher.finalize()))
+}
+
+/// POSTs one asset to the release's upload URL, as octocrab's
+/// `upload_asset` does, but with a streaming body.
+async fn upload(
+    uploader: &Octocrab,
+    upload_url: &str,
+    name: &str,
+    size: u64,
+    body: FileBody,
+) -> Result<()> {
+    let request = http::Request::post(format!("{upload_url}?name={name}"))
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(http::header::CONTENT_LENGTH, size)
+        .body(octocrab::OctoBody::new(body))?;
+    let response = uploader
+        .execute(request)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
+    octocrab::map_github_error(response)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
+    Ok(())
+}
+
+/// A file's SHA-256, read in pieces.
+async fn sha256_of(path: &std::path::Path) -> Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(crate::package::output::hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// How much of a file is in memory at once while it uploads.
+const CHUNK: usize = 1 << 20;
+
+/// An upload's body, read from the file as the connection takes it and
+/// hashed on the way. If the bytes are not the expected ones, the body ends
+/// in an error instead of its last piece, so the upload never completes, and
+/// [`Verdict`] tells why.
+struct FileBody {
+    file: tokio::fs::File,
+    buf: Vec<u8>,
+    left: u64,
+    hasher: sha2::Sha256,
+    expected: String,
+    verdict: Verdict,
+}
+
+/// What a [`FileBody`] found: the actual SHA-256 when it was not the one expected.
+#[derive(Clone, Default)]
+struct Verdict(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl Verdict {
+    fn mismatch(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl FileBody {
+    async fn open(f: &AssetFile<'_>) -> Result<(FileBody, Verdict)> {
+        let file = tokio::fs::File::open(f.path)
+            .await
+            .with_context(|| format!("reading {}", f.path.display()))?;
+        let verdict = Verdict::default();
+        let body = FileBody {
+            file,
+            buf: vec![0u8; CHUNK],
+            left: f.size,
+            hasher: sha2::Sha256::new(),
+            expected: f.sha256.clone(),
+            verdict: verdict.clone(),
+        };
+        Ok((body, verdict))
+    }
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::io::Result<hyper::body::Frame<bytes::Bytes>>>> {
+        use std::task::Poll;
+        use tokio::io::AsyncRead as _;
+        let this = self.get_mut();
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this
+            .buf
+            .len()
+            .min(usize::try_from(this.left).unwrap_or(usize::MAX));
+        let mut read = tokio::io::ReadBuf::new(&mut this.buf[..want]);
+        match std::pin::Pin::new(&mut this.file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let piece = read.filled();
+                if piece.is_empty() {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than its size",
+                    ))));
+                }
+                this.hasher.update(piece);
+                this.left -= piece.len() as u64;
+                let piece = bytes::Bytes::copy_from_slice(piece);
+                if this.left == 0 {
+                    let actual =
+                        crate::package::output::hex(&std::mem::take(&mut this.hasher).finalize());
+                    if actual != this.expected {
+                        *this.verdict.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(actual);
+                        return Poll::Ready(Some(Err(std::io::Error::other(
+                            "the file's SHA-256 is not the expected one",
+                        ))));
+                    }
+                }
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// Drafts are invisible to the by-tag endpoint: list and match instead.
