@@ -78,6 +78,21 @@ type Permissions = IndexMap<&'static str, &'static str>;
 struct Concurrency {
     group: String,
     cancel_in_progress: bool,
+    /// `max`: up to 100 runs wait in the group, in order, instead of each
+    /// newcomer cancelling the one pending run (GitHub's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'static str>,
+}
+
+impl Concurrency {
+    /// One at a time, and nothing that waits is ever dropped.
+    fn queued(group: impl Into<String>) -> Concurrency {
+        Concurrency {
+            group: group.into(),
+            cancel_in_progress: false,
+            queue: Some("max"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +205,9 @@ const TOOLKIT: &str = ".xtask/xtask";
 const ARTIFACT_RETENTION_DAYS: u32 = 30;
 const RETENTION_COMMENT: &str =
     "# a run's jobs can be re-run for 30 days: its artifacts live as long";
+/// The workflow-level group of both build workflows: one run at a time,
+/// deps or Slurm, the others waiting in order (none dropped).
+const PIPELINE_GROUP: &str = "slurm-factory-pipeline";
 /// The GitHub Environments the jobs name. Build jobs (plan, builds, index,
 /// the admins' binary, the report) use one without required reviewers,
 /// limited to the default branch; only the release job uses the one with
@@ -474,10 +492,7 @@ impl Ctx<'_> {
             environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 60,
-            concurrency: Some(Concurrency {
-                group: format!("slurm-factory-index-{mirror}"),
-                cancel_in_progress: false,
-            }),
+            concurrency: Some(Concurrency::queued(format!("slurm-factory-index-{mirror}"))),
             strategy: Some(Strategy {
                 fail_fast: false,
                 matrix: expr("fromJSON(needs.plan.outputs.mirrors)"),
@@ -640,6 +655,7 @@ impl Ctx<'_> {
             concurrency: Concurrency {
                 group: format!("ci-{}", expr("github.ref")),
                 cancel_in_progress: true,
+                queue: None,
             },
             env: [("CARGO_TERM_COLOR".to_string(), "always".to_string())]
                 .into_iter()
@@ -726,10 +742,9 @@ impl Ctx<'_> {
                 ..Default::default()
             },
             permissions: perms(&[]),
-            concurrency: Concurrency {
-                group: "slurm-factory-deps".into(),
-                cancel_in_progress: false,
-            },
+            // Deps and Slurm runs exclude each other: a Slurm build never
+            // reads a deps mirror while it is pushed or its index rewritten.
+            concurrency: Concurrency::queued(PIPELINE_GROUP),
             env: IndexMap::new(),
             jobs,
         }
@@ -835,10 +850,7 @@ impl Ctx<'_> {
                 ..Default::default()
             },
             permissions: perms(&[]),
-            concurrency: Concurrency {
-                group: "slurm-factory-slurm".into(),
-                cancel_in_progress: false,
-            },
+            concurrency: Concurrency::queued(PIPELINE_GROUP),
             env: IndexMap::new(),
             jobs,
         }
@@ -918,10 +930,7 @@ impl Ctx<'_> {
             environment: Some(BUILD_ENVIRONMENT),
             permissions: perms(&[("contents", "read"), ("id-token", "write")]),
             timeout_minutes: 15,
-            concurrency: Some(Concurrency {
-                group: "slurm-factory-report".into(),
-                cancel_in_progress: false,
-            }),
+            concurrency: Some(Concurrency::queued("slurm-factory-report")),
             strategy: None,
             outputs: IndexMap::new(),
             steps,
@@ -1000,10 +1009,7 @@ impl Ctx<'_> {
                 ("attestations", "write"),
             ]),
             timeout_minutes: 120,
-            concurrency: Some(Concurrency {
-                group: "slurm-factory-release".into(),
-                cancel_in_progress: false,
-            }),
+            concurrency: Some(Concurrency::queued("slurm-factory-release")),
             strategy: None,
             outputs: IndexMap::new(),
             steps,
@@ -1382,5 +1388,35 @@ mod admin_binary_tests {
                 .unwrap()
                 .starts_with("actions/attest-build-provenance@")
         );
+    }
+
+    #[test]
+    fn deps_and_slurm_runs_exclude_each_other_and_no_waiting_run_is_dropped() {
+        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        let mut groups = Vec::new();
+        for file in render_all(&m).unwrap() {
+            let doc: serde_yaml::Value = serde_yaml::from_str(&file.contents).unwrap();
+            let at = file.path.display().to_string();
+            let Some(jobs) = doc["jobs"].as_mapping() else {
+                continue;
+            };
+            let blocks = std::iter::once(("workflow".to_string(), &doc["concurrency"])).chain(
+                jobs.iter()
+                    .map(|(n, j)| (n.as_str().unwrap().to_string(), &j["concurrency"])),
+            );
+            for (name, c) in blocks.filter(|(_, c)| !c.is_null()) {
+                if c["cancel-in-progress"] == false {
+                    // GitHub's default keeps one pending run and cancels it
+                    // for the next: a forced dispatch could be dropped.
+                    assert_eq!(c["queue"], "max", "{at} {name}");
+                }
+            }
+            if at.contains("build-and-publish") {
+                groups.push(doc["concurrency"]["group"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0], groups[1], "deps and slurm share one group");
+        assert_eq!(groups[0], PIPELINE_GROUP);
     }
 }
