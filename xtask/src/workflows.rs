@@ -224,6 +224,15 @@ const ADMIN_BINARY_ARTIFACT: &str = "slurm-factory-admin-binary";
 /// The commit a Slurm run builds: the one its dependencies' run built when
 /// that run started it, else the run's own.
 const BUILT_COMMIT: &str = "${{ github.event.workflow_run.head_sha || github.sha }}";
+/// Where the release job gathers one Slurm version's packages.
+const DIST: &str = "dist";
+
+/// The artifact of one cell's package, `cell` being its
+/// `<version>-<toolchain>-<variant>` (or a pattern of those).
+fn package_artifact(cell: &str) -> String {
+    format!("slurm-{cell}")
+}
+
 /// The release job's list of whole-tarball digests (outside `dist/`).
 const TARBALL_DIGESTS: &str = "tarball-digests.sha256";
 const REHEARSE_ARG: &str = "if [ \"$REHEARSE\" = true ]; then args+=(--rehearse); fi\n";
@@ -772,7 +781,7 @@ impl Ctx<'_> {
             "Hand the package to the release job",
             &self.m.actions.upload_artifact,
         )
-        .with("name", format!("slurm-{cell}"))
+        .with("name", package_artifact(&cell))
         .with("path", "dist/")
         .with("if-no-files-found", "error")
         .with("retention-days", ARTIFACT_RETENTION_DAYS);
@@ -942,55 +951,90 @@ impl Ctx<'_> {
     fn release_job(&self) -> Job {
         let mut steps = vec![self.checkout()];
         steps.extend(self.fetch_toolkit());
+        steps.push(self.aws());
         steps.push(
-            Step::uses("Gather the packages", &self.m.actions.download_artifact)
-                .with("pattern", "slurm-*")
-                .with("path", "dist")
-                .with("merge-multiple", true),
+            Step::uses(
+                "Gather the admins' binary",
+                &self.m.actions.download_artifact,
+            )
+            .with("name", ADMIN_BINARY_ARTIFACT)
+            .with("path", "tools"),
         );
         steps.push(
             Step::uses(
-                "Attest build provenance",
+                "Attest the admins' binary",
                 &self.m.actions.attest_build_provenance,
             )
             .with(
                 "subject-path",
-                format!("dist/*.tar.gz*\ndist/{}\n", admin_binary::file_name("*")),
+                format!("tools/{}", admin_binary::file_name("*")),
             ),
         );
-        // A split package's parts are attested above; the tarball an admin
-        // joins from them is attested by its digest, from its checksum file
-        // (`*.tar.gz.sha256`: the whole tarballs', not the parts').
-        steps.push(Step::run(
-            "List the whole tarballs' digests",
-            &format!("cat dist/*.tar.gz.sha256 > {TARBALL_DIGESTS}\ncat {TARBALL_DIGESTS}\n"),
-        ));
-        steps.push(
-            Step::uses(
-                "Attest the whole tarballs (split packages joined)",
-                &self.m.actions.attest_build_provenance,
-            )
-            .with("subject-checksums", TARBALL_DIGESTS),
-        );
-        steps.push(self.aws());
-        steps.push(
-            Step::run(
-                "Publish to S3",
-                &format!("{TOOLKIT} publish --to s3 --dir dist\n"),
-            )
-            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
-            .env(
-                "SLURM_FACTORY_PUBLIC_URL",
-                &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
-            ),
-        );
-        steps.push(
-            Step::run(
-                "Publish to GitHub Releases",
-                &format!("{TOOLKIT} publish --to github --dir dist\n"),
-            )
-            .env("GITHUB_TOKEN", &expr("github.token")),
-        );
+        // One Slurm version at a time, its packages deleted before the next:
+        // the runner's disk holds one version's packages, not the run's.
+        for v in &self.m.slurm {
+            let v = v.version.as_str();
+            let some = Some(format!("hashFiles('{DIST}/*.manifest.json') != ''"));
+            let when = |step: Step| Step {
+                condition: some.clone(),
+                ..step
+            };
+            steps.push(
+                Step::uses(
+                    &format!("Gather Slurm {v}'s packages"),
+                    &self.m.actions.download_artifact,
+                )
+                .with("pattern", package_artifact(&format!("{v}-*")))
+                .with("path", DIST)
+                .with("merge-multiple", true),
+            );
+            steps.push(when(
+                Step::uses(
+                    &format!("Attest Slurm {v}'s packages"),
+                    &self.m.actions.attest_build_provenance,
+                )
+                .with("subject-path", format!("{DIST}/*.tar.gz*")),
+            ));
+            // A split package's parts are attested above; the tarball an
+            // admin joins from them is attested by its digest, from its
+            // checksum file (`*.tar.gz.sha256`: whole tarballs', not parts').
+            steps.push(when(Step::run(
+                &format!("List Slurm {v}'s whole tarballs"),
+                &format!("cat {DIST}/*.tar.gz.sha256 > {TARBALL_DIGESTS}\ncat {TARBALL_DIGESTS}\n"),
+            )));
+            steps.push(when(
+                Step::uses(
+                    &format!("Attest Slurm {v}'s whole tarballs (split packages joined)"),
+                    &self.m.actions.attest_build_provenance,
+                )
+                .with("subject-checksums", TARBALL_DIGESTS),
+            ));
+            steps.push(when(
+                Step::run(
+                    &format!("Publish Slurm {v} to S3"),
+                    &format!("cp tools/* {DIST}/\n{TOOLKIT} publish --to s3 --dir {DIST}\n"),
+                )
+                .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
+                .env(
+                    "SLURM_FACTORY_PUBLIC_URL",
+                    &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
+                ),
+            ));
+            steps.push(when(
+                Step::run(
+                    &format!("Publish Slurm {v} to GitHub Releases"),
+                    &format!("{TOOLKIT} publish --to github --dir {DIST}\n"),
+                )
+                .env("GITHUB_TOKEN", &expr("github.token")),
+            ));
+            steps.push(Step {
+                condition: Some("always()".into()),
+                ..Step::run(
+                    &format!("Free Slurm {v}'s disk"),
+                    &format!("rm -rf {DIST} {TARBALL_DIGESTS}\n"),
+                )
+            });
+        }
         Job {
             name: "Release".into(),
             needs: vec!["toolkit", "plan", "build-slurm", "index", "admin-binary"],
@@ -1227,7 +1271,7 @@ mod admin_binary_tests {
         );
         let handed = step(job, "Hand the binary to the release job");
         let name = handed["with"]["name"].as_str().unwrap();
-        // The release job gathers it with the packages, attests and publishes it.
+        // The release job gathers it, attests and publishes it with the packages.
         let release = &doc["jobs"]["release"];
         assert!(
             release["needs"]
@@ -1241,22 +1285,20 @@ mod admin_binary_tests {
                 .unwrap()
                 .contains("needs.admin-binary.result == 'success'")
         );
-        let pattern = step(release, "Gather the packages")["with"]["pattern"]
+        assert_eq!(
+            step(release, "Gather the admins' binary")["with"]["name"],
+            name
+        );
+        let attested = step(release, "Attest the admins' binary")["with"]["subject-path"]
             .as_str()
             .unwrap();
-        assert!(
-            name.starts_with(pattern.trim_end_matches('*')),
-            "{name} vs {pattern}"
-        );
-        let attested = step(release, "Attest build provenance")["with"]["subject-path"]
-            .as_str()
-            .unwrap();
-        assert!(
-            attested
-                .lines()
-                .any(|l| l == format!("dist/{}", admin_binary::file_name("*"))),
-            "{attested}"
-        );
+        assert_eq!(attested, format!("tools/{}", admin_binary::file_name("*")));
+        for v in ["25.11", "24.11", "23.11"] {
+            let publish = step(release, &format!("Publish Slurm {v} to S3"))["run"]
+                .as_str()
+                .unwrap();
+            assert!(publish.starts_with("cp tools/* dist/\n"), "{publish}");
+        }
         assert_eq!(
             admin_binary::file_name("*").replace('*', "x86_64"),
             admin_binary::file_name("x86_64")
@@ -1371,7 +1413,7 @@ mod admin_binary_tests {
     fn a_split_packages_joined_tarball_is_attested_by_its_digest() {
         let doc = slurm_workflow();
         let release = &doc["jobs"]["release"];
-        let list = step(release, "List the whole tarballs' digests")["run"]
+        let list = step(release, "List Slurm 25.11's whole tarballs")["run"]
             .as_str()
             .unwrap();
         // Whole tarballs' checksum files only: a part's is *.part-NNN.sha256.
@@ -1380,7 +1422,10 @@ mod admin_binary_tests {
             "{list}"
         );
         assert!(!"x.tar.gz.part-000.sha256".ends_with(".tar.gz.sha256"));
-        let attest = step(release, "Attest the whole tarballs (split packages joined)");
+        let attest = step(
+            release,
+            "Attest Slurm 25.11's whole tarballs (split packages joined)",
+        );
         assert_eq!(attest["with"]["subject-checksums"], TARBALL_DIGESTS);
         assert!(
             attest["uses"]
@@ -1388,6 +1433,50 @@ mod admin_binary_tests {
                 .unwrap()
                 .starts_with("actions/attest-build-provenance@")
         );
+    }
+
+    /// The release job holds one Slurm version's packages at a time: each
+    /// version is gathered, attested, published, then deleted, whatever
+    /// happened, before the next is gathered.
+    #[test]
+    fn the_release_jobs_disk_holds_one_slurm_version_at_a_time() {
+        let doc = slurm_workflow();
+        let steps = doc["jobs"]["release"]["steps"].as_sequence().unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        let mut versions = 0;
+        for (i, s) in steps.iter().enumerate() {
+            let Some(pattern) = s["with"]["pattern"].as_str() else {
+                continue;
+            };
+            versions += 1;
+            let v = pattern
+                .strip_prefix("slurm-")
+                .and_then(|p| p.strip_suffix("-*"))
+                .unwrap();
+            assert_eq!(s["with"]["path"], DIST);
+            // The next gather comes only after this version's dist is freed.
+            let free = names
+                .iter()
+                .position(|n| *n == format!("Free Slurm {v}'s disk"))
+                .unwrap();
+            assert!(free > i);
+            assert_eq!(steps[free]["if"], "always()");
+            assert!(
+                steps[free]["run"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("rm -rf dist ")
+            );
+            let next_gather = steps[i + 1..]
+                .iter()
+                .position(|s| s["with"]["pattern"].is_string())
+                .map(|p| p + i + 1);
+            assert!(next_gather.is_none_or(|g| g > free), "{names:?}");
+            for n in &names[i + 1..free] {
+                assert!(n.contains(v), "{n} between {v}'s gather and free");
+            }
+        }
+        assert_eq!(versions, 3);
     }
 
     #[test]
