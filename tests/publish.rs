@@ -895,14 +895,10 @@ fn github_without_asset_digests_reads_assets_back() {
     assert_eq!(gh.upload_requests().len(), uploads);
 }
 
-/// The GitHub upload streams from the file: a 1 GiB asset goes up with the
-/// toolkit's memory far below the asset's size (peak RSS, from the kernel's
-/// accounting of the child).
-#[test]
-fn a_one_gib_github_asset_streams_in_bounded_memory() {
+/// A signed 1 GiB admins' executable beside the package: it stands in for any
+/// big asset (multipart on S3, a long upload to GitHub).
+fn with_big_admin_binary(d: &Dist) {
     use std::io::Write as _;
-    let d = dist(None);
-    // The admins' executable stands in for any big asset.
     let path = d.out().join(ADMIN);
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let block = noise(1 << 20, 7);
@@ -920,6 +916,130 @@ fn a_one_gib_github_asset_streams_in_bounded_memory() {
     std::fs::write(d.out().join(format!("{ADMIN}.sha256")), sha).unwrap();
     d.key
         .detach_sign(&path, &d.out().join(format!("{ADMIN}.asc")));
+}
+
+/// Starts `publish` with `env`, waits until `midway` says it is in the middle
+/// of the upload, and kills it with SIGKILL.
+fn kill_midway(args: &[&str], env: Vec<(&str, String)>, midway: impl Fn() -> bool) {
+    let mut child = common::xtask_command(args)
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !midway() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "publish ended before the upload was midway"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    child.wait().unwrap();
+}
+
+/// A publish killed in the middle of a multipart upload leaves nothing
+/// visible; the rerun aborts the orphaned upload and completes the release.
+#[test]
+fn s3_a_publish_killed_mid_multipart_upload_recovers_on_rerun() {
+    let d = dist(None);
+    with_big_admin_binary(&d);
+    let s3 = S3Server::start();
+    let dir = d.out();
+    let args = [
+        "publish",
+        "--to",
+        "s3",
+        "--bucket",
+        &s3.bucket,
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let big = format!("tools/{ADMIN}");
+    kill_midway(&args, s3.env(), || s3.incomplete_uploads() > 0);
+    assert_eq!(
+        s3.incomplete_uploads(),
+        1,
+        "the killed upload is left in the bucket"
+    );
+    assert!(s3.object(&big).is_none(), "nothing half-written is visible");
+    assert!(s3.object("releases/index.json").is_none());
+    let rerun = d.publish_s3(s3.env(), &s3.bucket).success();
+    assert!(
+        rerun.stdout.contains(&format!(
+            "aborted an interrupted upload of s3://{}/{big}",
+            s3.bucket
+        )),
+        "{}",
+        rerun.stdout
+    );
+    assert_eq!(s3.incomplete_uploads(), 0);
+    assert_eq!(
+        s3.object(&big).unwrap(),
+        std::fs::read(d.out().join(ADMIN)).unwrap()
+    );
+    assert!(s3.object("releases/index.json").is_some());
+}
+
+/// A publish killed in the middle of a GitHub asset upload leaves a draft
+/// (nothing published) with a broken asset; the rerun replaces it and
+/// publishes one release with one copy of every asset.
+#[test]
+fn github_a_publish_killed_mid_asset_upload_recovers_on_rerun() {
+    let d = dist(None);
+    with_big_admin_binary(&d);
+    let gh = GitHubServer::start();
+    let dir = d.out();
+    let env = vec![
+        ("GITHUB_TOKEN", gh.token.clone()),
+        ("GITHUB_REPOSITORY", "owner/repo".to_string()),
+        ("GITHUB_API_URL", gh.api_url.clone()),
+    ];
+    let uploading = || {
+        gh.release("slurm-24.11").is_some_and(|r| {
+            r.assets
+                .iter()
+                .any(|a| a.name == ADMIN && a.state == "starter")
+        })
+    };
+    kill_midway(
+        &["publish", "--to", "github", "--dir", dir.to_str().unwrap()],
+        env,
+        uploading,
+    );
+    let r = gh.release("slurm-24.11").unwrap();
+    assert!(r.draft, "nothing is visible before it is complete");
+    publish_github(&d, &gh).success();
+    let releases = gh.releases();
+    assert_eq!(releases.len(), 1, "one release");
+    let r = &releases[0];
+    assert!(!r.draft);
+    let mut names: Vec<&str> = r.assets.iter().map(|a| a.name.as_str()).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "one copy of every asset: {names:?}");
+    assert_eq!(names.len(), ASSETS.len() + 3);
+    assert!(r.assets.iter().all(|a| a.state == "uploaded"));
+    assert_eq!(r.asset(ADMIN).unwrap().bytes.len(), 1 << 30);
+}
+
+/// The GitHub upload streams from the file: a 1 GiB asset goes up with the
+/// toolkit's memory far below the asset's size (peak RSS, from the kernel's
+/// accounting of the child).
+#[test]
+fn a_one_gib_github_asset_streams_in_bounded_memory() {
+    let d = dist(None);
+    with_big_admin_binary(&d);
     let gh = GitHubServer::start();
     let mut cmd = common::xtask_command(&[
         "publish",

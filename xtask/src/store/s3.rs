@@ -298,6 +298,7 @@ impl S3Store {
         put: &Put,
         progress: &indicatif::ProgressBar,
     ) -> Result<()> {
+        self.abort_interrupted(key, at).await?;
         // At most 10,000 parts: big files get bigger parts.
         let part_size = PART_SIZE.max(put.size.div_ceil(9_000));
         let parts = put.size.div_ceil(part_size);
@@ -351,6 +352,37 @@ impl S3Store {
                 ""
             };
             return Err(e.context(format!("uploading {at}{note}")));
+        }
+        Ok(())
+    }
+
+    /// Aborts the multipart uploads of `key` that a killed publish left
+    /// behind (S3 keeps them, billed and invisible, until aborted). Uploads
+    /// of one key never overlap in the pipeline: the release job is one at a
+    /// time. A bucket lifecycle rule (AbortIncompleteMultipartUpload) is the
+    /// safety net for keys nobody publishes again.
+    async fn abort_interrupted(&self, key: &str, at: &str) -> Result<()> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| explain(at, e))?;
+        for upload in listed.uploads().iter().filter(|u| u.key() == Some(key)) {
+            let Some(id) = upload.upload_id() else {
+                continue;
+            };
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| explain(at, e))?;
+            outln!("aborted an interrupted upload of {at}");
         }
         Ok(())
     }
