@@ -311,3 +311,67 @@ fn assert_contains_all(out: &str, needles: &[&str]) {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
 }
+
+/// The CPU and GPU legs of a toolchain record their builds in one state
+/// object. Against S3, with every write of it held back so that both legs
+/// read before either writes, both records still land (conditional writes,
+/// retried); a read-then-write would lose one.
+#[test]
+fn two_legs_finishing_together_both_stay_recorded_in_s3() {
+    use common::s3::{FaultProxy, Faults, S3Server};
+    let project = Project::copy();
+    project.edit("spack-env/matrix.yaml", |t| {
+        t.replace(
+            "image: ubuntu:jammy",
+            "image: localhost/slurm-factory-missing-base:none",
+        )
+    });
+    let s3 = S3Server::start();
+    // The proxy's faults are static: a leaked string, once per test.
+    let state_put: &'static str =
+        Box::leak(format!("PUT /{}/jammy/slurm/deps/state.json", s3.bucket).into_boxed_str());
+    let proxy = FaultProxy::start(
+        &s3,
+        Faults {
+            delay_matching: Some((state_put, std::time::Duration::from_secs(3))),
+            ..Faults::default()
+        },
+    );
+    let sites = [Site::new(), Site::new()];
+    let legs: Vec<std::process::Child> = sites
+        .iter()
+        .zip([false, true])
+        .map(|(site, gpu)| {
+            let mut args = vec![
+                "build-deps",
+                "--toolchain",
+                "jammy",
+                "--unsigned",
+                "--engine",
+                "podman",
+                "--network",
+                "none",
+                "--bucket",
+                &s3.bucket,
+                "--state-dir",
+                site.state().to_str().unwrap(),
+            ];
+            if gpu {
+                args.push("--gpu");
+            }
+            let mut cmd = project.command(&args);
+            cmd.envs(spack::image_env())
+                .envs(s3.env_with_endpoint(&proxy.endpoint))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for mut leg in legs {
+        assert!(!leg.wait().unwrap().success(), "the image cannot be built");
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&s3.object("jammy/slurm/deps/state.json").unwrap()).unwrap();
+    assert_eq!(state["cells"]["cpu"]["status"], "failed", "{state}");
+    assert_eq!(state["cells"]["gpu"]["status"], "failed", "{state}");
+}

@@ -160,6 +160,11 @@ impl Project {
         }
     }
 
+    /// The toolkit's command on this tree, to spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
+        command(&self.root, args)
+    }
+
     pub fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.root.join(rel)).unwrap()
     }

@@ -559,6 +559,10 @@ pub struct Faults {
     /// Every request whose start line contains this gets a 500: e.g.
     /// `partNumber=` makes the server refuse every part for good.
     pub fail_matching: Option<&'static str>,
+    /// Every request whose start line contains this is held this long
+    /// before it is forwarded: e.g. `PUT /bucket/state.json` makes
+    /// concurrent read-modify-writers all read before any writes.
+    pub delay_matching: Option<(&'static str, Duration)>,
 }
 
 /// An HTTP/1.1 proxy on `127.0.0.1` (random port) in front of an
@@ -725,6 +729,11 @@ impl Connection {
                 continue;
             }
 
+            if let Some((m, delay)) = faults.delay_matching
+                && request.head.start.contains(m)
+            {
+                std::thread::sleep(delay);
+            }
             let response = self.forward(&raw, request.method == "HEAD")?;
             self.client.write_all(&response.raw)?;
             if response.close {
