@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::flags::UsageError;
+use crate::error::UsageError;
 
 pub const ENGINE_VAR: &str = "SLURM_FACTORY_ENGINE";
 

@@ -1,7 +1,5 @@
-//! The command line: every subcommand and flag the toolkit accepts, and the
-//! usage-error type that makes bad values exit 2 like clap's own errors.
+//! The command line: every subcommand and flag the toolkit accepts.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -547,55 +545,3 @@ pub enum PublishTo {
     /// GitHub Releases, one per Slurm version (GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL)
     Github,
 }
-
-/// A failure that ends the command with a given exit status (a container's).
-#[derive(Debug)]
-pub struct Exit {
-    pub code: i32,
-    pub message: String,
-}
-
-impl Exit {
-    pub fn new(code: i32, message: String) -> Exit {
-        Exit { code, message }
-    }
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-/// A mistake in what the user asked for (an unknown toolchain, a flag that does
-/// not fit the stage). `main` prints it like clap does and exits 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl UsageError {
-    pub fn new(message: impl Into<String>) -> Self {
-        UsageError(message.into())
-    }
-
-    pub fn unknown<T: fmt::Display>(
-        what: &str,
-        value: &str,
-        valid: impl IntoIterator<Item = T>,
-    ) -> Self {
-        let valid: Vec<String> = valid.into_iter().map(|v| v.to_string()).collect();
-        UsageError(format!(
-            "unknown {what} '{value}' (valid: {})",
-            valid.join(", ")
-        ))
-    }
-}
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}

@@ -36,6 +36,7 @@ mod build;
 mod codegen;
 mod container;
 mod download;
+mod error;
 mod fingerprint;
 mod flags;
 mod gha;
@@ -62,7 +63,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser as _;
 
-use flags::{AdminCli, AdminCommand, Cli, Command, MatrixCmd, UsageError};
+use error::UsageError;
+use flags::{AdminCli, AdminCommand, Cli, Command, MatrixCmd};
 use matrix::{Matrix, Stage};
 
 /// `cargo xtask`: every command, in a checkout.
@@ -95,7 +97,7 @@ fn exit_code(result: Result<ExitCode>) -> ExitCode {
         eprintln!("error: {usage}");
         return ExitCode::from(2);
     }
-    if let Some(exit) = err.downcast_ref::<flags::Exit>() {
+    if let Some(exit) = err.downcast_ref::<error::Exit>() {
         gha::error_annotation(&exit.message);
         eprintln!("error: {}", exit.message);
         return ExitCode::from(u8::try_from(exit.code).unwrap_or(1).max(1));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::UsageError;
+use crate::error::UsageError;
 
 /// Where the matrix lives, relative to the project root.
 pub const MATRIX_FILE: &str = "spack-env/matrix.yaml";

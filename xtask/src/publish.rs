@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::io::Read as _;
 
-use crate::flags::{PublishCmd, PublishTo, UsageError};
+use crate::error::UsageError;
+use crate::flags::{PublishCmd, PublishTo};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;

@@ -35,7 +35,7 @@ impl SigningArgs {
     /// printed note when `missing_is_a_note` (a dry run shows the plan anyway).
     pub fn keyring(&self, missing_is_a_note: bool) -> Result<Option<Keyring>> {
         if self.unsigned && self.signing_key_file.is_some() {
-            return Err(crate::flags::UsageError::new(
+            return Err(crate::error::UsageError::new(
                 "--unsigned and --signing-key-file contradict each other",
             )
             .into());

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::flags::{SpackEnvCmd, UsageError};
+use crate::error::UsageError;
+use crate::flags::SpackEnvCmd;
 use crate::matrix::{Cell, Matrix, Stage, Variant};
 use crate::module;
 

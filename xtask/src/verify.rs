@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::container::{self, EngineKind, EnvVar, Run, Shown, mount};
-use crate::flags::{UsageError, VerifyCmd};
+use crate::error::UsageError;
+use crate::flags::VerifyCmd;
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::matrix::{Family, Matrix, Variant};

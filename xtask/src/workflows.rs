@@ -1214,7 +1214,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod admin_binary_tests {
+mod pipeline_tests {
     use super::*;
     use std::path::Path;
 

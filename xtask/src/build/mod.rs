@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::container::{self, EngineKind, EnvVar, Mount, Run, Shown, mount};
+use crate::error::{Exit, UsageError};
 use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, VerifyRecord};
-use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, Exit, IndexCmd, UsageError};
+use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, IndexCmd};
 use crate::gha;
 use crate::image;
 use crate::matrix::{Cell, Matrix};

@@ -19,7 +19,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::flags::{DownloadCmd, UsageError};
+use crate::error::UsageError;
+use crate::flags::DownloadCmd;
 use crate::package::output::hex;
 use crate::schema::ReleasePolicy;
 use crate::sign::TrustedKey;

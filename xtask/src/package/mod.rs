@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::flags::{PackageCmd, UsageError};
+use crate::error::UsageError;
+use crate::flags::PackageCmd;
 use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
 use crate::matrix::{Cell, Matrix};
 use crate::sign::Keyring;

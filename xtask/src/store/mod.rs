@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use sha2::Digest;
 
-use crate::flags::UsageError;
+use crate::error::UsageError;
 use crate::spack_env::StoreUrl;
 
 /// Objects that change in place sit behind a CDN: keep their cache short.
