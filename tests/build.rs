@@ -25,9 +25,8 @@ impl Site {
     }
 }
 
-#[test]
-fn an_image_that_cannot_be_built_is_a_clear_error_and_nothing_is_pushed() {
-    let site = Site::new();
+/// A project whose jammy image cannot be built: its base image is missing.
+fn missing_jammy_base() -> Project {
     let project = Project::copy();
     project.edit("spack-env/matrix.yaml", |t| {
         t.replace(
@@ -35,6 +34,13 @@ fn an_image_that_cannot_be_built_is_a_clear_error_and_nothing_is_pushed() {
             "image: localhost/slurm-factory-missing-base:none",
         )
     });
+    project
+}
+
+#[test]
+fn an_image_that_cannot_be_built_is_a_clear_error_and_nothing_is_pushed() {
+    let site = Site::new();
+    let project = missing_jammy_base();
     let done = project
         .xtask(&[
             "build-deps",
@@ -319,13 +325,7 @@ fn assert_contains_all(out: &str, needles: &[&str]) {
 #[test]
 fn two_legs_finishing_together_both_stay_recorded_in_s3() {
     use common::s3::{FaultProxy, Faults, S3Server};
-    let project = Project::copy();
-    project.edit("spack-env/matrix.yaml", |t| {
-        t.replace(
-            "image: ubuntu:jammy",
-            "image: localhost/slurm-factory-missing-base:none",
-        )
-    });
+    let project = missing_jammy_base();
     let s3 = S3Server::start();
     // The proxy's faults are static: a leaked string, once per test.
     let state_put: &'static str =

@@ -1588,16 +1588,7 @@ fn a_version_the_matrix_no_longer_lists_stays_downloadable() {
     )
     .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
     .success();
-    then.xtask(&[
-        "publish",
-        "--to",
-        "local",
-        "--dir",
-        out.to_str().unwrap(),
-        "--store-dir",
-        store.to_str().unwrap(),
-    ])
-    .success();
+    common::dist::publish_local(&then, &out, &store, &[]).success();
     let server = StaticServer::start(&store);
     let from = format!("{}/", server.url);
     let prefix = dir.path().join("slurm-22.05");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::dist::{Dist, noise};
-use common::{StaticServer, fixtures, repo_root, xtask};
+use common::{Project, StaticServer, fixtures, repo_root, xtask};
 use serde_json::{Value, json};
 
 /// A store as a week of builds leaves it.
@@ -85,16 +85,7 @@ fn mixed_store() -> Store {
     )
     .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &d.key.secret_armored)
     .success();
-    xtask(&[
-        "publish",
-        "--to",
-        "local",
-        "--dir",
-        split_out.to_str().unwrap(),
-        "--store-dir",
-        d.store().to_str().unwrap(),
-    ])
-    .success();
+    common::dist::publish_local(&Project::repo(), &split_out, &d.store(), &[]).success();
     let store = d.store();
     let fp = |v: &str, t: &str, var: &str| {
         fingerprints(&store)

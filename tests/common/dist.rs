@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::github::GitHubServer;
 use super::gpg::TestKey;
-use super::{Run, fixtures, repo_root, xtask};
+use super::{Project, Run, fixtures, repo_root, xtask};
 
 pub const STEM: &str = "slurm-24.11-jammy-cpu-x86_64";
 
@@ -62,18 +62,7 @@ impl Dist {
 
     /// `publish --to local` into `store()`.
     pub fn publish_local(&self, extra: &[&str]) -> Run {
-        let (out, store) = (self.out(), self.store());
-        let mut args = vec![
-            "publish",
-            "--to",
-            "local",
-            "--dir",
-            out.to_str().unwrap(),
-            "--store-dir",
-            store.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        xtask(&args)
+        publish_local(&Project::repo(), &self.out(), &self.store(), extra)
     }
 
     /// `publish --to s3` into `bucket`, with the server's variables `env`.
@@ -104,6 +93,22 @@ impl Dist {
         .env("GITHUB_REPOSITORY", "owner/repo")
         .env("GITHUB_API_URL", &gh.api_url)
     }
+}
+
+/// `publish --to local` of the packages in `out` into the store `store`, by
+/// the toolkit of `project`, with `extra` flags.
+pub fn publish_local(project: &Project, out: &Path, store: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "publish",
+        "--to",
+        "local",
+        "--dir",
+        out.to_str().unwrap(),
+        "--store-dir",
+        store.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    project.xtask(&args)
 }
 
 /// `len` incompressible bytes, the same for the same seed.

@@ -1066,7 +1066,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn rendered() -> Vec<Generated> {
+    pub(super) fn rendered() -> Vec<Generated> {
         let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
         render_all(&m).unwrap()
     }
@@ -1219,9 +1219,7 @@ mod pipeline_tests {
     use std::path::Path;
 
     fn slurm_workflow() -> serde_yaml::Value {
-        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
-        let file = render_all(&m)
-            .unwrap()
+        let file = super::tests::rendered()
             .into_iter()
             .find(|f| f.path.ends_with("build-and-publish-slurm.yml"))
             .unwrap();
@@ -1320,9 +1318,7 @@ mod pipeline_tests {
 
     #[test]
     fn every_run_writes_the_report_after_all_other_jobs_whatever_they_did() {
-        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
-        for file in render_all(&m)
-            .unwrap()
+        for file in super::tests::rendered()
             .into_iter()
             .filter(|f| f.path.to_string_lossy().contains("build-and-publish"))
         {
@@ -1362,9 +1358,8 @@ mod pipeline_tests {
 
     #[test]
     fn artifacts_outlive_any_rerun_and_say_why() {
-        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
         let mut uploads = 0;
-        for file in render_all(&m).unwrap() {
+        for file in super::tests::rendered() {
             let doc: serde_yaml::Value = serde_yaml::from_str(&file.contents).unwrap();
             let Some(jobs) = doc["jobs"].as_mapping() else {
                 continue;
@@ -1481,9 +1476,8 @@ mod pipeline_tests {
 
     #[test]
     fn deps_and_slurm_runs_exclude_each_other_and_no_waiting_run_is_dropped() {
-        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
         let mut groups = Vec::new();
-        for file in render_all(&m).unwrap() {
+        for file in super::tests::rendered() {
             let doc: serde_yaml::Value = serde_yaml::from_str(&file.contents).unwrap();
             let at = file.path.display().to_string();
             let Some(jobs) = doc["jobs"].as_mapping() else {

@@ -175,7 +175,12 @@ impl GitHub {
                     // replace it, but only with bytes proven good first (a
                     // streaming read), so a bad file changes nothing.
                     if !checked {
-                        let actual = sha256_of(f.path).await?;
+                        let path = f.path.to_path_buf();
+                        let actual = tokio::task::spawn_blocking(move || {
+                            crate::store::local::sha256_file(&path)
+                        })
+                        .await
+                        .context("hashing a file")??;
                         if actual != f.sha256 {
                             return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
                         }
@@ -320,23 +325,6 @@ async fn upload(
         .await
         .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))?;
     Ok(())
-}
-
-/// A file's SHA-256, read in pieces.
-async fn sha256_of(path: &std::path::Path) -> Result<String> {
-    use tokio::io::AsyncReadExt as _;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(crate::package::output::hex(&hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 /// How much of a file is in memory at once while it uploads.
