@@ -1187,3 +1187,439 @@ fn large_download_whole_and_resumed() {
         .collect();
     assert_eq!(ranges, [None, None, Some(format!("bytes={cut}-"))]);
 }
+
+// ---------------------------------------------------------------------------
+// Immutable releases.
+
+/// A 422 "Validation Failed" whose first error is exactly `error`.
+fn assert_validation_error(resp: &Resp, error: Value) {
+    assert_eq!(resp.status, 422, "{}", String::from_utf8_lossy(&resp.body));
+    let body = resp.json();
+    assert_eq!(body["message"], "Validation Failed");
+    assert!(body["documentation_url"].is_string());
+    assert_eq!(body["errors"][0], error, "{body:#}");
+}
+
+/// A refusal on a release's tag by an immutable release.
+fn assert_release_refused(resp: &Resp, field: &str, message: &str) {
+    assert_validation_error(
+        resp,
+        json!({"resource": "Release", "code": "custom", "field": field, "message": message}),
+    );
+}
+
+/// A refusal on an asset of an immutable release.
+fn assert_asset_refused(resp: &Resp, message: &str) {
+    assert_validation_error(
+        resp,
+        json!({"resource": "ReleaseAsset", "code": "custom", "message": message}),
+    );
+}
+
+/// A plain 422 `{"message", "documentation_url", "status"}`.
+fn assert_plain_422(resp: &Resp, message: &str) {
+    assert_eq!(resp.status, 422, "{}", String::from_utf8_lossy(&resp.body));
+    let body = resp.json();
+    assert_eq!(body["message"], message, "{body:#}");
+    assert!(body["documentation_url"].is_string());
+    assert_eq!(body["status"], "422");
+    assert!(body.get("errors").is_none(), "{body:#}");
+}
+
+const USED_TAG: &str = "tag_name was used by an immutable release";
+const TAG_LOCKED: &str = "Cannot delete or move the tag of an immutable release";
+
+fn ref_path(tag: &str) -> String {
+    format!("/repos/{OWNER}/{REPO}/git/refs/tags/{tag}")
+}
+
+fn asset_path(id: u64) -> String {
+    format!("{}/assets/{id}", releases_path())
+}
+
+fn release_path(id: u64) -> String {
+    format!("{}/{id}", releases_path())
+}
+
+#[test]
+fn immutable_release_locks_assets_and_tag() {
+    let gh = GitHubServer::with_immutable_releases();
+
+    // A draft is not immutable; assets go up while it is one.
+    let draft = create(&gh, "v1", true).json();
+    assert_eq!(draft["immutable"], false);
+    let id = draft["id"].as_u64().unwrap();
+    let asset = upload(&gh, &draft, "a.tar.gz", b"aaa").json();
+    let asset_id = asset["id"].as_u64().unwrap();
+    // Created before the tag was burnt, a second draft for it.
+    let other_draft = create(&gh, "v1", true).json()["id"].as_u64().unwrap();
+
+    let resp = publish(&gh, id);
+    assert_eq!(resp.status, 200);
+    let published = resp.json();
+    assert_eq!(published["immutable"], true);
+    assert_eq!(published["draft"], false);
+    let by_tag = api(&gh, "GET", &format!("{}/tags/v1", releases_path()), None);
+    assert_eq!(by_tag.json()["immutable"], true);
+    let before = gh.releases().into_iter().find(|r| r.id == id).unwrap();
+    assert!(before.immutable);
+    let release = || gh.releases().into_iter().find(|r| r.id == id).unwrap();
+
+    // No upload: refused with the plain error, nothing stored.
+    let resp = upload(&gh, &published, "b.tar.gz", b"bbb");
+    assert_plain_422(&resp, "Cannot upload assets to an immutable release.");
+    assert_eq!(release().assets, before.assets);
+    assert_eq!(gh.upload_requests().last().unwrap().status, 422);
+
+    // Refused before the body is read: a huge Content-Length with no body
+    // still gets its answer.
+    let base = published["upload_url"]
+        .as_str()
+        .unwrap()
+        .strip_suffix("{?name,label}")
+        .unwrap();
+    let (addr, target) = split_url(&format!("{base}?name=huge.tar.gz"));
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: token {}\r\n\
+         Content-Type: application/gzip\r\nContent-Length: 1000000000\r\n\r\n",
+        gh.token
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let resp = read_response(&mut stream).unwrap();
+    assert_plain_422(&resp, "Cannot upload assets to an immutable release.");
+    drop(stream);
+    assert_eq!(release().assets, before.assets);
+
+    // No deleting or editing its assets.
+    let resp = api(&gh, "DELETE", &asset_path(asset_id), None);
+    assert_asset_refused(&resp, "Cannot delete asset from an immutable release");
+    let resp = api(
+        &gh,
+        "PATCH",
+        &asset_path(asset_id),
+        Some(json!({"name": "renamed.tar.gz", "label": "New"})),
+    );
+    assert_asset_refused(&resp, "Cannot update asset of an immutable release");
+    assert_eq!(release().assets, before.assets);
+    assert_eq!(
+        api(&gh, "GET", &asset_path(asset_id), None).json()["name"],
+        "a.tar.gz"
+    );
+
+    // Title, notes, prerelease and make_latest may change; it stays immutable.
+    let resp = api(
+        &gh,
+        "PATCH",
+        &release_path(id),
+        Some(json!({
+            "name": "One", "body": "new notes", "prerelease": true, "make_latest": "false"
+        })),
+    );
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let edited = resp.json();
+    assert_eq!(edited["name"], "One");
+    assert_eq!(edited["body"], "new notes");
+    assert_eq!(edited["prerelease"], true);
+    assert_eq!(edited["immutable"], true);
+    let after_edit = release();
+    assert_eq!(after_edit.name.as_deref(), Some("One"));
+    assert_eq!(after_edit.make_latest, "false");
+    assert!(after_edit.immutable);
+    // Naming its own tag and target again is no change.
+    let same = json!({"tag_name": "v1", "target_commitish": "main", "draft": false});
+    assert_eq!(api(&gh, "PATCH", &release_path(id), Some(same)).status, 200);
+
+    // Not its tag, its target or its publication; nothing changes, even of
+    // the fields that could.
+    let refusals = [
+        (
+            json!({"tag_name": "v2", "name": "Two"}),
+            "tag_name",
+            "Cannot change the tag of an immutable release",
+        ),
+        (
+            json!({"target_commitish": "other", "body": "x"}),
+            "target_commitish",
+            "Cannot change the tag of an immutable release",
+        ),
+        (
+            json!({"draft": true, "prerelease": false}),
+            "draft",
+            "Cannot unpublish an immutable release",
+        ),
+    ];
+    for (body, field, message) in refusals {
+        let resp = api(&gh, "PATCH", &release_path(id), Some(body));
+        assert_release_refused(&resp, field, message);
+        assert_eq!(release(), after_edit, "{field}");
+    }
+
+    // Its Git tag can be read, neither deleted nor moved.
+    let resp = api(&gh, "GET", &ref_path("v1"), None);
+    assert_eq!(resp.status, 200);
+    let git_ref = resp.json();
+    assert_eq!(git_ref["ref"], "refs/tags/v1");
+    assert_eq!(git_ref["object"]["type"], "commit");
+    let sha = git_ref["object"]["sha"].as_str().unwrap().to_string();
+    assert_eq!(sha.len(), 40);
+    assert!(sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
+    assert_plain_422(&api(&gh, "DELETE", &ref_path("v1"), None), TAG_LOCKED);
+    let moved = json!({"sha": "1".repeat(40), "force": true});
+    assert_plain_422(&api(&gh, "PATCH", &ref_path("v1"), Some(moved)), TAG_LOCKED);
+    let resp = api(&gh, "GET", &ref_path("v1"), None);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json(), git_ref);
+    assert_eq!(api(&gh, "GET", &ref_path("v9"), None).status, 404);
+
+    // Its tag is burnt while it exists: no new release, draft or not, and the
+    // older draft cannot be published (nor another renamed to it).
+    for draft in [true, false] {
+        assert_release_refused(&create(&gh, "v1", draft), "tag_name", USED_TAG);
+    }
+    assert_release_refused(&publish(&gh, other_draft), "tag_name", USED_TAG);
+    let third = create(&gh, "v3", true).json()["id"].as_u64().unwrap();
+    let resp = api(
+        &gh,
+        "PATCH",
+        &release_path(third),
+        Some(json!({"tag_name": "v1"})),
+    );
+    assert_release_refused(&resp, "tag_name", USED_TAG);
+    // The old draft may still be edited otherwise, as a draft.
+    let resp = api(
+        &gh,
+        "PATCH",
+        &release_path(other_draft),
+        Some(json!({"body": "still a draft"})),
+    );
+    assert_eq!(resp.status, 200);
+
+    // It can be deleted; the tag stays burnt.
+    assert_eq!(api(&gh, "DELETE", &release_path(id), None).status, 204);
+    assert_eq!(api(&gh, "GET", &release_path(id), None).status, 404);
+    assert_eq!(api(&gh, "GET", &ref_path("v1"), None).status, 404);
+    for draft in [true, false] {
+        assert_release_refused(&create(&gh, "v1", draft), "tag_name", USED_TAG);
+    }
+    assert_release_refused(&publish(&gh, other_draft), "tag_name", USED_TAG);
+    assert!(gh.releases().iter().all(|r| r.id != id));
+    assert_eq!(
+        gh.releases().iter().filter(|r| r.tag_name == "v1").count(),
+        1
+    );
+    // Other tags are free.
+    assert_eq!(create(&gh, "v2", false).status, 201);
+}
+
+#[test]
+fn without_immutable_releases_everything_may_change() {
+    let gh = GitHubServer::start();
+    let draft = create(&gh, "v1", true).json();
+    let id = draft["id"].as_u64().unwrap();
+    let asset_id = upload(&gh, &draft, "a.tar.gz", b"aaa").json()["id"]
+        .as_u64()
+        .unwrap();
+    let published = publish(&gh, id).json();
+    assert_eq!(published["immutable"], false);
+    assert!(!gh.release("v1").unwrap().immutable);
+
+    // Assets may be added to the published release, renamed and deleted.
+    let resp = upload(&gh, &published, "b.tar.gz", b"bbb");
+    assert_eq!(resp.status, 201);
+    let b_id = resp.json()["id"].as_u64().unwrap();
+    assert_eq!(gh.release("v1").unwrap().assets.len(), 2);
+    let resp = api(
+        &gh,
+        "PATCH",
+        &asset_path(asset_id),
+        Some(json!({"name": "renamed.tar.gz", "label": "Renamed"})),
+    );
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let renamed = resp.json();
+    assert_eq!(renamed["name"], "renamed.tar.gz");
+    assert_eq!(renamed["label"], "Renamed");
+    assert_eq!(renamed["id"], asset_id);
+    let state = gh.release("v1").unwrap();
+    let asset = state.asset("renamed.tar.gz").unwrap();
+    assert_eq!(asset.bytes, b"aaa");
+    assert_eq!(asset.label.as_deref(), Some("Renamed"));
+    assert!(state.asset("a.tar.gz").is_none());
+    assert_eq!(
+        follow(&gh, &get(&gh.download_url("v1", "renamed.tar.gz"))).body,
+        b"aaa"
+    );
+    // A name another asset has is refused; an unknown asset is a 404.
+    let resp = api(
+        &gh,
+        "PATCH",
+        &asset_path(asset_id),
+        Some(json!({"name": "b.tar.gz"})),
+    );
+    assert_validation(&resp, "ReleaseAsset", "already_exists", "name");
+    let resp = api(
+        &gh,
+        "PATCH",
+        &asset_path(999_999),
+        Some(json!({"name": "x"})),
+    );
+    assert_eq!(resp.status, 404);
+    assert_eq!(api(&gh, "DELETE", &asset_path(b_id), None).status, 204);
+    assert_eq!(gh.release("v1").unwrap().assets.len(), 1);
+
+    // The release's target and publication may change.
+    let resp = api(
+        &gh,
+        "PATCH",
+        &release_path(id),
+        Some(json!({"target_commitish": "other"})),
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["target_commitish"], "other");
+    assert_eq!(publish(&gh, id).json()["immutable"], false);
+
+    // Its tag may be moved and deleted.
+    let resp = api(&gh, "GET", &ref_path("v1"), None);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["ref"], "refs/tags/v1");
+    let sha = "ab".repeat(20);
+    let resp = api(
+        &gh,
+        "PATCH",
+        &ref_path("v1"),
+        Some(json!({"sha": sha, "force": true})),
+    );
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.json()["object"]["sha"], sha);
+    assert_eq!(
+        api(&gh, "GET", &ref_path("v1"), None).json()["object"]["sha"],
+        sha
+    );
+    assert_eq!(
+        api(&gh, "PATCH", &ref_path("v1"), Some(json!({"force": true}))).status,
+        422
+    );
+    assert_eq!(api(&gh, "DELETE", &ref_path("v1"), None).status, 204);
+    assert_eq!(api(&gh, "GET", &ref_path("v1"), None).status, 404);
+    assert_eq!(api(&gh, "DELETE", &ref_path("v1"), None).status, 404);
+
+    // A draft has no tag yet.
+    create(&gh, "v2", true);
+    assert_eq!(api(&gh, "GET", &ref_path("v2"), None).status, 404);
+
+    // Deleting the release frees its tag for a new one.
+    assert_eq!(api(&gh, "DELETE", &release_path(id), None).status, 204);
+    let resp = create(&gh, "v1", false);
+    assert_eq!(resp.status, 201);
+    assert_eq!(resp.json()["immutable"], false);
+}
+
+#[test]
+fn immutable_setting_is_not_retroactive() {
+    let gh = GitHubServer::start();
+    let old = gh.add_release("v1", false);
+    let old_asset = gh.add_asset(old, "a.tar.gz", b"aaa");
+    let old_json = api(&gh, "GET", &release_path(old), None).json();
+    assert_eq!(old_json["immutable"], false);
+
+    gh.set_immutable_releases(true);
+
+    // The release published before stays mutable.
+    assert!(!gh.release("v1").unwrap().immutable);
+    assert_eq!(
+        api(&gh, "GET", &release_path(old), None).json()["immutable"],
+        false
+    );
+    assert_eq!(upload(&gh, &old_json, "b.tar.gz", b"bbb").status, 201);
+    assert_eq!(api(&gh, "DELETE", &asset_path(old_asset), None).status, 204);
+    assert_eq!(api(&gh, "DELETE", &ref_path("v1"), None).status, 204);
+
+    // The next one published is immutable, through the API or the helper.
+    let next = create(&gh, "v2", false);
+    assert_eq!(next.status, 201);
+    let next = next.json();
+    assert_eq!(next["immutable"], true);
+    assert!(gh.release("v2").unwrap().immutable);
+    assert_plain_422(
+        &upload(&gh, &next, "c.tar.gz", b"ccc"),
+        "Cannot upload assets to an immutable release.",
+    );
+    let helper = gh.add_release("v3", false);
+    assert!(gh.release("v3").unwrap().immutable);
+    assert_eq!(
+        api(&gh, "GET", &release_path(helper), None).json()["immutable"],
+        true
+    );
+    assert!(!gh.release("v1").unwrap().immutable);
+
+    // Turned off again: the immutable ones stay so, their tags stay burnt,
+    // and new releases are mutable.
+    gh.set_immutable_releases(false);
+    assert!(gh.release("v2").unwrap().immutable);
+    assert_plain_422(&api(&gh, "DELETE", &ref_path("v2"), None), TAG_LOCKED);
+    assert_eq!(api(&gh, "DELETE", &release_path(helper), None).status, 204);
+    assert_release_refused(&create(&gh, "v3", false), "tag_name", USED_TAG);
+    let later = create(&gh, "v4", false).json();
+    assert_eq!(later["immutable"], false);
+    assert_eq!(upload(&gh, &later, "d.tar.gz", b"ddd").status, 201);
+}
+
+#[test]
+fn drafts_stay_mutable_under_immutable_releases() {
+    let gh = GitHubServer::with_immutable_releases();
+    let draft = create(&gh, "v1", true).json();
+    let id = draft["id"].as_u64().unwrap();
+    assert_eq!(draft["immutable"], false);
+
+    // Upload, rename, delete, upload again, retag, retarget: all fine.
+    let a = upload(&gh, &draft, "a.tar.gz", b"aaa").json()["id"]
+        .as_u64()
+        .unwrap();
+    let b = upload(&gh, &draft, "b.tar.gz", b"bbb").json()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(api(&gh, "DELETE", &asset_path(a), None).status, 204);
+    let resp = api(
+        &gh,
+        "PATCH",
+        &asset_path(b),
+        Some(json!({"name": "c.tar.gz"})),
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(upload(&gh, &draft, "a.tar.gz", b"AAA").status, 201);
+    let resp = api(
+        &gh,
+        "PATCH",
+        &release_path(id),
+        Some(json!({"tag_name": "v2", "target_commitish": "release"})),
+    );
+    assert_eq!(resp.status, 200);
+    let state = gh.release("v2").unwrap();
+    assert!(!state.immutable);
+    assert!(state.draft);
+    let names: Vec<&str> = state.assets.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["c.tar.gz", "a.tar.gz"]);
+    assert_eq!(state.asset("a.tar.gz").unwrap().bytes, b"AAA");
+    assert_eq!(state.target_commitish, "release");
+    // No tag while a draft; nothing burnt yet.
+    assert_eq!(api(&gh, "GET", &ref_path("v2"), None).status, 404);
+    assert_eq!(create(&gh, "v1", true).status, 201);
+
+    // Published, it locks with what it has.
+    let published = publish(&gh, id).json();
+    assert_eq!(published["immutable"], true);
+    assert_eq!(published["assets"].as_array().unwrap().len(), 2);
+    assert_plain_422(
+        &upload(&gh, &published, "d.tar.gz", b"ddd"),
+        "Cannot upload assets to an immutable release.",
+    );
+    assert_asset_refused(
+        &api(&gh, "DELETE", &asset_path(b), None),
+        "Cannot delete asset from an immutable release",
+    );
+    assert_eq!(gh.release("v2").unwrap().assets, state.assets);
+    assert_eq!(api(&gh, "GET", &ref_path("v2"), None).status, 200);
+}

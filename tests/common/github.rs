@@ -88,10 +88,66 @@
 //!   a 403 `AccessDenied`. The URL does not expire here.
 //! - Errors are JSON: `{"message", "documentation_url", "status"}`, with
 //!   `errors` on a 422 "Validation Failed".
+//!
+//! Immutable releases (generally available since 2025-10-28; docs.github.com
+//! "Immutable releases" and "Preventing changes to your releases", and the
+//! threads named), a mode that is off unless the fake is started with
+//! [`GitHubServer::with_immutable_releases`] or switched on with
+//! [`GitHubServer::set_immutable_releases`]:
+//! - With the repository setting on, a release becomes immutable when it is
+//!   published; a draft is not immutable and can be changed freely. The
+//!   release JSON's boolean `immutable` says so: true for such a published
+//!   release, false otherwise (always false while the mode has never been on).
+//! - The setting is not retroactive either way: "immutability will only apply
+//!   to future releases", so a release published while it was off stays
+//!   mutable when it is turned on; and turning it off does not affect
+//!   releases already immutable (nor the tags they used).
+//! - Uploading an asset to an immutable release is a 422 with the plain error
+//!   `Cannot upload assets to an immutable release.` (several public CI logs
+//!   show `HTTP 422: Cannot upload assets to an immutable release.`); the fake
+//!   refuses it before reading the body, and stores nothing.
+//! - Deleting an asset of an immutable release is a 422 "Validation Failed"
+//!   with `{"resource":"ReleaseAsset","code":"custom","message":"Cannot
+//!   delete asset from an immutable release"}` (uutils/coreutils#13839).
+//! - "Update a release asset" (`PATCH …/releases/assets/ID` with `name`,
+//!   `label`) renames or relabels an asset of a mutable release (200 with the
+//!   asset JSON). On an immutable release it is refused (the docs say assets
+//!   "are protected from modification or deletion"); the text of the fake's
+//!   422 `{"resource":"ReleaseAsset","code":"custom","message":"Cannot update
+//!   asset of an immutable release"}` is not documented, the refusal is.
+//! - A published immutable release keeps editable its title (`name`), notes
+//!   (`body`), `prerelease` and `make_latest` ("You can still edit the title
+//!   and release notes of a published immutable release, and change whether
+//!   it is marked as a pre-release or as the latest release";
+//!   github/docs#45730 measured it). Changing its `tag_name` or
+//!   `target_commitish`, or making it a draft again, is refused with a 422
+//!   "Validation Failed" and nothing of the release changes; the texts are
+//!   not documented: `{"resource":"Release","code":"custom","field":
+//!   "tag_name","message":"Cannot change the tag of an immutable release"}`
+//!   (the same with `field` `target_commitish`), and `field` `draft` with
+//!   `Cannot unpublish an immutable release`.
+//! - An immutable release may be deleted (204), but its tag name can never be
+//!   used again ("If you delete the immutable release, you can delete the
+//!   tag, but you cannot reuse the same tag name"): creating a release, draft
+//!   or not, with a tag an immutable release used (still there or deleted),
+//!   or publishing a draft with it, or renaming a release to it, is a 422
+//!   `{"resource":"Release","code":"custom","field":"tag_name","message":
+//!   "tag_name was used by an immutable release"}`
+//!   (github-community-projects/ospo-reusable-workflows#83 shows it).
+//! - Git tags: `GET /repos/O/R/git/refs/tags/TAG` is 200 with `{"ref":
+//!   "refs/tags/TAG","object":{"type":"commit","sha":…}}` for the tag of a
+//!   published release (the sha is made up from its `target_commitish`, or
+//!   is that when it is 40 hex digits), else 404. `DELETE` (204) and `PATCH`
+//!   with `{"sha","force"}` (200 with the ref) work on the tag of a mutable
+//!   published release. The tag of an immutable release "is locked to a
+//!   specific commit, cannot be changed, and cannot be deleted while the
+//!   release exists": both are refused with a 422 `Cannot delete or move the
+//!   tag of an immutable release` (GitHub declines it by a repository rule;
+//!   the text is not documented) and nothing changes.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,6 +193,9 @@ pub struct ReleaseState {
     pub prerelease: bool,
     pub target_commitish: String,
     pub make_latest: String,
+    /// Published while the immutable-releases mode was on: its assets and tag
+    /// can no longer change.
+    pub immutable: bool,
     pub assets: Vec<AssetState>,
 }
 
@@ -187,14 +246,20 @@ impl GitHubServer {
     /// A GitHub that reports no `digest` for assets (GitHub Enterprise
     /// Server before digests).
     pub fn without_digests() -> GitHubServer {
-        GitHubServer::start_full(DEFAULT_TOKEN, GITHUB_ASSET_LIMIT, false)
+        GitHubServer::start_full(DEFAULT_TOKEN, GITHUB_ASSET_LIMIT, false, false)
+    }
+
+    /// A repository with immutable releases on: every release published from
+    /// now on is immutable (see the header).
+    pub fn with_immutable_releases() -> GitHubServer {
+        GitHubServer::start_full(DEFAULT_TOKEN, GITHUB_ASSET_LIMIT, true, true)
     }
 
     pub fn start_with(token: &str, asset_limit: u64) -> GitHubServer {
-        GitHubServer::start_full(token, asset_limit, true)
+        GitHubServer::start_full(token, asset_limit, true, false)
     }
 
-    fn start_full(token: &str, asset_limit: u64, digests: bool) -> GitHubServer {
+    fn start_full(token: &str, asset_limit: u64, digests: bool, immutable: bool) -> GitHubServer {
         let api = TcpListener::bind("127.0.0.1:0").expect("binding the fake API port");
         let uploads = TcpListener::bind("127.0.0.1:0").expect("binding the fake uploads port");
         let api_addr = api.local_addr().unwrap();
@@ -210,6 +275,7 @@ impl GitHubServer {
                 // id is wanted (or the reverse) is a 404, not a wrong object.
                 next_release_id: 1001,
                 next_asset_id: 500_001,
+                immutable_mode: immutable,
                 ..State::default()
             }),
             stop: AtomicBool::new(false),
@@ -267,6 +333,7 @@ impl GitHubServer {
                 prerelease: r.prerelease,
                 target_commitish: r.target_commitish.clone(),
                 make_latest: r.make_latest.clone(),
+                immutable: r.immutable,
                 assets: r
                     .assets
                     .iter()
@@ -289,7 +356,16 @@ impl GitHubServer {
         self.releases().into_iter().find(|r| r.tag_name == tag)
     }
 
-    /// Puts a release in place as if created through the API; returns its id.
+    /// Turns the repository's immutable-releases setting on or off. Like
+    /// GitHub's, it is not retroactive: it decides only for the releases
+    /// published afterwards; releases already immutable stay so, and the tags
+    /// they used stay burnt.
+    pub fn set_immutable_releases(&self, on: bool) {
+        self.shared.lock().immutable_mode = on;
+    }
+
+    /// Puts a release in place as if created through the API (immutable if it
+    /// is published while the mode is on); returns its id.
     pub fn add_release(&self, tag: &str, draft: bool) -> u64 {
         self.shared
             .lock()
@@ -470,6 +546,12 @@ struct State {
     faults: Vec<Fault>,
     download_faults: Vec<DownloadFault>,
     log: Vec<LoggedRequest>,
+    /// The repository's immutable-releases setting: releases published while
+    /// it is on become immutable.
+    immutable_mode: bool,
+    /// Every tag an immutable release has had, deleted or not: never usable
+    /// again.
+    immutable_tags: HashSet<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -498,6 +580,11 @@ struct Release {
     make_latest: String,
     created_at: String,
     published_at: Option<String>,
+    /// Published while the immutable-releases mode was on.
+    immutable: bool,
+    /// The commit the release's Git tag points at; set when it is first
+    /// published, `None` before that or once the tag is deleted.
+    tag_sha: Option<String>,
     assets: Vec<Asset>,
 }
 
@@ -540,21 +627,52 @@ impl State {
     ) -> u64 {
         let id = self.next_release_id;
         self.next_release_id += 1;
-        let now = now_rfc3339();
         self.releases.push(Release {
             id,
             tag_name: tag.to_string(),
             target_commitish: target.to_string(),
             name,
             body,
-            draft,
+            draft: true,
             prerelease,
             make_latest: "true".into(),
-            created_at: now.clone(),
-            published_at: (!draft).then_some(now),
+            created_at: now_rfc3339(),
+            published_at: None,
+            immutable: false,
+            tag_sha: None,
             assets: Vec::new(),
         });
+        if !draft {
+            self.publish(id);
+        }
         id
+    }
+
+    /// Publishes a release: it gets its date and its Git tag (if it has none
+    /// yet), and becomes immutable if the mode is on.
+    fn publish(&mut self, id: u64) {
+        let mode = self.immutable_mode;
+        let Some(r) = self.release_mut(id) else {
+            return;
+        };
+        r.draft = false;
+        r.published_at = Some(now_rfc3339());
+        if r.tag_sha.is_none() {
+            r.tag_sha = Some(commit_sha(&r.target_commitish));
+        }
+        if mode {
+            r.immutable = true;
+            let tag = r.tag_name.clone();
+            self.immutable_tags.insert(tag);
+        }
+    }
+
+    /// The published release whose Git tag is `tag`, if that tag exists.
+    fn tag_owner(&self, tag: &str) -> Option<&Release> {
+        self.releases
+            .iter()
+            .rev()
+            .find(|r| !r.draft && r.tag_name == tag && r.tag_sha.is_some())
     }
 
     fn release(&self, id: u64) -> Option<&Release> {
@@ -673,11 +791,27 @@ impl Shared {
             "body": r.body,
             "draft": r.draft,
             "prerelease": r.prerelease,
-            "immutable": false,
+            "immutable": r.immutable,
             "created_at": r.created_at,
             "published_at": r.published_at,
             "author": self.user_json(),
             "assets": r.assets.iter().map(|a| self.asset_json(r, a)).collect::<Vec<_>>()
+        })
+    }
+
+    /// A Git reference to a release's tag (which must exist).
+    fn ref_json(&self, r: &Release) -> Value {
+        let base = format!("{}/repos/{OWNER}/{REPO}/git", self.api_url);
+        let sha = r.tag_sha.clone().unwrap_or_default();
+        json!({
+            "ref": format!("refs/tags/{}", r.tag_name),
+            "node_id": format!("REF_kwDOfake{}", r.id),
+            "url": format!("{base}/refs/tags/{}", encode_path(&r.tag_name)),
+            "object": {
+                "type": "commit",
+                "sha": sha,
+                "url": format!("{base}/commits/{sha}")
+            }
         })
     }
 
@@ -1160,6 +1294,18 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome
         return Outcome::Reply(resp);
     }
 
+    // Git tags: /repos/OWNER/REPO/git/refs/tags/TAG, on the API host.
+    if let ["repos", owner, repo, "git", "refs", "tags", tag @ ..] = segs.as_slice()
+        && host == Host::Api
+        && same_repo(owner, repo)
+        && !tag.is_empty()
+    {
+        if let Err(resp) = authorize(shared, req) {
+            return Outcome::Reply(resp);
+        }
+        return Outcome::Reply(tag_ref(shared, req, conn, &tag.join("/")));
+    }
+
     // Everything else is /repos/OWNER/REPO/releases/...
     let rest = match segs.as_slice() {
         ["repos", owner, repo, "releases", rest @ ..] if same_repo(owner, repo) => rest,
@@ -1205,21 +1351,11 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome
             }
         }
         ("GET", ["assets", id]) => get_asset(shared, req, id),
-        ("DELETE", ["assets", id]) => {
-            let mut state = shared.lock();
-            let id: u64 = id.parse().unwrap_or(0);
-            let mut found = false;
-            for r in &mut state.releases {
-                let before = r.assets.len();
-                r.assets.retain(|a| a.id != id);
-                found |= r.assets.len() != before;
-            }
-            if found {
-                Response::empty(204)
-            } else {
-                Response::not_found()
-            }
-        }
+        ("DELETE", ["assets", id]) => delete_asset(shared, id),
+        ("PATCH", ["assets", id]) => match json_body(req, conn) {
+            Ok(body) => update_asset(shared, id, &body),
+            Err(resp) => resp,
+        },
         (_, [id]) if id.parse::<u64>().is_ok() => {
             let id = id.parse().unwrap();
             match method {
@@ -1344,6 +1480,130 @@ fn tag_exists_error() -> Response {
     ]))
 }
 
+/// A tag that an immutable release had, now or before it was deleted.
+fn tag_used_error() -> Response {
+    immutable_release_error("tag_name", "tag_name was used by an immutable release")
+}
+
+/// A change refused on an immutable release (none of these texts is
+/// documented; see the header for where each comes from).
+fn immutable_release_error(field: &str, message: &str) -> Response {
+    Response::validation(json!([
+        {"resource": "Release", "code": "custom", "field": field, "message": message}
+    ]))
+}
+
+/// A change refused on an asset of an immutable release.
+fn immutable_asset_error(message: &str) -> Response {
+    Response::validation(json!([
+        {"resource": "ReleaseAsset", "code": "custom", "message": message}
+    ]))
+}
+
+/// `DELETE …/releases/assets/ID`.
+fn delete_asset(shared: &Shared, id: &str) -> Response {
+    let mut state = shared.lock();
+    let id: u64 = id.parse().unwrap_or(0);
+    let Some(immutable) = state.find_asset(id).map(|(r, _)| r.immutable) else {
+        return Response::not_found();
+    };
+    if immutable {
+        return immutable_asset_error("Cannot delete asset from an immutable release");
+    }
+    for r in &mut state.releases {
+        r.assets.retain(|a| a.id != id);
+    }
+    Response::empty(204)
+}
+
+/// `PATCH …/releases/assets/ID` with `name` and `label` ("Update a release
+/// asset").
+fn update_asset(shared: &Shared, id: &str, body: &Value) -> Response {
+    let parsed =
+        (|| Ok::<_, Response>((string_field(body, "name")?, string_field(body, "label")?)))();
+    let (name, label) = match parsed {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut state = shared.lock();
+    let id: u64 = id.parse().unwrap_or(0);
+    let Some((release, _)) = state.find_asset(id) else {
+        return Response::not_found();
+    };
+    if release.immutable {
+        return immutable_asset_error("Cannot update asset of an immutable release");
+    }
+    let release_id = release.id;
+    let name = name.map(|n| sanitize_asset_name(&n));
+    if let Some(n) = &name {
+        if n.is_empty() {
+            return Response::validation(json!([
+                {"resource": "ReleaseAsset", "code": "missing_field", "field": "name"}
+            ]));
+        }
+        if release.assets.iter().any(|a| a.id != id && a.name == *n) {
+            return Response::validation(json!([
+                {"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}
+            ]));
+        }
+    }
+    let release = state.release_mut(release_id).unwrap();
+    let asset = release.assets.iter_mut().find(|a| a.id == id).unwrap();
+    if let Some(n) = name {
+        asset.name = n;
+    }
+    if body.get("label").is_some() {
+        asset.label = label;
+    }
+    asset.updated_at = now_rfc3339();
+    let release = state.release(release_id).unwrap();
+    let asset = release.assets.iter().find(|a| a.id == id).unwrap();
+    Response::json(200, &shared.asset_json(release, asset))
+}
+
+/// `/repos/O/R/git/refs/tags/TAG`: GET, DELETE, and PATCH with `{"sha",
+/// "force"}`. Only the tags of published releases exist here.
+fn tag_ref(shared: &Shared, req: &Request, conn: &mut Conn, tag: &str) -> Response {
+    let body = match req.method.as_str() {
+        "GET" | "DELETE" => None,
+        "PATCH" => match json_body(req, conn) {
+            Ok(body) => Some(body),
+            Err(resp) => return resp,
+        },
+        _ => return Response::not_found(),
+    };
+    let mut state = shared.lock();
+    let Some(owner) = state.tag_owner(tag) else {
+        return Response::not_found();
+    };
+    let id = owner.id;
+    if req.method == "GET" {
+        return Response::json(200, &shared.ref_json(owner));
+    }
+    if owner.immutable {
+        return Response::error(422, "Cannot delete or move the tag of an immutable release");
+    }
+    let Some(body) = body else {
+        // DELETE.
+        state.release_mut(id).unwrap().tag_sha = None;
+        return Response::empty(204);
+    };
+    let sha = match string_field(&body, "sha").and_then(|s| Ok((s, bool_field(&body, "force")?))) {
+        Ok((Some(sha), _force)) => sha,
+        Ok((None, _)) => {
+            return Response::error(422, "Invalid request.\n\n\"sha\" wasn't supplied.");
+        }
+        Err(resp) => return resp,
+    };
+    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Response::error(422, "Object does not exist");
+    }
+    let r = state.release_mut(id).unwrap();
+    r.tag_sha = Some(sha.to_ascii_lowercase());
+    let r = state.release(id).unwrap();
+    Response::json(200, &shared.ref_json(r))
+}
+
 fn list_releases(shared: &Shared, req: &Request) -> Response {
     let state = shared.lock();
     let all: Vec<Value> = state
@@ -1422,6 +1682,9 @@ fn create_release(shared: &Shared, body: &Value) -> Response {
         ]));
     };
     let mut state = shared.lock();
+    if state.immutable_tags.contains(&tag) {
+        return tag_used_error();
+    }
     if !draft && state.published_tag_taken(&tag, None) {
         return tag_exists_error();
     }
@@ -1457,8 +1720,34 @@ fn update_release(shared: &Shared, id: u64, body: &Value) -> Response {
     let Some(current) = state.release(id) else {
         return Response::not_found();
     };
-    let new_tag = tag.unwrap_or_else(|| current.tag_name.clone());
     let new_draft = draft.unwrap_or(current.draft);
+    let publishing = current.draft && !new_draft;
+    if current.immutable {
+        // Only the title, the notes, `prerelease` and `make_latest` may change.
+        if tag.as_ref().is_some_and(|t| *t != current.tag_name) {
+            return immutable_release_error(
+                "tag_name",
+                "Cannot change the tag of an immutable release",
+            );
+        }
+        if target
+            .as_ref()
+            .is_some_and(|t| *t != current.target_commitish)
+        {
+            return immutable_release_error(
+                "target_commitish",
+                "Cannot change the tag of an immutable release",
+            );
+        }
+        if new_draft {
+            return immutable_release_error("draft", "Cannot unpublish an immutable release");
+        }
+    }
+    let new_tag = tag.unwrap_or_else(|| current.tag_name.clone());
+    let renamed = new_tag != current.tag_name;
+    if (renamed || publishing) && state.immutable_tags.contains(&new_tag) {
+        return tag_used_error();
+    }
     if !new_draft && state.published_tag_taken(&new_tag, Some(id)) {
         return tag_exists_error();
     }
@@ -1479,12 +1768,17 @@ fn update_release(shared: &Shared, id: u64, body: &Value) -> Response {
     if let Some(m) = make_latest {
         r.make_latest = m;
     }
-    if r.draft && !new_draft {
-        r.published_at = Some(now_rfc3339());
-    } else if new_draft {
+    if new_draft {
+        r.draft = true;
         r.published_at = None;
     }
-    r.draft = new_draft;
+    if renamed {
+        // The new tag is made at the target when the release is published.
+        r.tag_sha = (!r.draft).then(|| commit_sha(&r.target_commitish));
+    }
+    if publishing {
+        state.publish(id);
+    }
     let r = state.release(id).unwrap();
     Response::json(200, &shared.release_json(r))
 }
@@ -1673,8 +1967,16 @@ fn sanitize_asset_name(name: &str) -> String {
 
 fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> Outcome {
     let reply = Outcome::Reply;
-    if shared.lock().release(release_id).is_none() {
-        return reply(Response::not_found());
+    match shared.lock().release(release_id) {
+        None => return reply(Response::not_found()),
+        // Refused before the body is read (see `Conn::linger`).
+        Some(r) if r.immutable => {
+            return reply(Response::error(
+                422,
+                "Cannot upload assets to an immutable release.",
+            ));
+        }
+        Some(_) => {}
     }
     let Some(raw_name) = req.param("name").filter(|n| !n.is_empty()) else {
         return reply(Response::validation(json!([
@@ -1791,6 +2093,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The commit a `target_commitish` names: itself if it is a full SHA-1,
+/// else 40 hex digits made from it, the same each time.
+fn commit_sha(commitish: &str) -> String {
+    if commitish.len() == 40 && commitish.bytes().all(|b| b.is_ascii_hexdigit()) {
+        commitish.to_ascii_lowercase()
+    } else {
+        hex(&Sha256::digest(format!("commit {commitish}").as_bytes()))[..40].to_string()
+    }
+}
+
 /// Decodes `%XX`, and `+` as a space in query strings (form encoding).
 fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
@@ -1822,6 +2134,14 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes each `/`-separated segment of a path.
+fn encode_path(s: &str) -> String {
+    s.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Percent-encodes everything but unreserved characters, for a path segment.
