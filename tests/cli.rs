@@ -306,6 +306,39 @@ fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
     )
     .code(2);
     assert!(bad.stderr.contains("40 hex digits"), "{}", bad.stderr);
+    // A release is named by its tag, of the series --slurm names if given.
+    let bad = common::admin(at, &["download", "--list", "--release", "v25.11"]).code(2);
+    assert!(
+        bad.stderr
+            .contains("--release v25.11: expected a release tag, slurm-<version>-<YYYY.MM.DD>[.N]"),
+        "{}",
+        bad.stderr
+    );
+    let bad = common::admin(
+        at,
+        &[
+            "download",
+            "--list",
+            "--slurm",
+            "25.11",
+            "--release",
+            "slurm-24.11.6-2026.12.01",
+        ],
+    )
+    .code(2);
+    assert!(
+        bad.stderr.contains(
+            "--release slurm-24.11.6-2026.12.01 is a release of Slurm 24.11, not --slurm 25.11"
+        ),
+        "{}",
+        bad.stderr
+    );
+    let help = common::admin(at, &["download", "--help"]).success();
+    assert!(
+        help.stdout.contains("--release slurm-25.11.6-2026.12.01"),
+        "{}",
+        help.stdout
+    );
     // It wrote nothing where it ran.
     assert_eq!(std::fs::read_dir(at).unwrap().count(), 0);
 }

@@ -16,7 +16,27 @@ use common::gpg::TestKey;
 use common::s3::S3Server;
 use common::{Project, Run, StaticServer, admin, repo_root, xtask};
 
-const CELL_DIR: &str = "releases/24.11/jammy/cpu";
+/// The jammy cpu cell's directory in the earlier layout (`signed_store`).
+const LEGACY_CELL_DIR: &str = "releases/24.11/jammy/cpu";
+
+/// The store directory of the cell's files, as the store's index says (the
+/// newest release that has it).
+fn cell_dir(store: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("releases/index.json")).unwrap()).unwrap();
+    if index.get("packages").is_some() {
+        return LEGACY_CELL_DIR.into();
+    }
+    let releases = index["releases"]
+        .as_object()
+        .expect("releases in the index");
+    releases
+        .iter()
+        .filter_map(|(tag, r)| Some((tag, r["packages"][STEM]["dir"].as_str()?)))
+        .max()
+        .map(|(_, dir)| dir.to_string())
+        .unwrap_or_else(|| panic!("no {STEM} in {index}"))
+}
 
 /// A fresh place to install into (its parent exists, it does not).
 fn site(d: &Dist, name: &str) -> PathBuf {
@@ -27,7 +47,7 @@ fn site(d: &Dist, name: &str) -> PathBuf {
 
 /// A file of the cell in the local store.
 fn stored(d: &Dist, name: &str) -> PathBuf {
-    d.store().join(CELL_DIR).join(name)
+    d.store().join(cell_dir(&d.store())).join(name)
 }
 
 /// A signed package of a small view (a stand-in scontrol, a library with its
@@ -608,7 +628,7 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
 /// `tgz` as the jammy cpu cell's tarball in a fresh local store at `store`:
 /// summed, signed by `key`, and in the index.
 fn signed_store(key: &TestKey, store: &Path, tgz: &[u8]) {
-    let dir = store.join(CELL_DIR);
+    let dir = store.join(LEGACY_CELL_DIR);
     let _ = std::fs::remove_dir_all(store);
     std::fs::create_dir_all(&dir).unwrap();
     let tarball = dir.join(format!("{STEM}.tar.gz"));
@@ -774,9 +794,11 @@ fn a_public_base_url_and_a_release_directory_url_both_work() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("install: slurm-factory "))
         .unwrap_or_else(|| panic!("no install line in:\n{}", published.stdout));
+    let dir = cell_dir(&d.store());
+    assert!(dir.starts_with("releases/slurm-24.11."), "{dir}");
     assert!(
         published.stdout.contains(&format!(
-            "public: {}/{CELL_DIR}/{STEM}.tar.gz.part-000",
+            "public: {}/{dir}/{STEM}.tar.gz.part-000",
             server.url
         )),
         "{}",
@@ -793,7 +815,7 @@ fn a_public_base_url_and_a_release_directory_url_both_work() {
     // One release directory with no index beside it: the parts are probed.
     std::fs::remove_file(d.store().join("releases/index.json")).unwrap();
     let prefix = site(&d, "from-dir");
-    let dir_url = format!("{}/{CELL_DIR}/", server.url);
+    let dir_url = format!("{}/{dir}/", server.url);
     download(&d, &prefix, &["--from", &dir_url]).success();
     assert_eq!(tree(&prefix.join("view")), tree(&d.view()));
     // A release directory of another cell is a usage error.
@@ -1294,6 +1316,8 @@ fn the_token_goes_to_the_api_origin_only() {
     let api = TinyServer::start(move |path| {
         if path == "/repos/owner/repo/releases/tags/slurm-24.11" {
             ok(release.as_bytes())
+        } else if path.starts_with("/repos/owner/repo/releases?") {
+            ok(format!("[{release}]").as_bytes())
         } else {
             not_found()
         }
@@ -1333,7 +1357,7 @@ fn misleading_failures_are_reported_as_what_they_are() {
     };
     // A file longer than its signed size: refused, not "resume" forever.
     let store = edited_store("long", &|_| {});
-    let stored_tarball = store.join(CELL_DIR).join(&tarball);
+    let stored_tarball = store.join(cell_dir(&store)).join(&tarball);
     let mut bytes = std::fs::read(&stored_tarball).unwrap();
     let signed_size = bytes.len();
     bytes.extend(noise(50_000, 3));
@@ -1354,10 +1378,12 @@ fn misleading_failures_are_reported_as_what_they_are() {
     );
     // An index that lists no data file.
     let store = edited_store("nodata", &|i| {
-        i["packages"][STEM]["files"]
-            .as_object_mut()
-            .unwrap()
-            .remove(&tarball);
+        for (_, release) in i["releases"].as_object_mut().unwrap() {
+            release["packages"][STEM]["files"]
+                .as_object_mut()
+                .unwrap()
+                .remove(&tarball);
+        }
     });
     let failed = download_from(&d.key, &store, &site(&d, "nodata"), &[]).failure();
     assert!(
@@ -1378,7 +1404,8 @@ fn misleading_failures_are_reported_as_what_they_are() {
         failed.stderr
     );
     // A redirect to file:// is refused at once, not retried as a network error.
-    let files = d.store().join(CELL_DIR);
+    let dir = cell_dir(&d.store());
+    let files = d.store().join(&dir);
     let redirect = TinyServer::start(move |path| {
         if path.ends_with(".tar.gz") {
             return b"HTTP/1.0 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n"
@@ -1389,7 +1416,7 @@ fn misleading_failures_are_reported_as_what_they_are() {
             Err(_) => not_found(),
         }
     });
-    let from = format!("{}/releases/24.11/jammy/cpu/", redirect.url);
+    let from = format!("{}/{dir}/", redirect.url);
     let started = std::time::Instant::now();
     let failed = download(&d, &site(&d, "redirect"), &["--from", &from]).failure();
     let asked = redirect
@@ -1495,7 +1522,7 @@ fn names_and_paths_are_checked_before_they_are_used() {
 #[test]
 fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
     let d = dist(None);
-    let cell = d.store().join(CELL_DIR);
+    let cell = d.store().join(cell_dir(&d.store()));
     let signed: serde_json::Value =
         serde_json::from_slice(&std::fs::read(cell.join(format!("{STEM}.sizes.json"))).unwrap())
             .unwrap();
@@ -1527,7 +1554,11 @@ fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
     assert!(bomb.len() < signed["size"].as_u64().unwrap() as usize);
     let store = d.dir.path().join("bomb");
     common::copy_tree(&d.store(), &store);
-    std::fs::write(store.join(CELL_DIR).join(format!("{STEM}.tar.gz")), &bomb).unwrap();
+    std::fs::write(
+        store.join(cell_dir(&store)).join(format!("{STEM}.tar.gz")),
+        &bomb,
+    )
+    .unwrap();
     let prefix = site(&d, "bomb");
     let failed = download_from(&d.key, &store, &prefix, &[]).failure();
     assert!(
@@ -1541,7 +1572,9 @@ fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
     // The statement itself cannot be changed without the key, nor left out.
     let store = d.dir.path().join("forged");
     common::copy_tree(&d.store(), &store);
-    let sizes = store.join(CELL_DIR).join(format!("{STEM}.sizes.json"));
+    let sizes = store
+        .join(cell_dir(&store))
+        .join(format!("{STEM}.sizes.json"));
     let mut forged = signed.clone();
     forged["unpacked"] = (1u64 << 40).into();
     std::fs::write(&sizes, forged.to_string()).unwrap();
@@ -1630,4 +1663,365 @@ fn a_version_the_matrix_no_longer_lists_stays_downloadable() {
         bad.stderr
     );
     assert!(!dir.path().join("slurm-21.08").exists());
+}
+
+// ------------------------------------------------------------ the weekly cycle
+
+/// Where a cycle publishes: GitHub (immutable releases on or off) or a store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    GitHub { immutable: bool },
+    Store,
+}
+
+/// The weekly cycle of one Slurm series, three toolchains, as the pipeline
+/// runs it: a first run where one cell fails; a rerun that completes it; a
+/// rerun with nothing new; a later run where one toolchain's deps changed,
+/// interrupted mid-upload and run again. Every published release stays as
+/// it was; unchanged packages are carried byte for byte; `download` takes
+/// the newest release, or the one `--release` names.
+fn weekly_cycle(target: Target) {
+    let key = TestKey::new("Releaser", "");
+    let work = tempfile::tempdir().unwrap();
+    let lock = common::fixtures().join("spack-concretized-slurm-env/spack.lock");
+    let gh = match target {
+        Target::GitHub { immutable: true } => Some(GitHubServer::with_immutable_releases()),
+        Target::GitHub { immutable: false } => Some(GitHubServer::start()),
+        Target::Store => None,
+    };
+    let store = work.path().join("store");
+    // A cell's package of a view whose bytes depend on `deps`.
+    let build = |out: &Path, toolchain: &str, deps: u64| {
+        let view = work.path().join(format!("view-{toolchain}-{deps}"));
+        let _ = std::fs::remove_dir_all(&view);
+        std::fs::create_dir_all(view.join("lib")).unwrap();
+        std::fs::create_dir_all(view.join("bin")).unwrap();
+        std::fs::write(view.join("bin/scontrol"), "#!/bin/sh\necho scontrol\n").unwrap();
+        std::fs::write(
+            view.join("lib/libdeps.so"),
+            common::binary_like(200_000, deps * 31 + toolchain.len() as u64),
+        )
+        .unwrap();
+        common::package(&repo_root(), &view, &lock, ("24.11", toolchain), out, &[])
+            .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
+            .success();
+    };
+    let publish = |out: &Path| -> Run {
+        match &gh {
+            Some(gh) => xtask(&["publish", "--to", "github", "--dir", out.to_str().unwrap()])
+                .env("GITHUB_TOKEN", &gh.token)
+                .env("GITHUB_REPOSITORY", "owner/repo")
+                .env("GITHUB_API_URL", &gh.api_url),
+            None => common::dist::publish_local(&common::Project::repo(), out, &store, &[]),
+        }
+    };
+    // Every release, newest first: tag → file name → bytes.
+    let releases = || -> Vec<(String, BTreeMap<String, Vec<u8>>)> {
+        match &gh {
+            Some(gh) => gh
+                .releases()
+                .into_iter()
+                .map(|r| {
+                    assert!(!r.draft, "{} is still a draft", r.tag_name);
+                    let files = r.assets.into_iter().map(|a| (a.name, a.bytes)).collect();
+                    (r.tag_name, files)
+                })
+                .collect(),
+            None => {
+                let index: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(store.join("releases/index.json")).unwrap(),
+                )
+                .unwrap();
+                let mut out: Vec<(String, BTreeMap<String, Vec<u8>>)> = index["releases"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(tag, r)| {
+                        let mut files = BTreeMap::new();
+                        for p in r["packages"].as_object().unwrap().values() {
+                            let dir = store.join(p["dir"].as_str().unwrap());
+                            for name in p["files"].as_object().unwrap().keys() {
+                                files.insert(name.clone(), std::fs::read(dir.join(name)).unwrap());
+                            }
+                        }
+                        (tag.clone(), files)
+                    })
+                    .collect();
+                out.reverse();
+                out
+            }
+        }
+    };
+    let cells = |files: &BTreeMap<String, Vec<u8>>| -> Vec<String> {
+        let mut c: Vec<String> = files
+            .keys()
+            .filter(|n| n.ends_with(".tar.gz"))
+            .map(|n| n.split('-').nth(2).unwrap().to_string())
+            .collect();
+        c.sort();
+        c
+    };
+    // A package's files, each with its SHA-256.
+    let package = |files: &BTreeMap<String, Vec<u8>>, tc: &str| -> Vec<(String, String)> {
+        use sha2::Digest;
+        let stem = format!("slurm-24.11-{tc}-cpu-x86_64.");
+        files
+            .iter()
+            .filter(|(n, _)| n.starts_with(&stem))
+            .map(|(n, b)| {
+                let sha: String = sha2::Sha256::digest(b)
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect();
+                (n.clone(), sha[..16].to_string())
+            })
+            .collect()
+    };
+
+    // Run 1: jammy and noble build, rockylinux9 fails (no package).
+    let run1 = work.path().join("run1");
+    build(&run1, "jammy", 1);
+    build(&run1, "noble", 1);
+    let first = publish(&run1).success();
+    let after1 = releases();
+    assert_eq!(after1.len(), 1, "{}", first.stdout);
+    let (tag1, r1) = after1[0].clone();
+    assert!(
+        tag1.starts_with("slurm-24.11.") && tag1.len() >= "slurm-24.11.6-2026.12.03".len(),
+        "{tag1}"
+    );
+    assert_eq!(cells(&r1), ["jammy", "noble"]);
+
+    // The rerun that completes it: the same artifacts, and rockylinux9.
+    build(&run1, "rockylinux9", 1);
+    let rerun = publish(&run1).success();
+    let after2 = releases();
+    assert_eq!(
+        after2.len(),
+        2,
+        "a new release, the first untouched: {}",
+        rerun.stdout
+    );
+    assert_eq!(
+        after2[1],
+        (tag1.clone(), r1.clone()),
+        "release 1 is unchanged"
+    );
+    let (tag2, r2) = after2[0].clone();
+    assert_ne!(tag2, tag1);
+    assert_eq!(cells(&r2), ["jammy", "noble", "rockylinux9"]);
+    for tc in ["jammy", "noble"] {
+        assert_eq!(
+            package(&r2, tc),
+            package(&r1, tc),
+            "{tc} is carried byte for byte"
+        );
+    }
+    assert!(
+        rerun
+            .stdout
+            .contains("new or changed: slurm-24.11-rockylinux9-cpu-x86_64"),
+        "{}",
+        rerun.stdout
+    );
+
+    // The same run again: nothing new, no release, nothing uploaded.
+    if let Some(gh) = &gh {
+        gh.clear_requests();
+    }
+    let again = publish(&run1).success();
+    assert!(again.stdout.contains("no new release"), "{}", again.stdout);
+    assert_eq!(releases(), after2);
+    if let Some(gh) = &gh {
+        assert!(
+            gh.upload_requests().is_empty(),
+            "{:?}",
+            gh.upload_requests()
+        );
+    }
+
+    // A later run: noble's deps changed. Its upload breaks; the rerun of the
+    // same run completes the same draft.
+    let run3 = work.path().join("run3");
+    build(&run3, "noble", 2);
+    if let Some(gh) = &gh {
+        gh.fail_next_uploads(20, 502);
+        let broken = publish(&run3).failure();
+        assert_eq!(releases_including_drafts(gh), 3, "{}", broken.stderr);
+        gh.clear_faults();
+    }
+    let third = publish(&run3).success();
+    let after3 = releases();
+    assert_eq!(after3.len(), 3, "{}", third.stdout);
+    assert_eq!(
+        after3[1..],
+        after2[..],
+        "the earlier releases are unchanged"
+    );
+    let (tag3, r3) = after3[0].clone();
+    assert_eq!(cells(&r3), ["jammy", "noble", "rockylinux9"]);
+    assert_ne!(
+        package(&r3, "noble"),
+        package(&r2, "noble"),
+        "noble is rebuilt"
+    );
+    for tc in ["jammy", "rockylinux9"] {
+        assert_eq!(
+            package(&r3, tc),
+            package(&r2, tc),
+            "{tc} is carried byte for byte"
+        );
+    }
+    if let Some(gh) = &gh {
+        let immutable = target == Target::GitHub { immutable: true };
+        // The notes name what was carried over and how to verify the release.
+        let body = gh.release(&tag3).unwrap().body.unwrap_or_default();
+        assert!(
+            body.contains(&format!("gh release verify {tag3} --repo owner/repo"))
+                && body.contains(&format!(
+                    "Carried over unchanged (byte-identical) from {tag2}"
+                ))
+                && body.contains("slurm-24.11-jammy-cpu-x86_64"),
+            "{body}"
+        );
+        assert!(gh.releases().iter().all(|r| r.immutable == immutable));
+        // Nothing ever asked GitHub to change a published release.
+        let refused: Vec<_> = gh
+            .request_log()
+            .into_iter()
+            .filter(|r| r.status == 422)
+            .collect();
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+
+    // Admins: the newest release, a pinned one, and the list of builds.
+    let from: Vec<String> = match &gh {
+        Some(_) => vec!["--repo".into(), "owner/repo".into()],
+        None => vec![
+            "--from".into(),
+            "local".into(),
+            "--store-dir".into(),
+            store.to_str().unwrap().into(),
+        ],
+    };
+    let admin_run = |extra: &[&str]| -> Run {
+        let mut args: Vec<String> = vec!["download".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(from.iter().cloned());
+        args.extend(["--trusted-fingerprint".into(), key.fingerprint()]);
+        let run = admin(work.path(), &strs(&args));
+        match &gh {
+            Some(gh) => run
+                .env("GITHUB_API_URL", &gh.api_url)
+                .env("GITHUB_TOKEN", &gh.token),
+            None => run,
+        }
+    };
+    let list = {
+        let mut args: Vec<String> = vec![
+            "download".into(),
+            "--list".into(),
+            "--slurm".into(),
+            "24.11".into(),
+        ];
+        args.extend(from.iter().cloned());
+        let run = admin(work.path(), &strs(&args));
+        match &gh {
+            Some(gh) => run
+                .env("GITHUB_API_URL", &gh.api_url)
+                .env("GITHUB_TOKEN", &gh.token),
+            None => run,
+        }
+    }
+    .success();
+    let order: Vec<usize> = [&tag3, &tag2, &tag1]
+        .iter()
+        .map(|t| {
+            list.stdout
+                .find(&format!("{t} "))
+                .unwrap_or_else(|| panic!("{t} not in {}", list.stdout))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "newest first:\n{}",
+        list.stdout
+    );
+    let newest = work.path().join("newest");
+    let done = admin_run(&[
+        "--slurm",
+        "24.11",
+        "--toolchain",
+        "noble",
+        "--prefix",
+        newest.to_str().unwrap(),
+    ])
+    .success();
+    assert!(
+        done.stdout.contains(&format!("release {tag3}")),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(
+        done.stdout.contains("immutable on GitHub"),
+        target == Target::GitHub { immutable: true },
+        "{}",
+        done.stdout
+    );
+    assert_eq!(
+        std::fs::read(newest.join("view/lib/libdeps.so")).unwrap(),
+        common::binary_like(200_000, 2 * 31 + "noble".len() as u64)
+    );
+    let pinned = work.path().join("pinned");
+    admin_run(&[
+        "--release",
+        &tag1,
+        "--toolchain",
+        "noble",
+        "--prefix",
+        pinned.to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(pinned.join("view/lib/libdeps.so")).unwrap(),
+        common::binary_like(200_000, 31 + "noble".len() as u64),
+        "the pinned release's noble, from before its deps changed"
+    );
+    // Release 1 never had rockylinux9: --release pins, it does not fall back.
+    let missing = admin_run(&[
+        "--release",
+        &tag1,
+        "--toolchain",
+        "rockylinux9",
+        "--prefix",
+        work.path().join("none").to_str().unwrap(),
+    ])
+    .failure();
+    assert!(
+        missing.stderr.contains(&format!(
+            "release {tag1} there: jammy/cpu/x86_64, noble/cpu/x86_64"
+        )),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// Releases of the fake, drafts included.
+fn releases_including_drafts(gh: &GitHubServer) -> usize {
+    gh.releases().len()
+}
+
+#[test]
+fn weekly_cycle_on_github_with_immutable_releases() {
+    weekly_cycle(Target::GitHub { immutable: true });
+}
+
+#[test]
+fn weekly_cycle_on_github_without_immutable_releases() {
+    weekly_cycle(Target::GitHub { immutable: false });
+}
+
+#[test]
+fn weekly_cycle_on_a_store() {
+    weekly_cycle(Target::Store);
 }

@@ -5,9 +5,14 @@ mod common;
 
 use std::path::Path;
 
-use common::dist::{Dist, noise};
+use common::dist::{Dist, STEM, noise};
 use common::gpg::TestKey;
 use common::{Project, xtask};
+use sha2::{Digest, Sha256};
+
+/// The Slurm release the fixture's packages are built from (its manifest's
+/// `cell.spack_version`, `24-11-6-1`).
+const VERSION: &str = "24.11.6";
 
 /// A signed package of a small view, split into parts when `split` is set.
 fn dist(split: Option<&str>) -> Dist {
@@ -29,11 +34,29 @@ fn publish_local(d: &Dist, extra: &[&str]) -> common::Done {
     d.publish_local(extra).success()
 }
 
-/// A publish that found every file already in the store.
-fn assert_nothing_uploaded(done: &common::Done) {
+/// A publish to a store that found nothing new since release `tag`: no new
+/// release, no upload, the index left as it was; `already` files (the public
+/// key, the admins' executable) were found in the store with the same SHA-256.
+fn assert_nothing_uploaded(done: &common::Done, tag: &str, already: usize) {
     assert!(
         done.stdout
-            .contains("0 uploaded (0.0 MiB), 8 already there"),
+            .contains(&format!("Slurm 24.11: nothing new since release {tag} (")),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        lines_with(&done.stdout, "put ").is_empty(),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        done.stdout.contains("skip releases/index.json (unchanged)"),
+        "{}",
+        done.stdout
+    );
+    assert!(
+        done.stdout
+            .contains(&format!("0 uploaded (0.0 MiB), {already} already there")),
         "{}",
         done.stdout
     );
@@ -43,10 +66,96 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
     out.lines().filter(|l| l.starts_with(prefix)).collect()
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_index(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// The local store's `releases/index.json`.
+fn local_index(d: &Dist) -> serde_json::Value {
+    parse_index(&std::fs::read(d.store().join("releases/index.json")).unwrap())
+}
+
+/// A release tag's build, to order releases of one series: its day and its
+/// number within the day (1 without a suffix).
+fn build_of(tag: &str) -> (String, u32) {
+    let build = tag
+        .strip_prefix(&format!("slurm-{VERSION}-"))
+        .unwrap_or_else(|| panic!("{tag} is not a release of Slurm {VERSION}"));
+    let parts: Vec<&str> = build.split('.').collect();
+    match parts.as_slice() {
+        [y, m, d] => (format!("{y}.{m}.{d}"), 1),
+        [y, m, d, n] => (format!("{y}.{m}.{d}"), n.parse().unwrap()),
+        _ => panic!("{tag}: not slurm-<version>-<YYYY.MM.DD>[.<n>]"),
+    }
+}
+
+/// The tags of the index's releases, newest first.
+fn tags_newest_first(index: &serde_json::Value) -> Vec<String> {
+    let mut tags: Vec<String> = index["releases"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no releases in {index}"))
+        .keys()
+        .cloned()
+        .collect();
+    tags.sort_by_key(|t| std::cmp::Reverse(build_of(t)));
+    tags
+}
+
+/// The index's one release.
+fn only_tag(index: &serde_json::Value) -> String {
+    let tags = tags_newest_first(index);
+    assert_eq!(tags.len(), 1, "one release: {index}");
+    tags[0].clone()
+}
+
+/// The release a publish announced (`release <tag>: new or changed: …`).
+fn announced(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("release ")?.split_once(": new or changed: "))
+        .map(|(tag, _)| tag.to_string())
+        .unwrap_or_else(|| panic!("no new release announced:\n{stdout}"))
+}
+
+/// Today in UTC, as a tag gives it: `YYYY.MM.DD`.
+fn utc_day() -> String {
+    common::sh(std::process::Command::new("date").args(["-u", "+%Y.%m.%d"]))
+        .trim()
+        .to_string()
+}
+
+/// `tag` is the first release of the series dated the day the publish ran
+/// (`day_before` was read just before it; the day may have turned since).
+fn assert_first_of_the_day(tag: &str, day_before: &str) {
+    let days = [day_before.to_string(), utc_day()];
+    assert!(
+        days.iter().any(|d| tag == format!("slurm-{VERSION}-{d}")),
+        "{tag}: not the first release of {days:?}"
+    );
+}
+
 #[test]
 fn data_first_index_last_and_a_rerun_uploads_nothing() {
     let d = dist(None);
+    let day = utc_day();
     let first = publish_local(&d, &[]);
+    let index = local_index(&d);
+    let tag = only_tag(&index);
+    assert_first_of_the_day(&tag, &day);
+    assert!(
+        first
+            .stdout
+            .contains(&format!("release {tag}: new or changed: {STEM}\n")),
+        "{}",
+        first.stdout
+    );
     let puts: Vec<&str> = lines_with(&first.stdout, "put ");
     let pos = |needle: &str| {
         puts.iter()
@@ -57,7 +166,17 @@ fn data_first_index_last_and_a_rerun_uploads_nothing() {
     assert!(pos(".tar.gz.asc") < pos(".manifest.json"));
     assert!(pos(".manifest.json") < pos("keys/slurm-factory-signing-key.asc"));
     assert_eq!(puts.last().unwrap().trim(), "put  releases/index.json");
-    let rel = d.store().join("releases/24.11/jammy/cpu");
+    // The package's files go to its release's own directory, flat.
+    let dir = format!("releases/{tag}");
+    for put in &puts {
+        assert!(
+            put.starts_with(&format!("put  {dir}/{STEM}."))
+                || put.starts_with("put  keys/slurm-factory-signing-key.asc (")
+                || *put == "put  releases/index.json",
+            "{put}"
+        );
+    }
+    let rel = d.store().join(&dir);
     for f in [
         "slurm-24.11-jammy-cpu-x86_64.tar.gz",
         "slurm-24.11-jammy-cpu-x86_64.tar.gz.asc",
@@ -69,20 +188,37 @@ fn data_first_index_last_and_a_rerun_uploads_nothing() {
             "{f}"
         );
     }
+    // The index names the release, its Slurm, its key and every file.
+    let release = &index["releases"][&tag];
+    assert_eq!(release["slurm"], "24.11", "{index}");
+    assert_eq!(release["version"], VERSION, "{index}");
+    let key = std::fs::read(d.out().join("slurm-factory-signing-key.asc")).unwrap();
+    assert_eq!(release["key_sha256"], sha256_hex(&key).as_str(), "{index}");
+    let package = &release["packages"][STEM];
+    assert_eq!(package["dir"], dir.as_str(), "{index}");
+    let files = package["files"].as_object().unwrap();
+    assert_eq!(files.len(), 7, "{index}");
+    for (name, size_sha) in files {
+        let bytes = std::fs::read(rel.join(name)).unwrap();
+        assert_eq!(size_sha[0], bytes.len() as u64, "{name}");
+        assert_eq!(size_sha[1], sha256_hex(&bytes).as_str(), "{name}");
+    }
+    let index_bytes = std::fs::read(d.store().join("releases/index.json")).unwrap();
     let second = publish_local(&d, &[]);
-    assert!(
-        lines_with(&second.stdout, "put ").is_empty(),
-        "{}",
-        second.stdout
+    assert_nothing_uploaded(&second, &tag, 1);
+    assert_eq!(
+        std::fs::read(d.store().join("releases/index.json")).unwrap(),
+        index_bytes
     );
-    assert_nothing_uploaded(&second);
 }
 
 #[test]
 fn parts_are_published_each_with_its_checksum() {
     let d = dist(Some("64K"));
     publish_local(&d, &[]);
-    let rel = d.store().join("releases/24.11/jammy/cpu");
+    let index = local_index(&d);
+    let tag = only_tag(&index);
+    let rel = d.store().join("releases").join(&tag);
     assert!(
         rel.join("slurm-24.11-jammy-cpu-x86_64.tar.gz.part-000")
             .is_file()
@@ -91,10 +227,7 @@ fn parts_are_published_each_with_its_checksum() {
         rel.join("slurm-24.11-jammy-cpu-x86_64.tar.gz.part-000.sha256")
             .is_file()
     );
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.store().join("releases/index.json")).unwrap())
-            .unwrap();
-    let files = &index["packages"]["slurm-24.11-jammy-cpu-x86_64"]["files"];
+    let files = &index["releases"][&tag]["packages"][STEM]["files"];
     assert!(
         files
             .get("slurm-24.11-jammy-cpu-x86_64.tar.gz.part-001")
@@ -143,10 +276,14 @@ fn an_unsigned_package_is_refused() {
 #[test]
 fn dry_run_lists_and_uploads_nothing() {
     let d = dist(None);
+    let day = utc_day();
     let done = publish_local(&d, &["--dry-run"]);
+    let tag = announced(&done.stdout);
+    assert_first_of_the_day(&tag, &day);
     assert!(
-        done.stdout
-            .contains("-> releases/24.11/jammy/cpu/slurm-24.11-jammy-cpu-x86_64.tar.gz ("),
+        done.stdout.contains(&format!(
+            "-> releases/{tag}/slurm-24.11-jammy-cpu-x86_64.tar.gz ("
+        )),
         "{}",
         done.stdout
     );
@@ -195,17 +332,24 @@ const ASSETS: [&str; 8] = [
 fn github_release_is_published_once_with_every_asset() {
     let d = dist(None);
     let gh = GitHubServer::start();
+    let day = utc_day();
     let done = publish_github(&d, &gh).success();
-    assert!(
-        done.stdout
-            .contains("release slurm-24.11: 8 uploaded, 0 already there, published at"),
-        "{}",
-        done.stdout
-    );
     let releases = gh.releases();
     assert_eq!(releases.len(), 1);
     let r = &releases[0];
-    assert_eq!(r.tag_name, "slurm-24.11");
+    let tag = r.tag_name.clone();
+    assert_first_of_the_day(&tag, &day);
+    assert!(
+        done.stdout.contains(&format!(
+            "release {tag}: 8 uploaded, 0 carried over, 0 already there, published at"
+        )),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(
+        r.name.as_deref(),
+        Some(format!("Slurm {VERSION} (build {tag})").as_str())
+    );
     assert!(!r.draft);
     let mut names: Vec<&str> = r.assets.iter().map(|a| a.name.as_str()).collect();
     names.sort();
@@ -228,16 +372,25 @@ fn github_release_is_published_once_with_every_asset() {
         "{body}"
     );
 
-    // A second publish changes nothing and uploads nothing.
+    // A second publish finds nothing new: no release, nothing uploaded.
     let uploads_before = gh.upload_requests().len();
     let again = publish_github(&d, &gh).success();
     assert!(
-        again.stdout.contains("0 uploaded, 8 already there"),
+        again
+            .stdout
+            .contains(&format!("Slurm 24.11: nothing new since release {tag} (")),
         "{}",
         again.stdout
     );
     assert_eq!(gh.upload_requests().len(), uploads_before);
-    assert_eq!(gh.releases().len(), 1);
+    assert_eq!(gh.releases(), releases, "the release is unchanged");
+}
+
+/// The only release on the fake GitHub, draft or not.
+fn only_release(gh: &GitHubServer) -> common::github::ReleaseState {
+    let mut releases = gh.releases();
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    releases.remove(0)
 }
 
 #[test]
@@ -254,45 +407,72 @@ fn a_failed_publish_stays_a_draft_and_a_rerun_completes_it() {
         "{}",
         first.stderr
     );
-    let r = gh.release("slurm-24.11").expect("the draft exists");
+    let draft = only_release(&gh);
     assert!(
-        r.draft,
+        draft.draft,
         "nothing is visible as published while assets are missing"
     );
     gh.clear_faults();
-    publish_github(&d, &gh).success();
-    let r = gh.release("slurm-24.11").unwrap();
+    let rerun = publish_github(&d, &gh).success();
+    // The draft is completed, not a second release made.
+    let r = only_release(&gh);
+    assert_eq!((r.id, &r.tag_name), (draft.id, &draft.tag_name));
+    assert!(
+        rerun
+            .stdout
+            .contains(&format!("release {}: ", draft.tag_name)),
+        "{}",
+        rerun.stdout
+    );
     assert!(!r.draft);
     assert_eq!(r.assets.len(), 8, "one copy of each asset");
     assert!(r.assets.iter().all(|a| a.state == "uploaded"));
 }
 
 #[test]
-fn a_broken_upload_is_cleaned_up_and_changed_content_replaced() {
+fn a_broken_upload_is_cleaned_up_and_changed_content_is_a_new_release() {
     let d = dist(None);
     let gh = GitHubServer::start();
     gh.break_next_upload();
     publish_github(&d, &gh).success();
-    let r = gh.release("slurm-24.11").unwrap();
-    assert_eq!(r.assets.len(), 8);
+    let old = only_release(&gh);
+    assert!(!old.draft);
+    assert_eq!(old.assets.len(), 8);
     assert!(
-        r.assets.iter().all(|a| a.state == "uploaded"),
+        old.assets.iter().all(|a| a.state == "uploaded"),
         "no starter asset is left"
     );
-    // New content under the same name replaces the asset.
-    let spdx = d.out().join(ASSETS[4]);
-    let mut text = std::fs::read_to_string(&spdx).unwrap();
-    text.push('\n');
-    std::fs::write(&spdx, &text).unwrap();
+    for name in ASSETS {
+        let on_disk = std::fs::read(d.out().join(name)).unwrap();
+        assert_eq!(old.asset(name).unwrap().bytes, on_disk, "{name}");
+    }
+    // Changed content (other tarball bytes) is a new release; the published
+    // one never changes.
+    std::fs::write(d.view().join("bin/sinfo"), noise(1000, 3)).unwrap();
+    d.repackage(None);
+    let tarball = std::fs::read(d.out().join(ASSETS[0])).unwrap();
+    assert_ne!(tarball, old.asset(ASSETS[0]).unwrap().bytes);
     let done = publish_github(&d, &gh).success();
+    let releases = gh.releases();
+    assert_eq!(releases.len(), 2, "{releases:?}");
+    let (new, was) = (&releases[0], &releases[1]);
+    assert_ne!(new.tag_name, old.tag_name);
+    assert_eq!(was, &old, "the older release is untouched, byte for byte");
     assert!(
-        done.stdout.contains("1 uploaded, 7 already there"),
+        done.stdout.contains(&format!(
+            "release {}: 8 uploaded, 0 carried over, 0 already there, published at",
+            new.tag_name
+        )),
         "{}",
         done.stdout
     );
-    let r = gh.release("slurm-24.11").unwrap();
-    assert_eq!(r.asset(ASSETS[4]).unwrap().bytes, text.as_bytes());
-    assert_eq!(r.assets.len(), 8);
+    assert!(!new.draft);
+    assert_eq!(new.assets.len(), 8);
+    assert!(new.assets.iter().all(|a| a.state == "uploaded"));
+    for name in ASSETS {
+        let on_disk = std::fs::read(d.out().join(name)).unwrap();
+        assert_eq!(new.asset(name).unwrap().bytes, on_disk, "{name}");
+    }
 }
 
 #[test]
@@ -356,7 +536,25 @@ fn big_dist() -> Dist {
     d
 }
 
-const TARBALL_KEY: &str = "releases/24.11/jammy/cpu/slurm-24.11-jammy-cpu-x86_64.tar.gz";
+const TARBALL: &str = "slurm-24.11-jammy-cpu-x86_64.tar.gz";
+
+/// The bucket's one release (from its index), and the key of its tarball.
+fn s3_release(s3: &S3Server) -> (String, String) {
+    let index = parse_index(&s3.object("releases/index.json").expect("an index"));
+    let tag = only_tag(&index);
+    let key = format!("releases/{tag}/{TARBALL}");
+    (tag, key)
+}
+
+/// No object of the bucket is a package's file.
+fn assert_no_package_file(s3: &S3Server) {
+    let keys = s3.keys();
+    assert!(
+        keys.iter()
+            .all(|k| !k.starts_with("releases/") && !k.contains(STEM)),
+        "{keys:?}"
+    );
+}
 
 #[test]
 fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
@@ -364,17 +562,18 @@ fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     let s3 = S3Server::start();
     let first = d.publish_s3(s3.env(), &s3.bucket).success();
     assert!(first.stdout.contains("8 uploaded"), "{}", first.stdout);
-    let tarball = std::fs::read(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz")).unwrap();
+    let (tag, tarball_key) = s3_release(&s3);
+    let tarball = std::fs::read(d.out().join(TARBALL)).unwrap();
     assert!(tarball.len() > 16 << 20, "multipart needs more than 16 MiB");
     assert!(
-        s3.object(TARBALL_KEY).unwrap() == tarball,
+        s3.object(&tarball_key).unwrap() == tarball,
         "byte-identical after a multipart upload"
     );
     for name in [
         "slurm-24.11-jammy-cpu-x86_64.tar.gz.asc",
         "slurm-24.11-jammy-cpu-x86_64.manifest.json",
     ] {
-        let key = format!("releases/24.11/jammy/cpu/{name}");
+        let key = format!("releases/{tag}/{name}");
         assert_eq!(
             s3.object(&key).unwrap(),
             std::fs::read(d.out().join(name)).unwrap(),
@@ -384,8 +583,10 @@ fn s3_small_and_multipart_uploads_round_trip_and_a_rerun_uploads_nothing() {
     assert!(s3.object("releases/index.json").is_some());
     assert!(s3.object("keys/slurm-factory-signing-key.asc").is_some());
     assert_eq!(s3.incomplete_uploads(), 0);
+    let index = s3.object("releases/index.json").unwrap();
     let again = d.publish_s3(s3.env(), &s3.bucket).success();
-    assert_nothing_uploaded(&again);
+    assert_nothing_uploaded(&again, &tag, 1);
+    assert_eq!(s3.object("releases/index.json").unwrap(), index);
 }
 
 #[test]
@@ -413,7 +614,7 @@ fn s3_wrong_secret_fails_clearly() {
         !done.stderr.contains("not-the-secret") && !done.stderr.contains(&s3.secret_key),
         "no secret in errors"
     );
-    assert!(s3.object(TARBALL_KEY).is_none());
+    assert!(s3.keys().is_empty(), "{:?}", s3.keys());
 }
 
 #[test]
@@ -434,8 +635,9 @@ fn s3_errors_and_dropped_connections_are_retried() {
         proxy.errors() > 0 && proxy.drops() > 0,
         "the faults happened"
     );
-    let tarball = std::fs::read(d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz")).unwrap();
-    assert!(s3.object(TARBALL_KEY).unwrap() == tarball);
+    let tarball = std::fs::read(d.out().join(TARBALL)).unwrap();
+    let (_, tarball_key) = s3_release(&s3);
+    assert!(s3.object(&tarball_key).unwrap() == tarball);
     assert_eq!(s3.incomplete_uploads(), 0);
 }
 
@@ -453,9 +655,12 @@ fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
     let done = d
         .publish_s3(s3.env_with_endpoint(&proxy.endpoint), &s3.bucket)
         .failure();
+    let tag = announced(&done.stdout);
     assert!(
-        done.stderr
-            .contains(&format!("uploading s3://{}/{TARBALL_KEY}", s3.bucket)),
+        done.stderr.contains(&format!(
+            "uploading s3://{}/releases/{tag}/{TARBALL}",
+            s3.bucket
+        )),
         "{}",
         done.stderr
     );
@@ -464,7 +669,7 @@ fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
         0,
         "the multipart upload was aborted"
     );
-    assert!(s3.object(TARBALL_KEY).is_none());
+    assert!(s3.object(&format!("releases/{tag}/{TARBALL}")).is_none());
     assert!(
         s3.object("releases/index.json").is_none(),
         "no index names a missing file"
@@ -474,7 +679,7 @@ fn s3_refusing_every_part_fails_clearly_and_leaves_no_incomplete_upload() {
 #[test]
 fn s3_a_corrupt_multipart_upload_is_aborted_before_it_is_visible() {
     let d = big_dist();
-    let tarball = d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz");
+    let tarball = d.out().join(TARBALL);
     let mut bytes = std::fs::read(&tarball).unwrap();
     let last = bytes.len() - 100;
     bytes[last] ^= 0xff;
@@ -486,7 +691,7 @@ fn s3_a_corrupt_multipart_upload_is_aborted_before_it_is_visible() {
         "{}",
         done.stderr
     );
-    assert!(s3.object(TARBALL_KEY).is_none(), "no object");
+    assert_no_package_file(&s3);
     assert_eq!(
         s3.incomplete_uploads(),
         0,
@@ -523,20 +728,32 @@ fn public_url_is_checked_and_not_for_github() {
     );
 }
 
-const SIGNATURE_KEY: &str = "releases/24.11/jammy/cpu/slurm-24.11-jammy-cpu-x86_64.tar.gz.asc";
+const SIGNATURE: &str = "slurm-24.11-jammy-cpu-x86_64.tar.gz.asc";
+
+/// Every object of the bucket, with its bytes' SHA-256.
+fn s3_snapshot(s3: &S3Server) -> Vec<(String, String)> {
+    s3.keys()
+        .into_iter()
+        .map(|k| {
+            let sha = sha256_hex(&s3.object(&k).unwrap());
+            (k, sha)
+        })
+        .collect()
+}
 
 #[test]
 fn s3_a_repack_of_the_same_view_uploads_nothing() {
     let d = big_dist();
     let s3 = S3Server::start();
     d.publish_s3(s3.env(), &s3.bucket).success();
-    let tarball = d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz");
-    let signature = d.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc");
+    let (tag, _) = s3_release(&s3);
+    let tarball = d.out().join(TARBALL);
+    let signature = d.out().join(SIGNATURE);
     let (bytes, first_signature) = (
         std::fs::read(&tarball).unwrap(),
         std::fs::read(&signature).unwrap(),
     );
-    let index = s3.object("releases/index.json").unwrap();
+    let before = s3_snapshot(&s3);
     // A signature records its time in seconds: the re-pack's is another one.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     d.repackage(None);
@@ -546,43 +763,96 @@ fn s3_a_repack_of_the_same_view_uploads_nothing() {
     );
     assert_ne!(std::fs::read(&signature).unwrap(), first_signature);
     let again = d.publish_s3(s3.env(), &s3.bucket).success();
-    assert_nothing_uploaded(&again);
+    // The same bytes: no new release, and the release keeps its files and
+    // its signature.
+    assert_nothing_uploaded(&again, &tag, 1);
     assert!(
-        again.stdout.contains(&format!("keep {SIGNATURE_KEY}")),
+        again
+            .stdout
+            .contains(&format!("rebuilt to the same bytes: {STEM}")),
         "{}",
         again.stdout
     );
-    assert_eq!(s3.object(SIGNATURE_KEY).unwrap(), first_signature);
-    assert_eq!(s3.object("releases/index.json").unwrap(), index);
+    assert_eq!(
+        s3.object(&format!("releases/{tag}/{SIGNATURE}")).unwrap(),
+        first_signature
+    );
+    assert_eq!(s3_snapshot(&s3), before, "the bucket is unchanged");
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap();
+            (
+                rel.to_str().unwrap().to_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
 fn the_same_bytes_signed_by_another_key_get_the_new_signature() {
     let first = dist(None);
     publish_local(&first, &[]);
+    let old_index = local_index(&first);
+    let old_tag = only_tag(&old_index);
     // The same view (same bytes), packaged with another key.
     let second = dist(None);
-    assert_ne!(
-        std::fs::read(&first.key.public_file).unwrap(),
-        std::fs::read(&second.key.public_file).unwrap()
+    let new_key = std::fs::read(&second.key.public_file).unwrap();
+    assert_ne!(std::fs::read(&first.key.public_file).unwrap(), new_key);
+    assert_eq!(
+        std::fs::read(second.out().join(TARBALL)).unwrap(),
+        std::fs::read(first.out().join(TARBALL)).unwrap(),
+        "the same bytes"
     );
     common::copy_tree(&first.store(), &second.store());
+    let old_dir = second.store().join("releases").join(&old_tag);
+    let old_files = files_under(&old_dir);
     let out = publish_local(&second, &[]);
+    // Nothing is carried across keys: a new release with the new signature.
+    let index = local_index(&second);
+    let tags = tags_newest_first(&index);
+    assert_eq!(tags.len(), 2, "{index}");
+    let new_tag = &tags[0];
+    assert_eq!(tags[1], old_tag);
+    assert!(
+        out.stdout
+            .contains(&format!("release {new_tag}: new or changed: {STEM}\n")),
+        "{}",
+        out.stdout
+    );
+    let new_dir = format!("releases/{new_tag}");
     let puts = lines_with(&out.stdout, "put ");
     assert!(
-        puts.iter().any(|l| l.contains(".tar.gz.asc")),
+        puts.iter()
+            .any(|l| l.starts_with(&format!("put  {new_dir}/{SIGNATURE} ("))),
         "{}",
         out.stdout
     );
-    assert!(
-        !puts.iter().any(|l| l.contains(".tar.gz (")),
-        "{}",
-        out.stdout
-    );
-    let rel = second.store().join("releases/24.11/jammy/cpu");
     assert_eq!(
-        std::fs::read(rel.join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc")).unwrap(),
-        std::fs::read(second.out().join("slurm-24.11-jammy-cpu-x86_64.tar.gz.asc")).unwrap()
+        std::fs::read(second.store().join(&new_dir).join(SIGNATURE)).unwrap(),
+        std::fs::read(second.out().join(SIGNATURE)).unwrap()
+    );
+    let release = &index["releases"][new_tag];
+    assert_eq!(release["key_sha256"], sha256_hex(&new_key).as_str());
+    assert_eq!(release["packages"][STEM]["dir"], new_dir.as_str());
+    // The older release is untouched: its entry, its files, its signature.
+    assert_eq!(
+        index["releases"][&old_tag], old_index["releases"][&old_tag],
+        "{index}"
+    );
+    assert_eq!(files_under(&old_dir), old_files);
+    assert_eq!(
+        std::fs::read(old_dir.join(SIGNATURE)).unwrap(),
+        std::fs::read(first.out().join(SIGNATURE)).unwrap()
     );
 }
 
@@ -610,7 +880,12 @@ fn a_manifest_whose_cell_disagrees_with_its_name_is_refused() {
         std::fs::read(d.store().join("releases/index.json")).unwrap(),
         index
     );
-    assert!(!d.store().join("releases/24.11/noble").exists());
+    let noble: Vec<String> = files_under(&d.store())
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.contains("noble"))
+        .collect();
+    assert!(noble.is_empty(), "nothing of it was uploaded: {noble:?}");
 }
 
 /// Eight packages of one cell (one per arch name) of `d`'s view, each in its
@@ -636,46 +911,169 @@ fn eight_packages(d: &Dist) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Runs `publish --dir OUT extra…` for every output directory at once.
+/// `publish --dir OUT extra…` with `env`.
+fn publish_one(out: &Path, extra: &[&str], env: &[(&'static str, String)]) -> common::Done {
+    let mut args = vec!["publish", "--dir", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut run = xtask(&args);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    run.output()
+}
+
+/// Runs `publish --dir OUT extra…` for every output directory at once. Each
+/// makes a release of the same series: one that finds another run's release
+/// made meanwhile fails, saying so, and is run again (alone) until it is
+/// published. Returns how many releases the runs made.
 fn publish_all_at_once(
     outs: &[std::path::PathBuf],
     extra: &[&str],
     env: Vec<(&'static str, String)>,
-) {
+) -> usize {
     let runs: Vec<_> = outs
         .iter()
         .map(|out| {
-            let mut args: Vec<String> = vec![
-                "publish".into(),
-                "--dir".into(),
-                out.to_str().unwrap().into(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
+            let out = out.clone();
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
             let env = env.clone();
             std::thread::spawn(move || {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let mut run = xtask(&args);
-                for (k, v) in &env {
-                    run = run.env(k, v);
-                }
-                run.output()
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                publish_one(&out, &extra, &env)
             })
         })
         .collect();
-    for run in runs {
-        let done = run.join().unwrap();
-        assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let mut made = 0;
+    for (out, run) in outs.iter().zip(runs) {
+        let mut done = run.join().unwrap();
+        for attempt in 1.. {
+            if done.code == Some(0) {
+                break;
+            }
+            assert!(attempt <= outs.len(), "{}", done.stderr);
+            assert!(
+                done.stderr
+                    .contains("was published meanwhile by another run, with other packages than")
+                    && done.stderr.contains("publish again"),
+                "only a lost race for the next release fails: {}",
+                done.stderr
+            );
+            done = publish_one(out, extra, &env);
+        }
+        assert!(done.stdout.contains("new or changed: "), "{}", done.stdout);
+        made += 1;
+    }
+    made
+}
+
+/// The store's index after the eight packages were published (`read` gives
+/// an object of the store): every release names only files the store holds
+/// with those bytes, the newest holds all eight packages, each in the
+/// release that first published it, and every run made one release.
+fn assert_nothing_lost(read: impl Fn(&str) -> Option<Vec<u8>>, releases_made: usize) {
+    let (index, tags) = assert_releases_intact(&read, releases_made);
+    let newest = &index["releases"][&tags[0]]["packages"];
+    let names: Vec<&String> = newest.as_object().unwrap().keys().collect();
+    let expected: Vec<String> = (0..8)
+        .map(|i| format!("slurm-24.11-jammy-cpu-arch{i}"))
+        .collect();
+    assert_eq!(names, expected.iter().collect::<Vec<_>>(), "{index}");
+    // Each package stays in the directory of the release that first had it.
+    for (stem, p) in newest.as_object().unwrap() {
+        let first = tags
+            .iter()
+            .rev()
+            .find(|t| {
+                index["releases"][t.as_str()]["packages"]
+                    .get(stem)
+                    .is_some()
+            })
+            .unwrap();
+        assert_eq!(p["dir"], format!("releases/{first}").as_str(), "{index}");
     }
 }
 
-fn index_names(index: &[u8]) -> Vec<String> {
-    let index: serde_json::Value = serde_json::from_slice(index).unwrap();
-    index["packages"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
+/// The store's index (`read` gives an object of the store) holds one
+/// release per run, and every release names only files the store holds
+/// with those bytes. Returns the index and its tags, newest first.
+fn assert_releases_intact(
+    read: impl Fn(&str) -> Option<Vec<u8>>,
+    releases_made: usize,
+) -> (serde_json::Value, Vec<String>) {
+    let index = parse_index(&read("releases/index.json").expect("an index"));
+    let tags = tags_newest_first(&index);
+    assert_eq!(tags.len(), releases_made, "{index}");
+    for tag in &tags {
+        let packages = index["releases"][tag]["packages"].as_object().unwrap();
+        for (stem, p) in packages {
+            let dir = p["dir"].as_str().unwrap();
+            for (name, size_sha) in p["files"].as_object().unwrap() {
+                let key = format!("{dir}/{name}");
+                let bytes = read(&key).unwrap_or_else(|| panic!("{tag}: {stem}: no {key}"));
+                assert_eq!(size_sha[0], bytes.len() as u64, "{key}");
+                assert_eq!(size_sha[1], sha256_hex(&bytes).as_str(), "{key}");
+            }
+        }
+    }
+    (index, tags)
+}
+
+/// Eight builds of the one cell of `d`, each with other bytes (the view
+/// gains a file naming the build), each in its own output directory: runs
+/// that publish them at once all want the same file names.
+fn eight_builds_of_one_cell(d: &Dist) -> Vec<std::path::PathBuf> {
+    (0..8)
+        .map(|i| {
+            std::fs::write(d.view().join("build-id"), format!("build {i}\n")).unwrap();
+            d.repackage(None);
+            let out = d.dir.path().join(format!("build-{i}"));
+            std::fs::rename(d.out(), &out).unwrap();
+            out
+        })
         .collect()
+}
+
+/// Every release of the eight builds holds the one cell with the bytes its
+/// index entry names, in its own directory: no run wrote into a directory
+/// another run's release names, whichever won the race for a tag.
+fn assert_one_cell_per_release(read: impl Fn(&str) -> Option<Vec<u8>>, releases_made: usize) {
+    let (index, tags) = assert_releases_intact(&read, releases_made);
+    let mut tarballs = std::collections::BTreeSet::new();
+    for tag in &tags {
+        let packages = index["releases"][tag]["packages"].as_object().unwrap();
+        let p = &packages[STEM];
+        assert_eq!(packages.len(), 1, "{index}");
+        assert_eq!(p["dir"], format!("releases/{tag}").as_str(), "{index}");
+        tarballs.insert(p["files"][format!("{STEM}.tar.gz")][1].to_string());
+    }
+    assert_eq!(
+        tarballs.len(),
+        releases_made,
+        "each release has its own build: {index}"
+    );
+}
+
+#[test]
+fn concurrent_local_publishes_of_one_cell_keep_every_release_intact() {
+    let d = dist(None);
+    let outs = eight_builds_of_one_cell(&d);
+    let store = d.store();
+    let made = publish_all_at_once(
+        &outs,
+        &["--to", "local", "--store-dir", store.to_str().unwrap()],
+        Vec::new(),
+    );
+    assert_one_cell_per_release(|key| std::fs::read(store.join(key)).ok(), made);
+}
+
+#[test]
+fn concurrent_s3_publishes_of_one_cell_keep_every_release_intact() {
+    let d = dist(None);
+    let outs = eight_builds_of_one_cell(&d);
+    let s3 = S3Server::start();
+    let bucket = s3.bucket.clone();
+    let made = publish_all_at_once(&outs, &["--to", "s3", "--bucket", &bucket], s3.env());
+    assert_one_cell_per_release(|key| s3.object(key), made);
 }
 
 #[test]
@@ -683,13 +1081,12 @@ fn concurrent_local_publishes_lose_nothing() {
     let d = dist(None);
     let outs = eight_packages(&d);
     let store = d.store();
-    publish_all_at_once(
+    let made = publish_all_at_once(
         &outs,
         &["--to", "local", "--store-dir", store.to_str().unwrap()],
         Vec::new(),
     );
-    let names = index_names(&std::fs::read(store.join("releases/index.json")).unwrap());
-    assert_eq!(names.len(), 8, "{names:?}");
+    assert_nothing_lost(|key| std::fs::read(store.join(key)).ok(), made);
     let partial: Vec<_> = walkdir::WalkDir::new(&store)
         .into_iter()
         .filter_map(|e| e.ok())
@@ -704,9 +1101,8 @@ fn concurrent_s3_publishes_lose_no_index_entry() {
     let outs = eight_packages(&d);
     let s3 = S3Server::start();
     let bucket = s3.bucket.clone();
-    publish_all_at_once(&outs, &["--to", "s3", "--bucket", &bucket], s3.env());
-    let names = index_names(&s3.object("releases/index.json").unwrap());
-    assert_eq!(names.len(), 8, "{names:?}");
+    let made = publish_all_at_once(&outs, &["--to", "s3", "--bucket", &bucket], s3.env());
+    assert_nothing_lost(|key| s3.object(key), made);
 }
 
 // ------------------------------------------------- the admins' executable
@@ -753,14 +1149,12 @@ fn the_admins_executable_goes_to_the_stores_tools_and_into_every_release() {
     let puts = lines_with(&done.stdout, "put ");
     let at = |n: &str| puts.iter().position(|l| l.contains(n)).unwrap();
     assert!(at(&format!("tools/{ADMIN} (")) < at(&format!("tools/{ADMIN}.asc")));
-    assert!(
-        publish_local(&d, &[])
-            .stdout
-            .contains("0 uploaded (0.0 MiB), 11 already there")
-    );
+    // A rerun: no new release; the key and the executable are already there.
+    let tag = only_tag(&local_index(&d));
+    assert_nothing_uploaded(&publish_local(&d, &[]), &tag, 4);
     let gh = GitHubServer::start();
     publish_github(&d, &gh).success();
-    let release = gh.release("slurm-24.11").unwrap();
+    let release = only_release(&gh);
     assert_eq!(release.asset(ADMIN).unwrap().bytes, exe);
     assert!(release.asset(&format!("{ADMIN}.asc")).is_some());
     assert!(release.asset(&format!("{ADMIN}.sha256")).is_some());
@@ -862,8 +1256,10 @@ fn a_package_not_signed_by_the_pinned_key_is_refused_before_any_upload() {
 fn github_without_asset_digests_reads_assets_back() {
     let d = dist(None);
     let gh = GitHubServer::without_digests();
-    // An asset of the same name and size but other bytes is already there.
-    let id = gh.add_release("slurm-24.11", true);
+    // An interrupted run's draft of this Slurm release holds an asset of the
+    // same name and size but other bytes.
+    let draft_tag = format!("slurm-{VERSION}-2026.01.01");
+    let id = gh.add_release(&draft_tag, true);
     let tarball = d.out().join(ASSETS[0]);
     let len = std::fs::metadata(&tarball).unwrap().len() as usize;
     gh.add_asset(id, ASSETS[0], &vec![0u8; len]);
@@ -874,13 +1270,16 @@ fn github_without_asset_digests_reads_assets_back() {
         "{}",
         done.stdout
     );
-    let r = gh.release("slurm-24.11").unwrap();
+    // The draft is completed and published, not a second release made.
+    let r = only_release(&gh);
+    assert_eq!((r.id, r.tag_name.as_str()), (id, draft_tag.as_str()));
     assert!(!r.draft, "published");
     assert_eq!(
         r.asset(ASSETS[0]).unwrap().bytes,
         std::fs::read(&tarball).unwrap(),
         "the wrong bytes were replaced"
     );
+    assert_eq!(r.assets.len(), 8);
     // The notes still give every asset's SHA-256.
     let sha = std::fs::read_to_string(d.out().join(ASSETS[1])).unwrap();
     let sha = sha.split_whitespace().next().unwrap();
@@ -888,11 +1287,22 @@ fn github_without_asset_digests_reads_assets_back() {
     let uploads = gh.upload_requests().len();
     let again = publish_github(&d, &gh).success();
     assert!(
-        again.stdout.contains("0 uploaded, 8 already there"),
+        again.stdout.contains(&format!(
+            "Slurm 24.11: nothing new since release {draft_tag} ("
+        )),
         "{}",
         again.stdout
     );
     assert_eq!(gh.upload_requests().len(), uploads);
+    let after = only_release(&gh);
+    assert_eq!(after.id, r.id);
+    let bytes = |r: &common::github::ReleaseState| -> Vec<(String, Vec<u8>)> {
+        r.assets
+            .iter()
+            .map(|a| (a.name.clone(), a.bytes.clone()))
+            .collect()
+    };
+    assert_eq!(bytes(&after), bytes(&r), "the release is unchanged");
 }
 
 /// A signed 1 GiB admins' executable beside the package: it stands in for any
@@ -1005,7 +1415,7 @@ fn github_a_publish_killed_mid_asset_upload_recovers_on_rerun() {
         ("GITHUB_API_URL", gh.api_url.clone()),
     ];
     let uploading = || {
-        gh.release("slurm-24.11").is_some_and(|r| {
+        gh.releases().iter().any(|r| {
             r.assets
                 .iter()
                 .any(|a| a.name == ADMIN && a.state == "starter")
@@ -1016,12 +1426,13 @@ fn github_a_publish_killed_mid_asset_upload_recovers_on_rerun() {
         env,
         uploading,
     );
-    let r = gh.release("slurm-24.11").unwrap();
-    assert!(r.draft, "nothing is visible before it is complete");
+    let draft = only_release(&gh);
+    assert!(draft.draft, "nothing is visible before it is complete");
     publish_github(&d, &gh).success();
     let releases = gh.releases();
     assert_eq!(releases.len(), 1, "one release");
     let r = &releases[0];
+    assert_eq!(r.tag_name, draft.tag_name, "the draft was completed");
     assert!(!r.draft);
     let mut names: Vec<&str> = r.assets.iter().map(|a| a.name.as_str()).collect();
     names.sort();
@@ -1067,7 +1478,7 @@ fn a_one_gib_github_asset_streams_in_bounded_memory() {
     );
     let peak_mib = usage.ru_maxrss as f64 / 1024.0;
     eprintln!("peak RSS of publish --to github with a 1 GiB asset: {peak_mib:.1} MiB");
-    let asset = gh.release("slurm-24.11").unwrap();
+    let asset = only_release(&gh);
     assert_eq!(asset.asset(ADMIN).unwrap().bytes.len(), 1 << 30);
     assert!(peak_mib < 100.0, "peak RSS {peak_mib:.1} MiB");
 }

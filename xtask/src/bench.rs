@@ -324,11 +324,6 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     let stem = package::artifact_stem(&cell, &matrix.arch);
     let tarball_name = format!("{stem}.tar.gz");
     let store = work.join("store");
-    let cell_dir = store.join(crate::publish::release_dir(
-        &matrix.slurm[0].version,
-        &matrix.toolchains[0].name,
-        "cpu",
-    ));
     let public_key = work.join("public.asc");
     // Slurm-like views compress about 3:1: three times the artifact's size.
     let marker = work.join(format!(".complete-{}m", cmd.size_mib));
@@ -367,6 +362,18 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         std::fs::remove_dir_all(work.join("tree"))?;
         std::fs::write(&marker, b"")?;
     }
+    // Where the store's index says the package's files are.
+    let index_file = store.join(crate::schema::release::INDEX_KEY);
+    let index = crate::schema::release::Index::parse(
+        &std::fs::read(&index_file).with_context(|| format!("reading {}", index_file.display()))?,
+        &index_file.display().to_string(),
+    )?;
+    let cell_dir = index
+        .newest_first(Some(&matrix.slurm[0].version))
+        .first()
+        .and_then(|(_, e)| e.packages.get(&stem))
+        .map(|p| store.join(&p.dir))
+        .with_context(|| format!("{} lists no {stem}", index_file.display()))?;
     let tarball = cell_dir.join(&tarball_name);
     let size = std::fs::metadata(&tarball)?.len();
     let server = LoopbackServer::start("python3 -m http.server", |port| {

@@ -459,15 +459,19 @@ An interrupted download resumes when the command is run again.
 Examples:
   cargo xtask download --list --slurm 25.11
   cargo xtask download --slurm 25.11 --toolchain noble --prefix /opt/slurm/25.11
+  cargo xtask download --release slurm-25.11.6-2026.12.01 --toolchain noble --prefix /opt/slurm/25.11
   cargo xtask download --slurm 25.11 --toolchain rockylinux9 --gpu --prefix /opt/slurm/25.11-gpu \\
       --modules /etc/modulefiles --from https://cdn.example.org/slurm-factory";
 
 #[derive(Debug, Args)]
 #[command(after_help = DOWNLOAD_HELP)]
 pub struct DownloadCmd {
-    /// The Slurm version
+    /// The Slurm version: the newest release of it that has the package
     #[arg(long, value_name = "V")]
     pub slurm: Option<String>,
+    /// One release exactly, by its tag (`download --list` shows them)
+    #[arg(long, value_name = "TAG")]
+    pub release: Option<String>,
     /// The toolchain (the OS the package was built for)
     #[arg(long, value_name = "T")]
     pub toolchain: Option<String>,
@@ -483,8 +487,8 @@ pub struct DownloadCmd {
     /// Also install the module file here (a MODULEPATH root) [default: PREFIX/modules only]
     #[arg(long, value_name = "DIR")]
     pub modules: Option<PathBuf>,
-    /// `github` (the release slurm-V), `s3` (--bucket), `local` (the local store), or an
-    /// http(s) URL: a store's public base URL or one release directory
+    /// `github` (the repository's releases), `s3` (--bucket), `local` (the local store), or
+    /// an http(s) URL: a store's public base URL or one release directory
     #[arg(long, value_name = "SOURCE", default_value = "github")]
     pub from: String,
     /// The GitHub repository [default: releases.github in the matrix]
@@ -506,7 +510,7 @@ pub struct DownloadCmd {
     /// one (40 hex digits) [default: the fingerprint pinned in the matrix]
     #[arg(long, value_name = "FPR", conflicts_with = "trusted_key")]
     pub trusted_fingerprint: Option<String>,
-    /// List what the source offers (versions, toolchains, variants, sizes) and exit
+    /// List what the source offers (releases, toolchains, variants, sizes), newest first, and exit
     #[arg(long)]
     pub list: bool,
     /// Print what would be fetched and where it would go

@@ -23,9 +23,10 @@ use crate::error::UsageError;
 use crate::flags::DownloadCmd;
 use crate::package::output::hex;
 use crate::schema::ReleasePolicy;
+use crate::schema::release::ReleaseTag;
 use crate::sign::TrustedKey;
 use crate::store;
-use source::{GitHubSource, HttpBase, Offer, Source, StoreSource};
+use source::{Ask, GitHubSource, HttpBase, Offer, Source, StoreSource};
 
 /// Pieces in flight to each consumer (gpg, the unpacker): bounded memory.
 const IN_FLIGHT: usize = 64;
@@ -40,20 +41,24 @@ impl DownloadCmd {
         if !self.list && !self.dry_run {
             interrupts::catch();
         }
+        let slurm = self.series()?;
         let source = self.source(root, policy)?;
         self.check_names(policy, source.as_ref())?;
         if self.list {
             return list(
                 source.as_ref(),
-                self.slurm.as_deref(),
+                &Ask {
+                    slurm: slurm.as_deref(),
+                    release: self.release.as_deref(),
+                    want: None,
+                },
                 self.toolchain.as_deref(),
             );
         }
-        let (Some(slurm), Some(toolchain), Some(prefix)) =
-            (&self.slurm, &self.toolchain, &self.prefix)
+        let (Some(slurm), Some(toolchain), Some(prefix)) = (&slurm, &self.toolchain, &self.prefix)
         else {
             return Err(UsageError::new(
-                "download needs --slurm V --toolchain T --prefix DIR (or --list to see what is offered)",
+                "download needs --slurm V (or --release TAG) --toolchain T --prefix DIR (or --list to see what is offered)",
             )
             .into());
         };
@@ -63,19 +68,33 @@ impl DownloadCmd {
             variant: if self.gpu { "gpu" } else { "cpu" }.into(),
             arch: self.arch.clone().unwrap_or_else(|| policy.arch.clone()),
             files: Default::default(),
+            release: String::new(),
+            dir: String::new(),
+            immutable: false,
         };
         let prefix = absolute(&checked_path("--prefix", prefix)?)?;
         check_prefix(&prefix)?;
-        let offers = source.offers(Some(slurm), Some(&want))?;
+        let offers = source.offers(&Ask {
+            slurm: Some(slurm),
+            release: self.release.as_deref(),
+            want: Some(&want),
+        })?;
+        // Newest first: the newest release that has the package.
         let Some(offer) = offers.iter().find(|o| o.stem() == want.stem()) else {
-            let have: Vec<String> = offers
+            let mut have: Vec<String> = offers
                 .iter()
                 .map(|o| format!("{}/{}/{}", o.toolchain, o.variant, o.arch))
                 .collect();
+            have.sort();
+            have.dedup();
             bail!(
-                "{} offers no {} (Slurm {slurm} there: {})",
+                "{} offers no {} ({} there: {})",
                 source.describe(),
                 want.stem(),
+                match &self.release {
+                    Some(tag) => format!("release {tag}"),
+                    None => format!("Slurm {slurm}"),
+                },
                 if have.is_empty() {
                     "nothing".into()
                 } else {
@@ -83,6 +102,15 @@ impl DownloadCmd {
                 }
             );
         };
+        outln!(
+            "release {}{}",
+            printable(&offer.release),
+            if offer.immutable {
+                " (immutable on GitHub: its assets and tag can never change)"
+            } else {
+                ""
+            }
+        );
         let modules = match &self.modules {
             Some(m) => Some(absolute(&checked_path("--modules", m)?)?),
             None => None,
@@ -120,6 +148,30 @@ impl DownloadCmd {
         outln!("  module use {}", installed.module_root.display());
         outln!("  module load {}", installed.module);
         Ok(())
+    }
+
+    /// The Slurm series asked for: `--slurm`, or the one `--release` names
+    /// (both must agree).
+    fn series(&self) -> Result<Option<String>> {
+        let Some(tag) = &self.release else {
+            return Ok(self.slurm.clone());
+        };
+        let Some(parsed) = ReleaseTag::parse(tag) else {
+            return Err(UsageError::new(format!(
+                "--release {}: expected a release tag, slurm-<version>-<YYYY.MM.DD>[.N] (see: download --list)",
+                printable(tag)
+            ))
+            .into());
+        };
+        match &self.slurm {
+            Some(v) if v != parsed.series() => Err(UsageError::new(format!(
+                "--release {tag} is a release of Slurm {}, not --slurm {}",
+                parsed.series(),
+                printable(v)
+            ))
+            .into()),
+            _ => Ok(Some(parsed.series().to_string())),
+        }
     }
 
     /// Every option given must mean something for this source and mode.
@@ -215,7 +267,7 @@ impl DownloadCmd {
         if unknown.is_empty() {
             return Ok(());
         }
-        let offers = source.offers(None, None);
+        let offers = source.offers(&Ask::default());
         for (what, value, known, field) in unknown {
             let mut valid: Vec<String> = known.to_vec();
             match &offers {
@@ -272,16 +324,32 @@ impl DownloadCmd {
             }
             url if url.starts_with("http://") || url.starts_with("https://") => {
                 let (base, dir) = source::split_url(url);
-                if let (Some((v, t, var)), Some(slurm), Some(tc)) =
-                    (&dir, &self.slurm, &self.toolchain)
-                {
-                    let variant = if self.gpu { "gpu" } else { "cpu" };
-                    if (v, t, var.as_str()) != (slurm, tc, variant) {
+                let variant = if self.gpu { "gpu" } else { "cpu" };
+                match (&dir, &self.slurm, &self.toolchain) {
+                    (
+                        Some(source::ReleaseDir::Cell {
+                            slurm: v,
+                            toolchain: t,
+                            variant: var,
+                        }),
+                        Some(slurm),
+                        Some(tc),
+                    ) if (v, t, var.as_str()) != (slurm, tc, variant) => {
                         return Err(UsageError::new(format!(
                             "--from {url} is the release directory of {v}/{t}/{var}, not {slurm}/{tc}/{variant}"
                         ))
                         .into());
                     }
+                    (Some(source::ReleaseDir::Release(tag)), _, _)
+                        if self.release.as_ref().is_some_and(|r| *r != tag.to_string())
+                            || self.slurm.as_ref().is_some_and(|s| s != tag.series()) =>
+                    {
+                        return Err(UsageError::new(format!(
+                            "--from {url} is the directory of release {tag}, not the one --slurm/--release ask for"
+                        ))
+                        .into());
+                    }
+                    _ => {}
                 }
                 Box::new(StoreSource {
                     fetch: Box::new(HttpBase::new(&base)?),
@@ -335,9 +403,11 @@ impl DownloadCmd {
     }
 }
 
-fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Result<()> {
+/// Every release on offer, newest first, with its packages; the newest
+/// release of each series is what `--slurm` takes.
+fn list(source: &dyn Source, ask: &Ask<'_>, toolchain: Option<&str>) -> Result<()> {
     let offers: Vec<Offer> = source
-        .offers(slurm, None)?
+        .offers(ask)?
         .into_iter()
         .filter(|o| toolchain.is_none_or(|t| t == o.toolchain))
         .collect();
@@ -345,15 +415,17 @@ fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Re
         outln!(
             "{} offers no packages{}",
             source.describe(),
-            match slurm {
-                Some(v) => format!(" of Slurm {v}"),
-                None => String::new(),
+            match (ask.release, ask.slurm) {
+                (Some(tag), _) => format!(" in release {tag}"),
+                (None, Some(v)) => format!(" of Slurm {v}"),
+                (None, None) => String::new(),
             }
         );
         return Ok(());
     }
     outln!(
-        "{:<8} {:<14} {:<8} {:<8} {:>10}  files",
+        "{:<30} {:<8} {:<14} {:<8} {:<8} {:>10}  files",
+        "release",
         "slurm",
         "toolchain",
         "variant",
@@ -364,7 +436,12 @@ fn list(source: &dyn Source, slurm: Option<&str>, toolchain: Option<&str>) -> Re
         let parts = o.data_files().len();
         // Fields come from the source: shown, never interpreted by the terminal.
         outln!(
-            "{:<8} {:<14} {:<8} {:<8} {:>10}  {}",
+            "{:<30} {:<8} {:<14} {:<8} {:<8} {:>10}  {}",
+            printable(&format!(
+                "{}{}",
+                o.release,
+                if o.immutable { " (immutable)" } else { "" }
+            )),
             printable(&o.slurm),
             printable(&o.toolchain),
             printable(&o.variant),

@@ -1,8 +1,9 @@
-//! Where packages are downloaded from: a GitHub release (`slurm-<version>`),
-//! or a store laid out by `publish` (S3 through the SDK, a public base URL
-//! such as a CDN in front of the bucket, a local store directory) whose
-//! `releases/index.json` lists every package, or a plain URL of one release
-//! directory (`…/releases/25.11/noble/cpu/`), probed file by file.
+//! Where packages are downloaded from: GitHub releases, or a store laid out
+//! by `publish` (S3 through the SDK, a public base URL such as a CDN in
+//! front of the bucket, a local store directory) whose `releases/index.json`
+//! lists every release, or a plain URL of one release directory
+//! (`…/releases/slurm-25.11.6-2026.12.01/`), probed file by file. Both kinds
+//! offer every release of a series, newest first (`schema::release`).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use serde::Deserialize;
 
 use crate::http::{Http, Response};
 use crate::package::PUBLIC_KEY_FILE;
-use crate::publish::Index;
+use crate::schema::release::{INDEX_KEY, Index, ReleaseTag};
 use crate::store::{Chunks, Fetch};
 
 /// Small files (checksums, signatures, keys, indexes) are read whole, up to this.
@@ -28,6 +29,29 @@ pub struct Offer {
     pub arch: String,
     /// File name → size (unknown when a release directory is probed).
     pub files: BTreeMap<String, Option<u64>>,
+    /// The release that offers it (its tag).
+    pub release: String,
+    /// Where a store keeps its files (empty on GitHub).
+    pub dir: String,
+    /// GitHub says the release is immutable: its assets and tag never change.
+    pub immutable: bool,
+}
+
+/// What to offer: every release (`slurm`/`release` narrow it), newest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask<'a> {
+    pub slurm: Option<&'a str>,
+    /// One release, by tag.
+    pub release: Option<&'a str>,
+    /// The package wanted, for a source that can only probe for it.
+    pub want: Option<&'a Offer>,
+}
+
+impl Ask<'_> {
+    fn admits(&self, tag: &ReleaseTag) -> bool {
+        self.slurm.is_none_or(|s| tag.series() == s)
+            && self.release.is_none_or(|r| r == tag.to_string())
+    }
 }
 
 impl Offer {
@@ -82,7 +106,10 @@ fn parse_name(name: &str) -> Option<(String, String, String, String)> {
 }
 
 /// Groups release file names into the packages they belong to.
-fn offers_from_names(names: impl IntoIterator<Item = (String, Option<u64>)>) -> Vec<Offer> {
+fn offers_from_names(
+    release: &str,
+    names: impl IntoIterator<Item = (String, Option<u64>)>,
+) -> Vec<Offer> {
     let mut by_stem: BTreeMap<(String, String, String, String), Offer> = BTreeMap::new();
     for (name, size) in names {
         if let Some(cell) = parse_name(&name) {
@@ -94,6 +121,9 @@ fn offers_from_names(names: impl IntoIterator<Item = (String, Option<u64>)>) -> 
                     variant: cell.2,
                     arch: cell.3,
                     files: BTreeMap::new(),
+                    release: release.to_string(),
+                    dir: String::new(),
+                    immutable: false,
                 })
                 .files
                 .insert(name, size);
@@ -107,8 +137,8 @@ fn offers_from_names(names: impl IntoIterator<Item = (String, Option<u64>)>) -> 
 
 pub trait Source {
     fn describe(&self) -> String;
-    /// The packages on offer; `slurm` narrows to one version (one release).
-    fn offers(&self, slurm: Option<&str>, want: Option<&Offer>) -> Result<Vec<Offer>>;
+    /// The packages on offer, newest release first.
+    fn offers(&self, ask: &Ask<'_>) -> Result<Vec<Offer>>;
     /// One of an offer's files from byte `from` on; `None` if it is not there.
     fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>>;
     /// The public key published beside the packages, if any.
@@ -143,6 +173,8 @@ struct ReleaseJson {
     tag_name: String,
     #[serde(default)]
     draft: bool,
+    #[serde(default)]
+    immutable: bool,
     assets: Vec<AssetJson>,
 }
 
@@ -205,18 +237,24 @@ impl GitHubSource {
                 .map(|a| (a.name.clone(), a.url.clone()))
                 .collect(),
         );
-        offers_from_names(uploaded.iter().map(|a| (a.name.clone(), Some(a.size))))
-            .into_iter()
-            .filter(|o| release.tag_name == format!("slurm-{}", o.slurm))
-            .collect()
+        let Some(tag) = ReleaseTag::parse(&release.tag_name) else {
+            return Vec::new();
+        };
+        offers_from_names(
+            &release.tag_name,
+            uploaded.iter().map(|a| (a.name.clone(), Some(a.size))),
+        )
+        .into_iter()
+        .filter(|o| o.slurm == tag.series())
+        .map(|o| Offer {
+            immutable: release.immutable,
+            ..o
+        })
+        .collect()
     }
 
     fn asset_url(&self, offer: &Offer, name: &str) -> Option<String> {
-        self.assets
-            .borrow()
-            .get(&format!("slurm-{}", offer.slurm))?
-            .get(name)
-            .cloned()
+        self.assets.borrow().get(&offer.release)?.get(name).cloned()
     }
 }
 
@@ -225,11 +263,11 @@ impl Source for GitHubSource {
         format!("GitHub releases of {}", self.repo)
     }
 
-    fn offers(&self, slurm: Option<&str>, _want: Option<&Offer>) -> Result<Vec<Offer>> {
-        if let Some(v) = slurm {
-            let Some(mut resp) = self.api_get(&format!("releases/tags/slurm-{v}"))? else {
+    fn offers(&self, ask: &Ask<'_>) -> Result<Vec<Offer>> {
+        if let Some(tag) = ask.release {
+            let Some(mut resp) = self.api_get(&format!("releases/tags/{tag}"))? else {
                 bail!(
-                    "{} has no published release slurm-{v} (see: cargo xtask download --list)",
+                    "{} has no published release {tag} (see: download --list)",
                     self.repo
                 );
             };
@@ -237,7 +275,7 @@ impl Source for GitHubSource {
                 .context("GitHub's release is not the JSON expected")?;
             return Ok(self.remember(&release));
         }
-        let mut offers = Vec::new();
+        let mut tagged = Vec::new();
         for page in 1.. {
             let Some(mut resp) = self.api_get(&format!("releases?per_page=100&page={page}"))?
             else {
@@ -247,17 +285,17 @@ impl Source for GitHubSource {
                 serde_json::from_slice(&read_all(&mut resp, "the release list")?)
                     .context("GitHub's release list is not the JSON expected")?;
             let last = releases.len() < 100;
-            for r in releases
-                .iter()
-                .filter(|r| !r.draft && r.tag_name.starts_with("slurm-"))
-            {
-                offers.extend(self.remember(r));
-            }
+            tagged.extend(releases.into_iter().filter(|r| !r.draft).filter_map(|r| {
+                ReleaseTag::parse(&r.tag_name)
+                    .filter(|t| ask.admits(t))
+                    .map(|t| (t, r))
+            }));
             if last {
                 break;
             }
         }
-        Ok(offers)
+        tagged.sort_by(|(a, _), (b, _)| newest_first(a, b));
+        Ok(tagged.iter().flat_map(|(_, r)| self.remember(r)).collect())
     }
 
     fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>> {
@@ -378,21 +416,59 @@ impl Fetch for HttpBase {
     }
 }
 
-/// A store written by `publish`: `releases/index.json` lists the packages.
+/// Newest first: by series, then build.
+fn newest_first(a: &ReleaseTag, b: &ReleaseTag) -> std::cmp::Ordering {
+    (b.series(), b.build, &b.version).cmp(&(a.series(), a.build, &a.version))
+}
+
+/// A store written by `publish`: `releases/index.json` lists the releases.
 /// With `dir` set (a release directory URL), the index may be absent and the
 /// requested package's files are probed instead.
 pub struct StoreSource {
     pub fetch: Box<dyn Fetch>,
-    pub dir: Option<(String, String, String)>,
+    pub dir: Option<ReleaseDir>,
 }
 
-fn dir_of(offer: &Offer) -> String {
-    crate::publish::release_dir(&offer.slurm, &offer.toolchain, &offer.variant)
+/// A release directory a URL names: a release's
+/// (`releases/slurm-25.11.6-2026.12.01`), or one cell's in the earlier
+/// layout (`releases/25.11/noble/cpu`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseDir {
+    Release(ReleaseTag),
+    Cell {
+        slurm: String,
+        toolchain: String,
+        variant: String,
+    },
+}
+
+impl ReleaseDir {
+    pub fn key(&self) -> String {
+        match self {
+            ReleaseDir::Release(tag) => tag.store_dir(),
+            ReleaseDir::Cell {
+                slurm,
+                toolchain,
+                variant,
+            } => format!("releases/{slurm}/{toolchain}/{variant}"),
+        }
+    }
+
+    fn holds(&self, offer: &Offer) -> bool {
+        match self {
+            ReleaseDir::Release(tag) => offer.release == tag.to_string(),
+            ReleaseDir::Cell {
+                slurm,
+                toolchain,
+                variant,
+            } => (slurm, toolchain, variant) == (&offer.slurm, &offer.toolchain, &offer.variant),
+        }
+    }
 }
 
 impl StoreSource {
-    fn probe(&self, want: &Offer) -> Result<Vec<Offer>> {
-        let dir = dir_of(want);
+    fn probe(&self, want: &Offer, dir: &ReleaseDir) -> Result<Vec<Offer>> {
+        let dir = dir.key();
         let mut files = BTreeMap::new();
         let tarball = want.tarball();
         let exists = |name: &str| -> Result<bool> {
@@ -416,8 +492,14 @@ impl StoreSource {
         for extra in [".sha256", ".asc"] {
             files.insert(format!("{tarball}{extra}"), None);
         }
+        let release = match self.dir.as_ref() {
+            Some(ReleaseDir::Release(tag)) => tag.to_string(),
+            _ => format!("slurm-{}", want.slurm),
+        };
         Ok(vec![Offer {
             files,
+            release,
+            dir,
             ..want.clone()
         }])
     }
@@ -428,51 +510,56 @@ impl Source for StoreSource {
         self.fetch.describe()
     }
 
-    fn offers(&self, slurm: Option<&str>, want: Option<&Offer>) -> Result<Vec<Offer>> {
-        let index = match self.fetch.open("releases/index.json", 0)? {
+    fn offers(&self, ask: &Ask<'_>) -> Result<Vec<Offer>> {
+        let index = match self.fetch.open(INDEX_KEY, 0)? {
             Some(mut body) => {
-                let bytes = read_all(body.as_mut(), "releases/index.json")?;
-                let index: Index = serde_json::from_slice(&bytes).with_context(|| {
-                    format!("{}/releases/index.json is not an index", self.describe())
-                })?;
-                Some(index)
+                let bytes = read_all(body.as_mut(), INDEX_KEY)?;
+                Some(Index::parse(
+                    &bytes,
+                    &format!("{}/{INDEX_KEY}", self.describe()),
+                )?)
             }
             None => None,
         };
         let Some(index) = index else {
-            return match (want, &self.dir) {
-                (Some(want), Some(_)) => self.probe(want),
+            return match (ask.want, &self.dir) {
+                (Some(want), Some(dir)) => self.probe(want, dir),
                 _ => bail!(
-                    "{} has no releases/index.json: is it a store written by `publish`?",
+                    "{} has no {INDEX_KEY}: is it a store written by `publish`?",
                     self.describe()
                 ),
             };
         };
-        Ok(index
-            .packages
-            .into_values()
-            .filter(|e| slurm.is_none_or(|v| v == e.slurm))
-            .filter(|e| {
-                self.dir
-                    .as_ref()
-                    .is_none_or(|(v, t, var)| (v, t, var) == (&e.slurm, &e.toolchain, &e.variant))
-            })
-            .map(|e| Offer {
-                slurm: e.slurm,
-                toolchain: e.toolchain,
-                variant: e.variant,
-                arch: e.arch,
-                files: e
-                    .files
-                    .into_iter()
-                    .map(|(n, (size, _))| (n, Some(size)))
-                    .collect(),
-            })
-            .collect())
+        let mut offers = Vec::new();
+        for (tag, release) in index.newest_first(ask.slurm) {
+            if !ask.admits(&tag) {
+                continue;
+            }
+            for p in release.packages.values() {
+                let offer = Offer {
+                    slurm: p.slurm.clone(),
+                    toolchain: p.toolchain.clone(),
+                    variant: p.variant.clone(),
+                    arch: p.arch.clone(),
+                    files: p
+                        .files
+                        .iter()
+                        .map(|(n, (size, _))| (n.clone(), Some(*size)))
+                        .collect(),
+                    release: tag.to_string(),
+                    dir: p.dir.clone(),
+                    immutable: false,
+                };
+                if self.dir.as_ref().is_none_or(|d| d.holds(&offer)) {
+                    offers.push(offer);
+                }
+            }
+        }
+        Ok(offers)
     }
 
     fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>> {
-        self.fetch.open(&format!("{}/{name}", dir_of(offer)), from)
+        self.fetch.open(&format!("{}/{name}", offer.dir), from)
     }
 
     fn public_key(&self, _offer: &Offer) -> Result<Option<Vec<u8>>> {
@@ -483,16 +570,26 @@ impl Source for StoreSource {
     }
 }
 
-/// A URL's base and, for a release directory URL, its cell.
-pub fn split_url(url: &str) -> (String, Option<(String, String, String)>) {
+/// A URL's base and, for a release directory URL, the directory.
+pub fn split_url(url: &str) -> (String, Option<ReleaseDir>) {
     let trimmed = url.trim_end_matches('/');
     if let Some((base, rest)) = trimmed.rsplit_once("/releases/") {
         let parts: Vec<&str> = rest.split('/').collect();
-        if let [v, t, var] = parts.as_slice() {
-            return (
-                base.into(),
-                Some((v.to_string(), t.to_string(), var.to_string())),
-            );
+        match parts.as_slice() {
+            [tag] if let Some(tag) = ReleaseTag::parse(tag).filter(|t| t.build.is_some()) => {
+                return (base.into(), Some(ReleaseDir::Release(tag)));
+            }
+            [v, t, var] => {
+                return (
+                    base.into(),
+                    Some(ReleaseDir::Cell {
+                        slurm: v.to_string(),
+                        toolchain: t.to_string(),
+                        variant: var.to_string(),
+                    }),
+                );
+            }
+            _ => {}
         }
     }
     (trimmed.into(), None)
@@ -514,7 +611,7 @@ mod tests {
             "slurm-factory-signing-key.asc",
             "slurm-25.11-jammy-cpu-x86_64.manifest.json",
         ];
-        let offers = offers_from_names(names.iter().map(|n| (n.to_string(), Some(1))));
+        let offers = offers_from_names("r", names.iter().map(|n| (n.to_string(), Some(1))));
         assert_eq!(offers.len(), 2, "a package without data is not offered");
         assert_eq!(offers[0].toolchain, "noble");
         assert_eq!(offers[0].data_files(), vec![offers[0].tarball()]);
@@ -534,7 +631,20 @@ mod tests {
             split_url("https://cdn.example/sf/releases/25.11/noble/gpu/"),
             (
                 "https://cdn.example/sf".into(),
-                Some(("25.11".into(), "noble".into(), "gpu".into()))
+                Some(ReleaseDir::Cell {
+                    slurm: "25.11".into(),
+                    toolchain: "noble".into(),
+                    variant: "gpu".into()
+                })
+            )
+        );
+        assert_eq!(
+            split_url("https://cdn.example/sf/releases/slurm-25.11.6-2026.12.01/"),
+            (
+                "https://cdn.example/sf".into(),
+                Some(ReleaseDir::Release(
+                    ReleaseTag::parse("slurm-25.11.6-2026.12.01").unwrap()
+                ))
             )
         );
         assert_eq!(

@@ -19,7 +19,7 @@ use crate::fingerprint::{BuildStatus, VerifyRecord};
 use crate::flags::ReportCmd;
 use crate::matrix::{CellFilter, Matrix, Stage};
 use crate::plan::{self, Reason};
-use crate::publish::{INDEX_KEY, Index, IndexEntry, release_dir};
+use crate::schema::release::{INDEX_KEY, Index, PackageEntry};
 use crate::store::{self, Store};
 use crate::{gha, text_table};
 
@@ -88,6 +88,8 @@ pub struct CellReport {
 
 #[derive(Debug, Serialize)]
 pub struct PackageReport {
+    /// The newest release that holds it.
+    pub release: String,
     pub tarball: String,
     pub size: u64,
     /// The whole tarball's SHA-256 (of the joined parts for a split one).
@@ -147,19 +149,27 @@ pub fn gather(root: &Path, matrix: &Matrix, store: &dyn Store, generated: &str) 
                 Reason::DepsChanged => vec!["deps".into()],
                 _ => Vec::new(),
             };
-            let package = d
-                .cell
-                .release
-                .and_then(|r| {
-                    index.packages.values().find(|e| {
-                        e.slurm == r.version
-                            && e.toolchain == d.cell.toolchain.name
-                            && e.variant == d.cell.variant.as_str()
-                            && e.arch == matrix.arch
+            let package =
+                d.cell
+                    .release
+                    .and_then(|r| {
+                        // The newest release that has it.
+                        index.newest_first(Some(&r.version)).into_iter().find_map(
+                            |(tag, release)| {
+                                release
+                                    .packages
+                                    .values()
+                                    .find(|e| {
+                                        e.toolchain == d.cell.toolchain.name
+                                            && e.variant == d.cell.variant.as_str()
+                                            && e.arch == matrix.arch
+                                    })
+                                    .map(|e| (tag, e.clone()))
+                            },
+                        )
                     })
-                })
-                .map(|e| package_report(store, e))
-                .transpose()?;
+                    .map(|(tag, e)| package_report(store, &tag.to_string(), &e))
+                    .transpose()?;
             cells.push(CellReport {
                 id: d.cell.id(),
                 slurm: d.cell.release.map(|r| r.version.clone()),
@@ -193,14 +203,13 @@ pub fn gather(root: &Path, matrix: &Matrix, store: &dyn Store, generated: &str) 
 
 fn read_index(store: &dyn Store) -> Result<Index> {
     match store.get(INDEX_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("the store's {INDEX_KEY} is not an index")),
+        Some(bytes) => Index::parse(&bytes, &format!("the store's {INDEX_KEY}")),
         None => Ok(Index::default()),
     }
 }
 
-fn package_report(store: &dyn Store, e: &IndexEntry) -> Result<PackageReport> {
-    let dir = release_dir(&e.slurm, &e.toolchain, &e.variant);
+fn package_report(store: &dyn Store, release: &str, e: &PackageEntry) -> Result<PackageReport> {
+    let dir = &e.dir;
     let data: Vec<(&String, &(u64, String))> = e
         .files
         .iter()
@@ -247,6 +256,7 @@ fn package_report(store: &dyn Store, e: &IndexEntry) -> Result<PackageReport> {
         }
     }
     Ok(PackageReport {
+        release: release.to_string(),
         size: data.iter().map(|(_, (size, _))| size).sum(),
         parts: if data.len() > 1 { data.len() } else { 0 },
         tarball,
@@ -438,6 +448,7 @@ mod tests {
                             failed: Vec::new(),
                         }),
                         package: (v != "deps").then(|| PackageReport {
+                            release: format!("slurm-{v}.6-2026.11.30"),
                             tarball: format!("slurm-{v}-{t}-{var}-x86_64.tar.gz"),
                             size: 300 << 20,
                             sha256: Some("ab".repeat(32)),

@@ -153,6 +153,7 @@ fn packages(h: &mut String, report: &Report) {
         "build time",
         "verify",
         "SHA-256",
+        "release",
         "files",
     ] {
         let _ = write!(h, "<th scope=\"col\">{col}</th>");
@@ -195,6 +196,11 @@ fn packages(h: &mut String, report: &Report) {
             }
             None => h.push_str("<td></td>"),
         }
+        let _ = write!(
+            h,
+            "<td>{}</td>",
+            esc(c.package.as_ref().map_or("", |p| p.release.as_str()))
+        );
         h.push_str("<td>");
         if let Some(p) = &c.package {
             let links: Vec<String> = p

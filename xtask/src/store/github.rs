@@ -1,8 +1,10 @@
-//! GitHub Releases (octocrab): one release per Slurm version, tag
-//! `slurm-<version>`. A new release is a draft until every expected asset is
-//! there; an asset with the same name and SHA-256 is skipped, one with other
-//! content is replaced, a broken (`starter`) asset is deleted before the
-//! upload is tried again.
+//! GitHub Releases (octocrab). A release is filled as a draft and published
+//! once, when every asset it should hold is there and nothing else is: a
+//! published release is never changed (GitHub refuses it when releases are
+//! immutable). In the draft, an asset with the same name and SHA-256 is
+//! skipped, one with other content is replaced, a broken (`starter`) asset
+//! is deleted before the upload is tried again. An asset carried over from
+//! an earlier release is copied from it byte for byte, its SHA-256 checked.
 
 use std::collections::BTreeMap;
 
@@ -22,16 +24,53 @@ pub struct GitHub {
     pub repo: String,
 }
 
-/// One file to be an asset of the release.
-pub struct AssetFile<'a> {
+/// Where one asset of the release comes from.
+pub enum Origin<'a> {
+    /// A local file, with its SHA-256.
+    Local {
+        path: &'a std::path::Path,
+        sha256: String,
+    },
+    /// An asset of an earlier release, copied byte for byte; `spool` is a
+    /// directory for the copy on its way (one asset at a time).
+    Carried {
+        asset: Box<Asset>,
+        from: String,
+        spool: &'a std::path::Path,
+    },
+}
+
+/// One asset the release must hold.
+pub struct Wanted<'a> {
     pub name: String,
-    pub path: &'a std::path::Path,
     pub size: u64,
-    pub sha256: String,
+    pub origin: Origin<'a>,
+}
+
+impl Wanted<'_> {
+    /// The SHA-256 known before any transfer: a local file's, or the
+    /// digest GitHub reports for the earlier release's asset.
+    fn known_sha256(&self) -> Option<String> {
+        match &self.origin {
+            Origin::Local { sha256, .. } => Some(sha256.clone()),
+            Origin::Carried { asset, .. } => asset
+                .digest
+                .as_deref()
+                .and_then(|d| d.strip_prefix("sha256:"))
+                .map(str::to_string),
+        }
+    }
+}
+
+/// The release to fill: a draft a previous attempt left, or a new one.
+pub enum Target {
+    Draft(Box<Release>),
+    New { tag: String },
 }
 
 pub struct Published {
     pub uploaded: Vec<String>,
+    pub carried: Vec<String>,
     pub skipped: Vec<String>,
     pub html_url: String,
 }
@@ -70,7 +109,7 @@ impl GitHub {
         if let Some(u) = upload_uri {
             // Uploads stream their body, which octocrab's retry would resend
             // already read (an empty body under the full Content-Length):
-            // `publish_async` retries them itself, each from the file.
+            // `fill` retries them itself, each from the file.
             b = b
                 .upload_uri(u)?
                 .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None);
@@ -78,12 +117,36 @@ impl GitHub {
         Ok(b.build()?)
     }
 
-    /// Makes sure release `tag` holds every file, then publishes it.
+    /// Every release, drafts included (their assets as the list shows them).
+    pub fn releases(&self) -> Result<Vec<Release>> {
+        self.rt.block_on(async {
+            let api = self.client(None)?;
+            list_releases(&api, &self.owner, &self.repo).await
+        })
+    }
+
+    /// The release with every one of its assets (listed page by page).
+    pub fn with_all_assets(&self, release: &Release) -> Result<Release> {
+        self.rt.block_on(async {
+            let api = self.client(None)?;
+            let mut r = release.clone();
+            r.assets = list_assets(&api, &self.owner, &self.repo, r.id.0).await?;
+            Ok(r)
+        })
+    }
+
+    /// Whether `a` holds the bytes of local file `path` (SHA-256 `sha256`).
+    pub fn holds_file(&self, a: &Asset, size: u64, sha256: &str) -> Result<bool> {
+        self.rt.block_on(self.holds(a, &a.name, size, sha256))
+    }
+
+    /// Fills `target` with exactly `files`, then publishes it.
     pub fn publish(
         &self,
-        tag: &str,
+        target: Target,
         title: &str,
-        files: &[AssetFile<'_>],
+        notes_extra: &str,
+        files: &[Wanted<'_>],
         dry_run: bool,
     ) -> Result<Published> {
         for f in files {
@@ -95,53 +158,45 @@ impl GitHub {
                 );
             }
         }
-        self.rt
-            .block_on(self.publish_async(tag, title, files, dry_run))
-    }
-
-    async fn publish_async(
-        &self,
-        tag: &str,
-        title: &str,
-        files: &[AssetFile<'_>],
-        dry_run: bool,
-    ) -> Result<Published> {
-        let api = self.client(None)?;
-        let repo = api.repos(&self.owner, &self.repo);
-        let releases = repo.releases();
-        let existing = find_release(&api, &self.owner, &self.repo, tag).await?;
         if dry_run {
             let mut out = Published {
                 uploaded: vec![],
+                carried: vec![],
                 skipped: vec![],
                 html_url: String::new(),
             };
-            let assets = match &existing {
-                Some(r) => list_assets(&api, &self.owner, &self.repo, r.id.0).await?,
-                None => vec![],
-            };
             for f in files {
-                let mut same = false;
-                for a in assets.iter().filter(|a| a.name == f.name) {
-                    same |= self.holds(a, f).await?;
-                }
-                outln!(
-                    "{} {} -> release {tag}",
-                    if same { "skip" } else { "put " },
-                    f.name
-                );
-                if same {
-                    out.skipped.push(f.name.clone())
-                } else {
-                    out.uploaded.push(f.name.clone())
+                match &f.origin {
+                    Origin::Local { .. } => {
+                        outln!("put   {}", f.name);
+                        out.uploaded.push(f.name.clone());
+                    }
+                    Origin::Carried { from, .. } => {
+                        outln!("carry {} from {from}", f.name);
+                        out.carried.push(f.name.clone());
+                    }
                 }
             }
             return Ok(out);
         }
-        let release = match existing {
-            Some(r) => r,
-            None => releases
-                .create(tag)
+        self.rt
+            .block_on(self.fill(target, title, notes_extra, files))
+    }
+
+    async fn fill(
+        &self,
+        target: Target,
+        title: &str,
+        notes_extra: &str,
+        files: &[Wanted<'_>],
+    ) -> Result<Published> {
+        let api = self.client(None)?;
+        let repo = api.repos(&self.owner, &self.repo);
+        let releases = repo.releases();
+        let release = match target {
+            Target::Draft(r) => *r,
+            Target::New { tag } => releases
+                .create(&tag)
                 .name(title)
                 .body("Upload in progress: this draft is published when every asset is here.")
                 .draft(true)
@@ -149,92 +204,110 @@ impl GitHub {
                 .await
                 .map_err(|e| github_error(&format!("creating the draft release {tag}"), e))?,
         };
+        let tag = release.tag_name.clone();
         let upload_origin = origin(release.upload_url.as_str());
         let uploader = self.client(Some(&upload_origin))?;
         let mut out = Published {
             uploaded: vec![],
+            carried: vec![],
             skipped: vec![],
             html_url: String::new(),
         };
         let upload_url = release.upload_url.replace("{?name,label}", "");
+        // What each asset was proven to hold: its SHA-256.
+        let mut proven: BTreeMap<String, String> = BTreeMap::new();
         for f in files {
-            let mut tries = 0;
-            let mut checked = false;
-            loop {
-                let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
-                let present = assets.iter().find(|a| a.name == f.name);
-                if let Some(a) = present
-                    && self.holds(a, f).await?
-                {
-                    outln!("skip {} (same SHA-256)", f.name);
-                    out.skipped.push(f.name.clone());
-                    break;
-                }
-                if let Some(a) = present {
-                    // Other content, or a broken upload left as `starter`:
-                    // replace it, but only with bytes proven good first (a
-                    // streaming read), so a bad file changes nothing.
-                    if !checked {
-                        let path = f.path.to_path_buf();
-                        let actual = tokio::task::spawn_blocking(move || {
-                            crate::store::local::sha256_file(&path)
-                        })
-                        .await
-                        .context("hashing a file")??;
-                        if actual != f.sha256 {
-                            return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
-                        }
-                        checked = true;
-                    }
-                    api.repos(&self.owner, &self.repo)
-                        .release_assets()
-                        .delete(a.id.0)
-                        .await
-                        .map_err(|e| {
-                            github_error(&format!("deleting the old asset {}", f.name), e)
-                        })?;
-                }
-                // Streamed from the file, its SHA-256 checked in the same
-                // read: memory stays at one buffer whatever the asset's size.
-                let (body, verdict) = FileBody::open(f).await?;
-                let sent = upload(&uploader, &upload_url, &f.name, f.size, body).await;
-                if let Some(actual) = verdict.mismatch() {
-                    // GitHub keeps an interrupted upload as a `starter`
-                    // asset: remove it, so nothing of these bytes stays.
-                    let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
-                    for a in assets
-                        .iter()
-                        .filter(|a| a.name == f.name && a.state != "uploaded")
+            let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
+            let present = assets.iter().find(|a| a.name == f.name);
+            if let (Some(a), Some(sha)) = (present, f.known_sha256())
+                && self.holds(a, &f.name, f.size, &sha).await?
+            {
+                outln!("skip  {} (same SHA-256)", f.name);
+                out.skipped.push(f.name.clone());
+                proven.insert(f.name.clone(), sha);
+                continue;
+            }
+            // A carried asset is copied through a local file, checked on the
+            // way: the upload below then proves the draft holds those bytes.
+            let spooled;
+            let (path, sha) = match &f.origin {
+                Origin::Local { path, sha256 } => (path.to_path_buf(), sha256.clone()),
+                Origin::Carried { asset, from, spool } => {
+                    spooled = tempfile::NamedTempFile::new_in(spool)
+                        .with_context(|| format!("creating a file in {}", spool.display()))?;
+                    let (url, token, dest) = (
+                        asset.url.to_string(),
+                        self.token.clone(),
+                        spooled.path().to_path_buf(),
+                    );
+                    let name = format!("{} of release {from}", f.name);
+                    let sha = tokio::task::spawn_blocking(move || {
+                        read_back(&url, &token, &name, Some(&dest))
+                    })
+                    .await
+                    .context("copying an asset")??;
+                    if let Some(expected) = f.known_sha256()
+                        && sha != expected
                     {
-                        let _ = api
-                            .repos(&self.owner, &self.repo)
-                            .release_assets()
-                            .delete(a.id.0)
-                            .await;
+                        bail!(
+                            "{} of release {from}: GitHub served bytes with SHA-256 {sha}, not its digest {expected}: nothing is carried over",
+                            f.name
+                        );
                     }
-                    return Err(crate::store::mismatch(f.path, &actual, &f.sha256));
+                    if let Some(a) = present
+                        && self.holds(a, &f.name, f.size, &sha).await?
+                    {
+                        outln!("skip  {} (same SHA-256)", f.name);
+                        out.skipped.push(f.name.clone());
+                        proven.insert(f.name.clone(), sha);
+                        continue;
+                    }
+                    (spooled.path().to_path_buf(), sha)
                 }
-                match sent {
-                    Ok(()) => {
-                        outln!("put  {} ({} bytes)", f.name, f.size);
-                        out.uploaded.push(f.name.clone());
-                        break;
-                    }
-                    Err(e) if tries < 3 => {
-                        tries += 1;
-                        eprintln!("upload of {} failed ({e:#}), trying again", f.name);
-                        tokio::time::sleep(std::time::Duration::from_millis(500 * tries)).await;
-                    }
-                    Err(e) => return Err(e.context(format!("uploading {}", f.name))),
+            };
+            self.put(
+                &api,
+                &uploader,
+                &upload_url,
+                release.id.0,
+                present,
+                f,
+                &path,
+                &sha,
+            )
+            .await?;
+            match &f.origin {
+                Origin::Local { .. } => {
+                    outln!("put   {} ({} bytes)", f.name, f.size);
+                    out.uploaded.push(f.name.clone());
+                }
+                Origin::Carried { from, .. } => {
+                    outln!("carry {} ({} bytes) from {from}", f.name, f.size);
+                    out.carried.push(f.name.clone());
                 }
             }
+            proven.insert(f.name.clone(), sha);
+        }
+        // Nothing else: an asset a previous attempt left that this release
+        // no longer holds goes before anyone sees it.
+        let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
+        for a in assets
+            .iter()
+            .filter(|a| !files.iter().any(|f| f.name == a.name))
+        {
+            outln!("remove {} (not part of this release)", a.name);
+            api.repos(&self.owner, &self.repo)
+                .release_assets()
+                .delete(a.id.0)
+                .await
+                .map_err(|e| github_error(&format!("deleting {} from the draft", a.name), e))?;
         }
         // Every expected asset must be there, complete, before anyone sees the release.
         let assets = list_assets(&api, &self.owner, &self.repo, release.id.0).await?;
         for f in files {
             let mut there = false;
             for a in assets.iter().filter(|a| a.name == f.name) {
-                there |= self.holds(a, f).await?;
+                there |= self.holds(a, &f.name, f.size, &proven[&f.name]).await?;
             }
             if !there {
                 bail!(
@@ -243,7 +316,7 @@ impl GitHub {
                 );
             }
         }
-        let notes = release_notes(title, &assets, files);
+        let notes = release_notes(title, &assets, &proven) + notes_extra;
         let updated = releases
             .update(release.id.0)
             .body(&notes)
@@ -254,6 +327,77 @@ impl GitHub {
         out.html_url = updated.html_url.to_string();
         Ok(out)
     }
+
+    /// Uploads `path` as asset `f` of the draft, replacing `present`.
+    #[allow(clippy::too_many_arguments)]
+    async fn put(
+        &self,
+        api: &Octocrab,
+        uploader: &Octocrab,
+        upload_url: &str,
+        release_id: u64,
+        present: Option<&Asset>,
+        f: &Wanted<'_>,
+        path: &std::path::Path,
+        sha256: &str,
+    ) -> Result<()> {
+        let mut tries = 0;
+        let mut replace = present.map(|a| a.id.0);
+        if replace.is_some() {
+            // Other content, or a broken upload left as `starter`: replace
+            // it, but only with bytes proven good first (a streaming read),
+            // so a bad file changes nothing.
+            let owned = path.to_path_buf();
+            let actual =
+                tokio::task::spawn_blocking(move || crate::store::local::sha256_file(&owned))
+                    .await
+                    .context("hashing a file")??;
+            if actual != sha256 {
+                return Err(crate::store::mismatch(path, &actual, sha256));
+            }
+        }
+        loop {
+            if let Some(id) = replace.take() {
+                api.repos(&self.owner, &self.repo)
+                    .release_assets()
+                    .delete(id)
+                    .await
+                    .map_err(|e| github_error(&format!("deleting the old asset {}", f.name), e))?;
+            }
+            // Streamed from the file, its SHA-256 checked in the same read:
+            // memory stays at one buffer whatever the asset's size.
+            let (body, verdict) = FileBody::open(path, f.size, sha256).await?;
+            let sent = upload(uploader, upload_url, &f.name, f.size, body).await;
+            if let Some(actual) = verdict.mismatch() {
+                // GitHub keeps an interrupted upload as a `starter` asset:
+                // remove it, so nothing of these bytes stays.
+                let assets = list_assets(api, &self.owner, &self.repo, release_id).await?;
+                for a in assets
+                    .iter()
+                    .filter(|a| a.name == f.name && a.state != "uploaded")
+                {
+                    let _ = api
+                        .repos(&self.owner, &self.repo)
+                        .release_assets()
+                        .delete(a.id.0)
+                        .await;
+                }
+                return Err(crate::store::mismatch(path, &actual, sha256));
+            }
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    eprintln!("upload of {} failed ({e:#}), trying again", f.name);
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * tries)).await;
+                    // A failed upload may leave a `starter` that holds the name.
+                    let assets = list_assets(api, &self.owner, &self.repo, release_id).await?;
+                    replace = assets.iter().find(|a| a.name == f.name).map(|a| a.id.0);
+                }
+                Err(e) => return Err(e.context(format!("uploading {}", f.name))),
+            }
+        }
+    }
 }
 
 impl GitHub {
@@ -262,30 +406,29 @@ impl GitHub {
     /// Enterprise Server before digests) gets the asset read back and
     /// hashed instead, and the log says so: without it, no release could
     /// ever be proven complete and published.
-    async fn holds(&self, a: &Asset, f: &AssetFile<'_>) -> Result<bool> {
-        if a.state != "uploaded" || a.size as u64 != f.size {
+    async fn holds(&self, a: &Asset, name: &str, size: u64, sha256: &str) -> Result<bool> {
+        if a.state != "uploaded" || a.size as u64 != size {
             return Ok(false);
         }
         if let Some(digest) = a.digest.as_deref() {
-            return Ok(digest == format!("sha256:{}", f.sha256));
+            return Ok(digest == format!("sha256:{sha256}"));
         }
-        outln!(
-            "{}: GitHub reports no digest for it: reading it back to check its SHA-256",
-            f.name
-        );
-        let (url, token, name) = (a.url.to_string(), self.token.clone(), f.name.clone());
-        let sha = tokio::task::spawn_blocking(move || read_back_sha256(&url, &token, &name))
+        outln!("{name}: GitHub reports no digest for it: reading it back to check its SHA-256");
+        let (url, token, label) = (a.url.to_string(), self.token.clone(), name.to_string());
+        let sha = tokio::task::spawn_blocking(move || read_back(&url, &token, &label, None))
             .await
             .context("reading an asset back")??;
-        Ok(sha == f.sha256)
+        Ok(sha == sha256)
     }
 }
 
 /// The SHA-256 of an asset as GitHub serves it (the token goes to the API
-/// only, not to where the download redirects).
-fn read_back_sha256(url: &str, token: &str, name: &str) -> Result<String> {
+/// only, not to where the download redirects), written to `copy` on the way
+/// when given.
+fn read_back(url: &str, token: &str, name: &str, copy: Option<&std::path::Path>) -> Result<String> {
     use crate::store::Chunks as _;
     use http::header;
+    use std::io::Write as _;
     let http = crate::http::Http::new()?;
     let mut resp = http.get(
         url,
@@ -297,9 +440,25 @@ fn read_back_sha256(url: &str, token: &str, name: &str) -> Result<String> {
     if !(200..300).contains(&resp.status) {
         return Err(resp.error(&format!("reading {name} back")));
     }
+    let mut out = match copy {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
+        )),
+        None => None,
+    };
     let mut hasher = sha2::Sha256::new();
     while let Some(chunk) = resp.next_chunk()? {
         hasher.update(&chunk);
+        if let Some(w) = &mut out {
+            w.write_all(&chunk)
+                .with_context(|| format!("copying {name}"))?;
+        }
+    }
+    if let Some(w) = out {
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("copying {name}"))?;
     }
     Ok(crate::package::output::hex(&hasher.finalize()))
 }
@@ -354,17 +513,17 @@ impl Verdict {
 }
 
 impl FileBody {
-    async fn open(f: &AssetFile<'_>) -> Result<(FileBody, Verdict)> {
-        let file = tokio::fs::File::open(f.path)
+    async fn open(path: &std::path::Path, size: u64, sha256: &str) -> Result<(FileBody, Verdict)> {
+        let file = tokio::fs::File::open(path)
             .await
-            .with_context(|| format!("reading {}", f.path.display()))?;
+            .with_context(|| format!("reading {}", path.display()))?;
         let verdict = Verdict::default();
         let body = FileBody {
             file,
             buf: vec![0u8; CHUNK],
-            left: f.size,
+            left: size,
             hasher: sha2::Sha256::new(),
-            expected: f.sha256.clone(),
+            expected: sha256.to_string(),
             verdict: verdict.clone(),
         };
         Ok((body, verdict))
@@ -428,13 +587,9 @@ impl hyper::body::Body for FileBody {
     }
 }
 
-/// Drafts are invisible to the by-tag endpoint: list and match instead.
-async fn find_release(
-    api: &Octocrab,
-    owner: &str,
-    repo: &str,
-    tag: &str,
-) -> Result<Option<Release>> {
+/// Every release, drafts included (the by-tag endpoint does not see drafts).
+async fn list_releases(api: &Octocrab, owner: &str, repo: &str) -> Result<Vec<Release>> {
+    let mut all = Vec::new();
     let mut page = 1u32;
     loop {
         let list = api
@@ -447,18 +602,9 @@ async fn find_release(
             .await
             .map_err(|e| github_error(&format!("listing the releases of {owner}/{repo}"), e))?;
         let n = list.items.len();
-        // A published release wins over drafts of the same tag.
-        let mut matching: Vec<Release> = list
-            .items
-            .into_iter()
-            .filter(|r| r.tag_name == tag)
-            .collect();
-        matching.sort_by_key(|r| r.draft);
-        if let Some(r) = matching.into_iter().next() {
-            return Ok(Some(r));
-        }
+        all.extend(list.items);
         if n < 100 {
-            return Ok(None);
+            return Ok(all);
         }
         page += 1;
     }
@@ -514,9 +660,9 @@ fn github_error(what: &str, e: octocrab::Error) -> anyhow::Error {
 }
 
 /// Every asset with its SHA-256, and how to check one without this toolkit.
-/// A SHA-256 comes from the asset's digest, else from the file it was proven
-/// to hold (read back, on a GitHub without digests).
-pub fn release_notes(title: &str, assets: &[Asset], proven: &[AssetFile<'_>]) -> String {
+/// A SHA-256 comes from the asset's digest, else from what it was proven to
+/// hold (read back, on a GitHub without digests).
+pub fn release_notes(title: &str, assets: &[Asset], proven: &BTreeMap<String, String>) -> String {
     let mut by_name: BTreeMap<&str, &Asset> = BTreeMap::new();
     for a in assets {
         by_name.insert(&a.name, a);
@@ -529,12 +675,7 @@ pub fn release_notes(title: &str, assets: &[Asset], proven: &[AssetFile<'_>]) ->
             .digest
             .as_deref()
             .and_then(|d| d.strip_prefix("sha256:"))
-            .or_else(|| {
-                proven
-                    .iter()
-                    .find(|f| f.name == *name)
-                    .map(|f| f.sha256.as_str())
-            })
+            .or_else(|| proven.get(*name).map(String::as_str))
             .unwrap_or("");
         md.push_str(&format!("| `{name}` | {} | `{sha}` |\n", a.size));
     }

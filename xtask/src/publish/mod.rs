@@ -1,27 +1,31 @@
-//! Publishing: the packages in an output directory go to a store, in an order
-//! that never shows a reader something incomplete — data first, then
-//! checksums and signatures, then manifests, and the index last. Every file's
-//! checksum is checked before it leaves, and an object the store already has
-//! with the same SHA-256 is skipped, so a rerun uploads nothing.
+//! Publishing: the packages in an output directory become a new release of
+//! their Slurm series (see `schema::release`) when they differ from the
+//! newest one, in a store or on GitHub. Files go up in an order that never
+//! shows a reader something incomplete — data first, then checksums and
+//! signatures, then manifests, and the release in the index last. Every
+//! file's checksum is checked before it leaves, and an object the store
+//! already has with the same SHA-256 is skipped, so a rerun uploads nothing.
+
+mod github;
+pub mod release;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-use sha2::Digest;
-use std::io::Read as _;
+use serde::Serialize;
 
 use crate::error::UsageError;
 use crate::flags::{PublishCmd, PublishTo};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::package::PUBLIC_KEY_FILE;
+use crate::schema::release::{INDEX_KEY, Index, PackageEntry, ReleaseEntry, ReleaseTag};
 use crate::schema::{ReleasePolicy, admin_binary};
 use crate::sign::TrustedKey;
-use crate::store::github::{AssetFile, GitHub};
 use crate::store::local::sha256_file;
 use crate::store::{self, Put, Store};
+use release::{Cell, Fate};
 
 /// Upload order: a reader who sees a later class can rely on the earlier ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -36,6 +40,8 @@ pub enum Class {
 #[derive(Debug, Clone, Serialize)]
 pub struct Upload {
     pub file: PathBuf,
+    /// The store key; a package's files are named by file name alone until
+    /// their release (and so their directory) is decided.
     pub key: String,
     pub class: Class,
     pub size: u64,
@@ -47,35 +53,86 @@ pub struct Upload {
 struct Found {
     manifest: Manifest,
     files: Vec<PathBuf>,
+    /// Its files, checked, keyed by file name.
+    uploads: Vec<Upload>,
 }
 
-/// Where the index lives in a store.
-pub const INDEX_KEY: &str = "releases/index.json";
+impl Found {
+    fn stem(&self) -> &str {
+        &self.manifest.name
+    }
 
-/// The index of everything published: `releases/index.json`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Index {
-    pub packages: BTreeMap<String, IndexEntry>,
+    /// The SHA-256s of its tarball, or of its parts in order.
+    fn data_sha256(&self) -> Vec<&str> {
+        self.uploads
+            .iter()
+            .filter(|u| u.class == Class::Data)
+            .map(|u| u.sha256.as_str())
+            .collect()
+    }
+
+    /// Its entry in a release whose files are in `dir`.
+    fn entry(&self, dir: &str) -> PackageEntry {
+        let c = &self.manifest.cell;
+        PackageEntry {
+            slurm: c.slurm.clone(),
+            toolchain: c.toolchain.clone(),
+            variant: c.variant.clone(),
+            arch: c.arch.clone(),
+            fingerprint: self.manifest.fingerprint.clone(),
+            dir: dir.to_string(),
+            files: self
+                .uploads
+                .iter()
+                .map(|u| (u.key.clone(), (u.size, u.sha256.clone())))
+                .collect(),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct IndexEntry {
-    pub slurm: String,
-    pub toolchain: String,
-    pub variant: String,
-    pub arch: String,
-    pub fingerprint: Option<String>,
-    /// File name → (size, sha256), under the cell's release directory.
-    pub files: BTreeMap<String, (u64, String)>,
+/// Everything in an output directory, checked: the packages, the public key
+/// beside them, and the admins' executable.
+struct Planned {
+    found: Vec<Found>,
+    key: Option<Upload>,
+    tools: Vec<Upload>,
 }
 
-/// A cell's directory in a store: `releases/<version>/<toolchain>/<variant>`.
-pub fn release_dir(slurm: &str, toolchain: &str, variant: &str) -> String {
-    format!("releases/{slurm}/{toolchain}/{variant}")
-}
-
-fn manifest_dir(m: &Manifest) -> String {
-    release_dir(&m.cell.slurm, &m.cell.toolchain, &m.cell.variant)
+impl Planned {
+    /// The Slurm series present, each with its packages and the one Slurm
+    /// release they are built from.
+    fn series(&self) -> Result<Vec<(String, String, Vec<&Found>)>> {
+        let mut by: BTreeMap<&str, Vec<&Found>> = BTreeMap::new();
+        for f in &self.found {
+            by.entry(f.manifest.cell.slurm.as_str())
+                .or_default()
+                .push(f);
+        }
+        by.into_iter()
+            .map(|(series, found)| {
+                let mut versions: Vec<String> = found
+                    .iter()
+                    .map(|f| crate::schema::release::slurm_version(&f.manifest.cell.spack_version))
+                    .collect();
+                versions.sort();
+                versions.dedup();
+                match versions.as_slice() {
+                    [v] if ReleaseTag::parse(&format!("slurm-{v}-2000.01.01"))
+                        .is_some_and(|t| t.series() == series) =>
+                    {
+                        Ok((series.to_string(), v.clone(), found))
+                    }
+                    [v] => bail!(
+                        "Slurm {series}: its packages are built from Spack version {v}, which is not a {series}.N release"
+                    ),
+                    _ => bail!(
+                        "Slurm {series}: the packages are built from different Slurm releases ({}): one release holds one",
+                        versions.join(", ")
+                    ),
+                }
+            })
+            .collect()
+    }
 }
 
 fn find_packages(dir: &Path) -> Result<Vec<Found>> {
@@ -116,7 +173,11 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
             .filter(|n| n.starts_with(&format!("{stem}.")))
             .map(|n| dir.join(n))
             .collect();
-        found.push(Found { manifest, files });
+        found.push(Found {
+            manifest,
+            files,
+            uploads: Vec::new(),
+        });
     }
     if found.is_empty() {
         bail!(
@@ -161,7 +222,7 @@ fn plan_package(
         // The store checks the bytes against this in the read that uploads
         // them, and makes nothing visible on a mismatch: one read, not two.
         let sha = claimed_sum(&whole_file, &tarball)?;
-        uploads.push(upload(file, &found.manifest, Class::Data, sha.clone())?);
+        uploads.push(upload(file, Class::Data, sha.clone())?);
         sha
     } else {
         // Parts: one read gives each part's SHA-256 and the whole's, so the
@@ -171,7 +232,7 @@ fn plan_package(
         for (file, sha) in data.iter().zip(part_shas) {
             let n = name_of(file);
             check_sum_file(&dir.join(format!("{n}.sha256")), &n, &sha)?;
-            uploads.push(upload(file, &found.manifest, Class::Data, sha)?);
+            uploads.push(upload(file, Class::Data, sha)?);
         }
         check_sum_file(&whole_file, &tarball, &whole_sha)?;
         whole_sha
@@ -189,7 +250,7 @@ fn plan_package(
             continue;
         };
         let sha = sha256_file(file)?;
-        uploads.push(upload(file, &found.manifest, class, sha)?);
+        uploads.push(upload(file, class, sha)?);
     }
     Ok(uploads)
 }
@@ -292,11 +353,11 @@ fn plan_admin_binary(dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
     Ok(uploads)
 }
 
-fn upload(file: &Path, m: &Manifest, class: Class, sha256: String) -> Result<Upload> {
+fn upload(file: &Path, class: Class, sha256: String) -> Result<Upload> {
     let name = file.file_name().unwrap().to_string_lossy();
     Ok(Upload {
         file: file.to_path_buf(),
-        key: format!("{}/{name}", manifest_dir(m)),
+        key: name.into_owned(),
         class,
         size: std::fs::metadata(file)?.len(),
         sha256,
@@ -325,9 +386,16 @@ fn check_sum_file(path: &Path, name: &str, actual: &str) -> Result<()> {
 pub struct Outcome {
     pub uploaded: Vec<Upload>,
     pub skipped: Vec<Upload>,
+    /// The releases made (or, in a dry run, that would be), with the
+    /// store's entry of each.
+    pub releases: Vec<(ReleaseTag, ReleaseEntry)>,
+    /// The newest releases that already held everything.
+    pub unchanged: Vec<(ReleaseTag, ReleaseEntry)>,
 }
 
-/// Uploads in class order; the index is read, merged and written last.
+/// Makes the next release of each Slurm series in `dir` when it differs
+/// from the newest in the store: uploads in class order, the release into
+/// the index last.
 pub fn publish(
     store: &dyn Store,
     dir: &Path,
@@ -335,87 +403,188 @@ pub fn publish(
     pinned: Option<&str>,
     dry_run: bool,
 ) -> Result<Outcome> {
-    let (found, uploads) = plan(dir, allow_unsigned, pinned)?;
-    publish_planned(store, &found, uploads, dry_run)
+    let planned = plan(dir, allow_unsigned, pinned)?;
+    let index = match store.get(INDEX_KEY)? {
+        Some(bytes) => Index::parse(&bytes, &format!("the store's {INDEX_KEY}"))?,
+        None => Index::default(),
+    };
+    let key_sha = planned.key.as_ref().map(|k| k.sha256.clone());
+    let mut taken: Vec<ReleaseTag> = index
+        .releases
+        .keys()
+        .filter_map(|t| ReleaseTag::parse(t))
+        .collect();
+    let mut uploads = Vec::new();
+    let mut releases = Vec::new();
+    let mut unchanged = Vec::new();
+    for (series, version, found) in planned.series()? {
+        let newest = index.newest_first(Some(&series)).into_iter().next();
+        let cells = cells(&found, newest.as_ref().map(|(_, e)| *e));
+        let compatible = newest
+            .as_ref()
+            .is_some_and(|(t, e)| t.version == version && e.key_sha256 == key_sha);
+        let decision = release::decide(&cells, newest.is_some(), compatible);
+        if !decision.new_release {
+            let (tag, entry) = newest.expect("no new release only after one");
+            outln!("{}", decision.nothing_new(&series, &tag));
+            unchanged.push((tag, entry.clone()));
+            continue;
+        }
+        let local = |stem: &str| {
+            *found
+                .iter()
+                .find(|f| f.stem() == stem)
+                .expect("a local package")
+        };
+        let new_files: BTreeMap<String, String> = decision
+            .fates
+            .iter()
+            .filter(|(_, fate)| matches!(fate, Fate::Publish))
+            .flat_map(|(stem, _)| local(stem).uploads.iter())
+            .map(|u| (u.key.clone(), u.sha256.clone()))
+            .collect();
+        let tag = claim_tag(store, &version, &mut taken, &new_files, dry_run)?;
+        outln!("release {tag}: {}", decision.summary());
+        let release_dir = tag.store_dir();
+        let mut entry = ReleaseEntry {
+            slurm: series.clone(),
+            version: version.clone(),
+            key_sha256: key_sha.clone(),
+            packages: BTreeMap::new(),
+        };
+        for (stem, fate) in &decision.fates {
+            match fate {
+                Fate::Publish => {
+                    let f = local(stem);
+                    entry.packages.insert(stem.clone(), f.entry(&release_dir));
+                    uploads.extend(f.uploads.iter().map(|u| Upload {
+                        key: format!("{release_dir}/{}", u.key),
+                        ..u.clone()
+                    }));
+                }
+                Fate::Same | Fate::Carry => {
+                    let (_, previous) = newest.as_ref().expect("carried from a release");
+                    entry
+                        .packages
+                        .insert(stem.clone(), previous.packages[stem].clone());
+                }
+                Fate::Leave => {}
+            }
+        }
+        releases.push((tag, entry, newest.map(|(t, _)| t)));
+    }
+    uploads.extend(planned.key.iter().cloned());
+    uploads.extend(planned.tools.iter().cloned());
+    uploads.sort_by(|a, b| (a.class, &a.key).cmp(&(b.class, &b.key)));
+    let (uploaded, skipped) = put_all(store, uploads, dry_run)?;
+    add_releases(store, &releases, dry_run)?;
+    Ok(Outcome {
+        uploaded,
+        skipped,
+        releases: releases.into_iter().map(|(t, e, _)| (t, e)).collect(),
+        unchanged,
+    })
 }
 
-/// Every upload of every package in `dir`, checked, in upload order.
-fn plan(
-    dir: &Path,
-    allow_unsigned: bool,
-    pinned: Option<&str>,
-) -> Result<(Vec<Found>, Vec<Upload>)> {
-    let found = find_packages(dir)?;
-    let signer = release_signer(dir, allow_unsigned, pinned)?;
-    let mut uploads = Vec::new();
-    for f in &found {
-        uploads.extend(plan_package(f, dir, allow_unsigned, signer.as_ref())?);
+/// The next free tag of `version` today, reserved in the store for the files
+/// the release adds (see `ReleaseTag::claim_key`): a tag claimed for other
+/// files, by another run, is passed over, so no run ever writes into a
+/// directory another run's release names; a claim for the same files is this
+/// run's own from an earlier attempt. A dry run only reads the claims.
+fn claim_tag(
+    store: &dyn Store,
+    version: &str,
+    taken: &mut Vec<ReleaseTag>,
+    files: &BTreeMap<String, String>,
+    dry_run: bool,
+) -> Result<ReleaseTag> {
+    let claim = serde_json::to_vec_pretty(&serde_json::json!({ "files": files }))?;
+    loop {
+        let tag = ReleaseTag::next(version, crate::schema::release::today(), taken.iter());
+        let key = tag.claim_key();
+        let mut ours = false;
+        let mut reserve = |current: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
+            ours = current.as_ref().is_none_or(|c| *c == claim);
+            Ok(current.is_none().then(|| claim.clone()))
+        };
+        if dry_run {
+            reserve(store.get(&key)?)?;
+        } else {
+            store.update(&key, None, &mut reserve)?;
+        }
+        if ours {
+            return Ok(tag);
+        }
+        taken.push(tag);
     }
-    uploads.extend(plan_admin_binary(dir, allow_unsigned)?);
+}
+
+/// Each local package against the newest release: in it, with the same data?
+fn cells(found: &[&Found], newest: Option<&ReleaseEntry>) -> Vec<Cell> {
+    let mut cells: Vec<Cell> = found
+        .iter()
+        .map(|f| {
+            let previous = newest.and_then(|e| e.packages.get(f.stem()));
+            Cell {
+                stem: f.stem().to_string(),
+                local: true,
+                previous: previous.is_some(),
+                same_data: previous.is_some_and(|p| p.data_sha256(f.stem()) == f.data_sha256()),
+            }
+        })
+        .collect();
+    for stem in newest.iter().flat_map(|e| e.packages.keys()) {
+        if !cells.iter().any(|c| &c.stem == stem) {
+            cells.push(Cell {
+                stem: stem.clone(),
+                local: false,
+                previous: true,
+                same_data: false,
+            });
+        }
+    }
+    cells
+}
+
+/// Every package, the key and the admins' executable in `dir`, checked.
+fn plan(dir: &Path, allow_unsigned: bool, pinned: Option<&str>) -> Result<Planned> {
+    let mut found = find_packages(dir)?;
+    let signer = release_signer(dir, allow_unsigned, pinned)?;
+    for f in &mut found {
+        f.uploads = plan_package(f, dir, allow_unsigned, signer.as_ref())?;
+    }
     let key_file = dir.join(PUBLIC_KEY_FILE);
-    if key_file.is_file() {
-        uploads.push(Upload {
+    let key = if key_file.is_file() {
+        Some(Upload {
             key: format!("keys/{PUBLIC_KEY_FILE}"),
             class: Class::Pointer,
             size: std::fs::metadata(&key_file)?.len(),
             sha256: sha256_file(&key_file)?,
             file: key_file,
-        });
-    }
-    uploads.sort_by(|a, b| (a.class, &a.key).cmp(&(b.class, &b.key)));
-    Ok((found, uploads))
+        })
+    } else {
+        None
+    };
+    Ok(Planned {
+        found,
+        key,
+        tools: plan_admin_binary(dir, allow_unsigned)?,
+    })
 }
 
-fn publish_planned(
+/// Uploads each file the store does not already hold with the same SHA-256;
+/// returns (uploaded, skipped).
+fn put_all(
     store: &dyn Store,
-    found: &[Found],
     uploads: Vec<Upload>,
     dry_run: bool,
-) -> Result<Outcome> {
-    let mut outcome = Outcome {
-        uploaded: Vec::new(),
-        skipped: Vec::new(),
-    };
-    // What each signature signs, by key: a tarball's data files (the whole,
-    // or its parts in order), or one file.
-    let mut data_of: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for u in uploads.iter().filter(|u| !u.key.ends_with(".asc")) {
-        data_of
-            .entry(signed_key(u).to_string())
-            .or_default()
-            .push(u.file.clone());
-    }
-    // Signed objects some of whose bytes the store does not have yet.
-    let mut changed = std::collections::BTreeSet::new();
-    let mut public_key = None;
-    for mut u in uploads {
+) -> Result<(Vec<Upload>, Vec<Upload>)> {
+    let (mut uploaded, mut skipped) = (Vec::new(), Vec::new());
+    for u in uploads {
         let present = store.stat(&u.key)?;
         let same = present
             .as_ref()
             .is_some_and(|s| s.size == u.size && s.sha256.as_deref() == Some(u.sha256.as_str()));
-        if !same {
-            changed.insert(signed_key(&u).to_string());
-        }
-        // A re-pack of the same view gives the same files but signatures
-        // made at another time. The store's signatures still sign those
-        // bytes; keep them rather than replace files admins may have checked.
-        if !same
-            && present.is_some()
-            && let Some(tarball) = u.key.strip_suffix(".asc")
-            && let Some(data) = data_of.get(tarball)
-            && !changed.contains(tarball)
-        {
-            let dir = u.file.parent().unwrap_or(Path::new("."));
-            if let Some(kept) = stored_signature(store, &u.key, data, dir, &mut public_key)? {
-                outln!(
-                    "keep {} (a good signature of the same bytes by the same key)",
-                    u.key
-                );
-                (u.size, u.sha256) = kept;
-                outcome.skipped.push(u);
-                continue;
-            }
-        }
         if dry_run {
             outln!(
                 "{} {} -> {} ({} bytes)",
@@ -444,52 +613,47 @@ fn publish_planned(
             outln!("skip {} (same SHA-256)", u.key);
         }
         if same {
-            outcome.skipped.push(u)
+            skipped.push(u)
         } else {
-            outcome.uploaded.push(u)
+            uploaded.push(u)
         }
     }
-    // The index last: whoever reads it finds every file it names. Merged
-    // into what the store holds at that moment (under the local store's
-    // lock), so a concurrent publish's entries stay.
-    let entries: Vec<(String, IndexEntry)> = found
-        .iter()
-        .map(|f| {
-            let m = &f.manifest;
-            let mut files = BTreeMap::new();
-            // Its own files only: another arch of the cell shares the directory.
-            let dir = format!("{}/", manifest_dir(m));
-            let own = format!("{}.", m.name);
-            for u in outcome.uploaded.iter().chain(&outcome.skipped) {
-                if let Some(name) = u.key.strip_prefix(&dir).filter(|n| n.starts_with(&own)) {
-                    files.insert(name.to_string(), (u.size, u.sha256.clone()));
-                }
-            }
-            let entry = IndexEntry {
-                slurm: m.cell.slurm.clone(),
-                toolchain: m.cell.toolchain.clone(),
-                variant: m.cell.variant.clone(),
-                arch: m.cell.arch.clone(),
-                fingerprint: m.fingerprint.clone(),
-                files,
-            };
-            (m.name.clone(), entry)
-        })
-        .collect();
+    Ok((uploaded, skipped))
+}
+
+/// Adds the new releases to the index, last: whoever reads it finds every
+/// file it names. Merged into what the store holds at that moment (under the
+/// local store's lock, or a conditional write on S3), so a concurrent
+/// publish's releases stay. Each release was planned against the series'
+/// newest release then (`based_on`); if another release of the series became
+/// the newest meanwhile with other packages, adding this one would drop what
+/// that one brought: an error (publish again to carry it over). The same
+/// packages are no change.
+fn add_releases(
+    store: &dyn Store,
+    releases: &[(ReleaseTag, ReleaseEntry, Option<ReleaseTag>)],
+    dry_run: bool,
+) -> Result<()> {
     let mut merge = |current: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
-        let mut index: Index = match current {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .context("the store's releases/index.json is not an index")?,
+        let mut index = match current {
+            Some(bytes) => Index::parse(&bytes, &format!("the store's {INDEX_KEY}"))?,
             None => Index::default(),
         };
-        let before = serde_json::to_string(&index)?;
-        index.packages.extend(entries.iter().cloned());
-        if before == serde_json::to_string(&index)? {
-            return Ok(None);
+        let mut changed = false;
+        for (tag, entry, based_on) in releases {
+            let newest = index.newest_first(Some(tag.series())).into_iter().next();
+            match newest {
+                Some((_, e)) if e.packages == entry.packages => continue,
+                Some((t, _)) if Some(&t) != based_on.as_ref() => bail!(
+                    "release {t} of Slurm {} was published meanwhile by another run, with other packages than {tag}: publish again",
+                    tag.series()
+                ),
+                _ => {}
+            }
+            index.releases.insert(tag.to_string(), entry.clone());
+            changed = true;
         }
-        Ok(Some(
-            (serde_json::to_string_pretty(&index)? + "\n").into_bytes(),
-        ))
+        changed.then(|| index.to_bytes()).transpose()
     };
     let changed = if dry_run {
         merge(store.get(INDEX_KEY)?)?.is_some()
@@ -497,132 +661,34 @@ fn publish_planned(
         store.update(INDEX_KEY, Some(store::SHORT_CACHE), &mut merge)?
     };
     match (dry_run, changed) {
-        (true, true) => outln!("put  {INDEX_KEY}"),
+        (_, true) => outln!("put  {INDEX_KEY}"),
         (true, false) => outln!("skip {INDEX_KEY}"),
-        (false, true) => outln!("put  {INDEX_KEY}"),
         (false, false) => outln!("skip {INDEX_KEY} (unchanged)"),
-    }
-    Ok(outcome)
-}
-
-/// The key of what a signature beside this upload signs: a part's tarball
-/// (its key without `.part-NNN`), or the upload itself.
-fn signed_key(u: &Upload) -> &str {
-    match u.key.rfind(".part-") {
-        Some(i) if u.class == Class::Data => &u.key[..i],
-        _ => &u.key,
-    }
-}
-
-/// The store's signature at `key`, when it is a good signature over the local
-/// `data` (which the store holds byte-identical) by the key that signed the
-/// package (its public key beside it in `dir`): the stored file's size and
-/// SHA-256, to list in the index. `None` means the new signature goes up.
-fn stored_signature(
-    store: &dyn Store,
-    key: &str,
-    data: &[PathBuf],
-    dir: &Path,
-    public_key: &mut Option<TrustedKey>,
-) -> Result<Option<(u64, String)>> {
-    let key_file = dir.join(PUBLIC_KEY_FILE);
-    if public_key.is_none() && key_file.is_file() {
-        let armored = std::fs::read(&key_file)?;
-        *public_key = Some(TrustedKey::import(
-            &armored,
-            &key_file.display().to_string(),
-            None,
-        )?);
-    }
-    let (Some(trusted), Some(stored)) = (public_key.as_ref(), store.get(key)?) else {
-        return Ok(None);
-    };
-    let mut signed: Box<dyn std::io::Read> = Box::new(std::io::empty());
-    for file in data {
-        let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
-        signed = Box::new(signed.chain(f));
-    }
-    let verdict = trusted.verify(&stored, &mut signed, key);
-    Ok(verdict.ok().map(|()| {
-        let sha = crate::package::output::hex(&sha2::Sha256::digest(&stored));
-        (stored.len() as u64, sha)
-    }))
-}
-
-/// One release per Slurm version: its cells' files and the public key.
-fn publish_github(
-    dir: &Path,
-    allow_unsigned: bool,
-    pinned: Option<&str>,
-    dry_run: bool,
-) -> Result<()> {
-    let (found, uploads) = plan(dir, allow_unsigned, pinned)?;
-    let gh = GitHub::from_env()?;
-    let mut versions: Vec<&str> = found
-        .iter()
-        .map(|f| f.manifest.cell.slurm.as_str())
-        .collect();
-    versions.sort();
-    versions.dedup();
-    let mut md = String::from(
-        "### Published to GitHub Releases\n\n| release | uploaded | already there |\n|---|---:|---:|\n",
-    );
-    for version in versions {
-        let tag = format!("slurm-{version}");
-        let files: Vec<AssetFile<'_>> = uploads
-            .iter()
-            .filter(|u| {
-                u.key.starts_with(&format!("releases/{version}/"))
-                    || u.key.starts_with("keys/")
-                    || u.key.starts_with(&format!("{}/", admin_binary::STORE_DIR))
-            })
-            .map(|u| AssetFile {
-                name: u.file.file_name().unwrap().to_string_lossy().into_owned(),
-                path: &u.file,
-                size: u.size,
-                sha256: u.sha256.clone(),
-            })
-            .collect();
-        let _g = gha::Group::new(&format!("Release {tag} on {}/{}", gh.owner, gh.repo));
-        let out = gh.publish(&tag, &format!("Slurm {version}"), &files, dry_run)?;
-        outln!(
-            "{}release {tag}: {} uploaded, {} already there{}",
-            if dry_run { "dry run: " } else { "" },
-            out.uploaded.len(),
-            out.skipped.len(),
-            if out.html_url.is_empty() {
-                String::new()
-            } else {
-                format!(", published at {}", out.html_url)
-            }
-        );
-        md.push_str(&format!(
-            "| {tag} | {} | {} |\n",
-            out.uploaded.len(),
-            out.skipped.len()
-        ));
-    }
-    if !dry_run {
-        gha::append_summary(&md)?;
     }
     Ok(())
 }
 
-/// Where each published package is served from, and the admin's command
-/// that installs it from there.
+/// Where each package of the newest releases is served from, and the
+/// admin's command that installs it from there.
 fn install_lines(public_url: &str, outcome: &Outcome) -> Vec<String> {
     let base = public_url.trim_end_matches('/');
     let mut lines = Vec::new();
-    for u in outcome.uploaded.iter().chain(&outcome.skipped) {
-        let first_data = u.class == Class::Data
-            && (u.key.ends_with(".tar.gz") || u.key.ends_with(".tar.gz.part-000"));
-        let parts: Vec<&str> = u.key.split('/').collect();
-        if let (true, ["releases", version, toolchain, variant, _]) = (first_data, parts.as_slice())
-        {
-            lines.push(format!("public: {base}/{}", u.key));
+    for (tag, entry) in outcome.releases.iter().chain(&outcome.unchanged) {
+        for (stem, p) in &entry.packages {
+            let Some(first) = p
+                .files
+                .keys()
+                .find(|n| crate::schema::release::is_data_file(stem, n))
+            else {
+                continue;
+            };
+            lines.push(format!("public: {base}/{}/{first}", p.dir));
             lines.push(format!(
-                "  install: slurm-factory download --slurm {version} --toolchain {toolchain}{} --prefix /opt/slurm/{version} --from {base}/",
-                if *variant == "gpu" { " --gpu" } else { "" }
+                "  install: slurm-factory download --slurm {} --toolchain {}{} --release {tag} --prefix /opt/slurm/{} --from {base}/",
+                p.slurm,
+                p.toolchain,
+                if p.variant == "gpu" { " --gpu" } else { "" },
+                p.slurm
             ));
         }
     }
@@ -647,7 +713,7 @@ impl PublishCmd {
                 )
                 .into());
             }
-            return publish_github(&self.dir, self.allow_unsigned, pinned, self.dry_run);
+            return github::publish(&self.dir, self.allow_unsigned, pinned, self.dry_run);
         }
         let store: Box<dyn Store> = match self.to {
             PublishTo::Github => unreachable!("handled above"),
