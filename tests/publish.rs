@@ -250,13 +250,27 @@ fn a_corrupt_package_is_refused_and_nothing_is_uploaded() {
         "{}",
         done.stderr
     );
-    let stored: Vec<_> = walkdir::WalkDir::new(d.store())
+    // The tag stays claimed for these files (a rerun with them reuses it);
+    // nothing else is there, and no release.
+    let stored: Vec<String> = walkdir::WalkDir::new(d.store())
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
+        .map(|e| {
+            let rel = e.path().strip_prefix(d.store()).unwrap();
+            rel.to_string_lossy().into_owned()
+        })
+        .filter(|k| k != ".lock" && !is_claim(k))
         .collect();
     assert!(stored.is_empty(), "nothing was uploaded: {stored:?}");
+}
+
+/// A release tag's claim (`releases/<tag>/claim.json`): taken before any
+/// upload, so a failed publish leaves it, and no package file.
+fn is_claim(key: &str) -> bool {
+    key.strip_prefix("releases/")
+        .and_then(|k| k.strip_suffix("/claim.json"))
+        .is_some_and(|tag| !tag.contains('/'))
 }
 
 #[test]
@@ -551,7 +565,7 @@ fn assert_no_package_file(s3: &S3Server) {
     let keys = s3.keys();
     assert!(
         keys.iter()
-            .all(|k| !k.starts_with("releases/") && !k.contains(STEM)),
+            .all(|k| (!k.starts_with("releases/") || is_claim(k)) && !k.contains(STEM)),
         "{keys:?}"
     );
 }
