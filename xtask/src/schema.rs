@@ -130,11 +130,9 @@ pub mod release {
                 Some((v, b)) => (v, Some(parse_build(b)?)),
                 None => (rest, None),
             };
-            let parts: Vec<&str> = version.split('.').collect();
-            let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
             let ok = match build {
-                Some(_) => parts.len() >= 3 && parts.iter().all(numeric),
-                None => parts.len() == 2 && parts.iter().all(numeric),
+                Some(_) => is_patch_of(version, series_of(version)),
+                None => version.split('.').count() == 2 && numeric(version),
             };
             ok.then(|| ReleaseTag {
                 version: version.to_string(),
@@ -220,6 +218,19 @@ pub mod release {
         })
     }
 
+    /// Dot-separated numbers.
+    fn numeric(version: &str) -> bool {
+        version
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// Whether `version` is a Slurm patch release (`25.11.6`) of `series`
+    /// (`25.11`).
+    pub fn is_patch_of(version: &str, series: &str) -> bool {
+        version.split('.').count() >= 3 && numeric(version) && series_of(version) == series
+    }
+
     fn series_of(version: &str) -> &str {
         match version.match_indices('.').nth(1) {
             Some((i, _)) => &version[..i],
@@ -296,6 +307,13 @@ pub mod release {
         }
     }
 
+    /// A package's name, the stem of each of its files:
+    /// `slurm-<version>-<toolchain>-<variant>-<arch>`, unique per cell, so CPU
+    /// and GPU packages (and every toolchain's) can share one release.
+    pub fn stem(slurm: &str, toolchain: &str, variant: &str, arch: &str) -> String {
+        format!("slurm-{slurm}-{toolchain}-{variant}-{arch}")
+    }
+
     /// The package a release file belongs to: the stem
     /// `slurm-<version>-<toolchain>-<variant>-<arch>` of any
     /// `<stem>.<suffix>` (tarball, parts, checksums, signatures, manifest,
@@ -310,7 +328,7 @@ pub mod release {
         let (arch, suffix) = tail.split_once('.')?;
         let parts = [*version, *toolchain, *variant, arch];
         (parts.iter().all(|p| !p.is_empty()) && !suffix.is_empty())
-            .then(|| format!("slurm-{version}-{toolchain}-{variant}-{arch}"))
+            .then(|| stem(version, toolchain, variant, arch))
     }
 
     /// Whether `name` is the package `stem`'s data: its tarball or a part.
@@ -404,6 +422,14 @@ pub mod release {
                 "slurm-25.11.6-2026.12.01"
             );
             assert_eq!(slurm_version("25-11-6-1"), "25.11.6");
+            assert!(is_patch_of("25.11.6", "25.11") && is_patch_of("25.11.10", "25.11"));
+            for (v, series) in [
+                ("25.11", "25.11"),
+                ("25.11.6", "24.11"),
+                ("25.11.x", "25.11"),
+            ] {
+                assert!(!is_patch_of(v, series), "{v} of {series}");
+            }
             let stem = "slurm-25.11-noble-cpu-x86_64";
             for name in [
                 "slurm-25.11-noble-cpu-x86_64.tar.gz",

@@ -56,10 +56,7 @@ impl Ask<'_> {
 
 impl Offer {
     pub fn stem(&self) -> String {
-        format!(
-            "slurm-{}-{}-{}-{}",
-            self.slurm, self.toolchain, self.variant, self.arch
-        )
+        crate::schema::release::stem(&self.slurm, &self.toolchain, &self.variant, &self.arch)
     }
 
     pub fn tarball(&self) -> String {

@@ -30,13 +30,14 @@ pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// `slurm-<version>-<toolchain>-<variant>-<arch>`: unique per cell, so CPU and
-/// GPU packages (and every toolchain's) can share one release.
+/// The cell's package name (`schema::release::stem`).
 pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
     let release = cell.release.expect("packages exist for slurm cells");
-    format!(
-        "slurm-{}-{}-{}-{arch}",
-        release.version, cell.toolchain.name, cell.variant
+    crate::schema::release::stem(
+        &release.version,
+        &cell.toolchain.name,
+        &cell.variant.to_string(),
+        arch,
     )
 }
 
