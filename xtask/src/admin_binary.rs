@@ -10,10 +10,10 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::checksum::checksum_line;
 use crate::flags::AdminBinaryCmd;
 use crate::gha;
 use crate::matrix::Matrix;
-use crate::package::output::checksum_line;
 use crate::schema::admin_binary::{self, BUILD_TOOLS, TARGET, TARGET_DIR};
 use crate::store::local::sha256_file;
 

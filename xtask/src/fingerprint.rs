@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checksum::hex;
 use crate::image;
 use crate::matrix::{Cell, Variant};
-use crate::package::output::hex;
 use crate::spack_env::{self, EnvironmentData, StoreUrl};
 use crate::store::Store;
 

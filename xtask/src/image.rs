@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use crate::checksum::hex;
 use crate::container::{self, Build, EngineKind, Shown};
 use crate::flags::ImageCmd;
 use crate::gha;
 use crate::matrix::{DnfRepo, Family, Matrix, Toolchain};
-use crate::package::output::hex;
 use crate::spack_sources;
 
 /// Where Spack, its packages and its Python live in the image.

@@ -33,6 +33,7 @@ pub fn stdout_result(result: std::io::Result<()>) {
 mod admin_binary;
 mod bench;
 mod build;
+mod checksum;
 mod codegen;
 mod container;
 mod download;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::package::output::hex;
+use crate::checksum::hex;
 
 #[derive(Debug, Deserialize)]
 struct Manifest {

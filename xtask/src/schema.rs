@@ -80,6 +80,62 @@ pub mod admin_binary {
     }
 }
 
+/// Paths inside the build container. The container run mounts the host
+/// directories here, so the rendered files are the same on every host.
+pub mod paths {
+    /// The rendered environment directory (read-only).
+    pub const ENV: &str = "/opt/slurm-factory/env";
+    /// This repository's `spack-repo/` (read-only).
+    pub const SPACK_REPO: &str = "/opt/slurm-factory/spack-repo";
+    /// Persistent caches: downloaded sources and Spack's misc cache.
+    pub const SOURCE_CACHE: &str = "/opt/slurm-factory/cache/source";
+    pub const MISC_CACHE: &str = "/opt/slurm-factory/cache/misc";
+    /// The local directory store (`target/slurm-factory/store` on the host).
+    pub const LOCAL_STORE: &str = "/opt/slurm-factory/store";
+    /// Where Spack unpacks and builds (the debug bundle is collected from here).
+    pub const BUILD_STAGE: &str = "/tmp/spack-stage";
+    /// Where Spack installs, padded so binaries can be relocated.
+    pub const INSTALL_ROOT: &str = "/opt/slurm/software";
+    /// Where Spack writes the slurm stage's modules.
+    pub const MODULES_ROOT: &str = "/opt/slurm/modules";
+}
+
+/// The name of the public key file published beside the packages.
+pub const PUBLIC_KEY_FILE: &str = "slurm-factory-signing-key.asc";
+
+/// Where a store keeps the public key of its newest release.
+pub fn public_key_key() -> String {
+    format!("keys/{PUBLIC_KEY_FILE}")
+}
+
+/// What a package's tar stream may hold, one rule for `package` (that writes
+/// it) and `download` (that unpacks it).
+pub mod archive {
+    use std::path::{Component, Path};
+
+    /// A symlink at `link` (relative to a root: the view when packaging, the
+    /// package when unpacking) pointing at `target` resolves inside that root.
+    /// The one rule `package` and `download` share. `..` may only lead the target: it then walks
+    /// up real directories (no entry lies under a symlink), while a `..` after a
+    /// name could climb out of wherever another symlink led.
+    pub fn link_stays_inside(link: &Path, target: &Path) -> bool {
+        let mut depth: usize = link.components().count().saturating_sub(1);
+        let mut named = false;
+        for c in target.components() {
+            match c {
+                Component::Normal(_) => named = true,
+                Component::CurDir => {}
+                Component::ParentDir if !named => match depth.checked_sub(1) {
+                    Some(d) => depth = d,
+                    None => return false,
+                },
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+            }
+        }
+        true
+    }
+}
+
 /// Releases: what a release is called and how a store lists them.
 ///
 /// A release is one build of one Slurm series, never changed once
@@ -329,6 +385,15 @@ pub mod release {
         let parts = [*version, *toolchain, *variant, arch];
         (parts.iter().all(|p| !p.is_empty()) && !suffix.is_empty())
             .then(|| stem(version, toolchain, variant, arch))
+    }
+
+    /// What ends a rehearsal's package name: its view holds `spack install
+    /// --fake` placeholders, so `publish` refuses it by this name.
+    pub const REHEARSAL_SUFFIX: &str = "-rehearsal";
+
+    /// Whether a package stem is a rehearsal's.
+    pub fn is_rehearsal(stem: &str) -> bool {
+        stem.ends_with(REHEARSAL_SUFFIX)
     }
 
     /// Whether `name` is the package `stem`'s data: its tarball or a part.

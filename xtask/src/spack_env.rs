@@ -11,29 +11,10 @@ use crate::error::UsageError;
 use crate::flags::SpackEnvCmd;
 use crate::matrix::{Cell, Matrix, Stage, Variant};
 use crate::module;
+use crate::schema::paths;
 
 /// The data file beside the matrix that says what each stage builds.
 pub const ENVIRONMENT_FILE: &str = "spack-env/environment.yaml";
-
-/// Paths inside the build container. The container run mounts the host
-/// directories here, so the rendered files are the same on every host.
-pub mod paths {
-    /// The rendered environment directory (read-only).
-    pub const ENV: &str = "/opt/slurm-factory/env";
-    /// This repository's `spack-repo/` (read-only).
-    pub const SPACK_REPO: &str = "/opt/slurm-factory/spack-repo";
-    /// Persistent caches: downloaded sources and Spack's misc cache.
-    pub const SOURCE_CACHE: &str = "/opt/slurm-factory/cache/source";
-    pub const MISC_CACHE: &str = "/opt/slurm-factory/cache/misc";
-    /// The local directory store (`target/slurm-factory/store` on the host).
-    pub const LOCAL_STORE: &str = "/opt/slurm-factory/store";
-    /// Where Spack unpacks and builds (the debug bundle is collected from here).
-    pub const BUILD_STAGE: &str = "/tmp/spack-stage";
-    /// Where Spack installs, padded so binaries can be relocated.
-    pub const INSTALL_ROOT: &str = "/opt/slurm/software";
-    /// Where Spack writes the slurm stage's modules.
-    pub const MODULES_ROOT: &str = "/opt/slurm/modules";
-}
 
 /// Spack always caps build jobs at the cores it finds, so a high constant
 /// means "every core" while keeping the rendered file machine-independent.

@@ -17,7 +17,7 @@ use crate::flags::VerifyCmd;
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::matrix::{Family, Matrix, Variant};
-use crate::spack_env::paths;
+use crate::schema::paths;
 
 /// Where the package is extracted in the container: not where it was built.
 pub const PREFIX: &str = "/srv/relocated/slurm";

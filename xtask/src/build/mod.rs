@@ -17,8 +17,9 @@ use crate::matrix::{Cell, Matrix};
 use crate::mirror;
 use crate::module;
 use crate::package;
+use crate::schema::paths;
 use crate::sign::{self, Keyring};
-use crate::spack_env::{self, EnvironmentData, StoreUrl, paths};
+use crate::spack_env::{self, EnvironmentData, StoreUrl};
 use crate::verify;
 
 mod script;

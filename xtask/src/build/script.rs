@@ -4,7 +4,7 @@
 //! debug mount and the script exits with Spack's status.
 
 use super::mnt;
-use crate::spack_env::paths;
+use crate::schema::paths;
 
 /// What a stage does inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

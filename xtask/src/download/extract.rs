@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 use tar::EntryType;
 
-use crate::package::tarball::link_stays_inside;
+use crate::schema::archive::link_stays_inside;
 
 /// After the archive's end: only zeros (tar pads to its record size). Bytes
 /// after the end are what a second archive or a tampered stream looks like:

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::ATTEMPTS;
 use super::install::{Transport, open_nofollow};
 use super::source::{Offer, Source};
-use crate::package::output::hex;
+use crate::checksum::hex;
 
 /// Where every piece goes: both consumers and the whole's hash.
 pub(super) struct Feed<'a> {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::fetch::{ChannelReader, Feed, fetch_file};
 use super::source::{Offer, Source};
 use super::{IN_FLIGHT, extract, interrupts, remove_tree};
-use crate::package::output::hex;
+use crate::checksum::hex;
 use crate::sign::TrustedKey;
 use crate::store;
 
@@ -154,7 +154,7 @@ fn remove_stale_staging(parent: &Path, name: &str) {
 
 /// The parsed `sha256sum` line for `name`.
 fn expected_sum(text: &[u8], name: &str, file: &str) -> Result<String> {
-    crate::package::output::parse_checksum_line(&String::from_utf8_lossy(text), name, file)
+    crate::checksum::parse_checksum_line(&String::from_utf8_lossy(text), name, file)
 }
 
 /// The package's signed statement of sizes and hashes, checked by the

@@ -387,7 +387,7 @@ impl DownloadCmd {
             bail!(
                 "{} publishes no {}: pass --trusted-key FILE",
                 source.describe(),
-                crate::package::PUBLIC_KEY_FILE
+                crate::schema::PUBLIC_KEY_FILE
             );
         };
         TrustedKey::import(

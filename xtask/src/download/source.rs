@@ -13,7 +13,7 @@ use http::header;
 use serde::Deserialize;
 
 use crate::http::{Http, Response};
-use crate::package::PUBLIC_KEY_FILE;
+use crate::schema::PUBLIC_KEY_FILE;
 use crate::schema::release::{INDEX_KEY, Index, ReleaseTag};
 use crate::store::{Chunks, Fetch};
 
@@ -560,7 +560,7 @@ impl Source for StoreSource {
     }
 
     fn public_key(&self, _offer: &Offer) -> Result<Option<Vec<u8>>> {
-        match self.fetch.open(&format!("keys/{PUBLIC_KEY_FILE}"), 0)? {
+        match self.fetch.open(&crate::schema::public_key_key(), 0)? {
             Some(mut body) => read_all(body.as_mut(), PUBLIC_KEY_FILE).map(Some),
             None => Ok(None),
         }

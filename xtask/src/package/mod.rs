@@ -10,20 +10,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::checksum::checksum_line;
 use crate::error::UsageError;
 use crate::flags::PackageCmd;
 use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
 use crate::matrix::{Cell, Matrix};
+use crate::schema::PUBLIC_KEY_FILE;
 use crate::sign::Keyring;
 use crate::spack_env::EnvironmentData;
 use crate::{gha, module};
-use output::{Sink, Staged, checksum_line};
+use output::{Sink, Staged};
 use tarball::Entry;
 
 /// GitHub refuses release assets of 2 GiB and more; parts stay well under.
 pub const DEFAULT_SPLIT: u64 = 2_000_000_000;
-/// The name of the public key file published beside the packages.
-pub const PUBLIC_KEY_FILE: &str = "slurm-factory-signing-key.asc";
 
 /// Compression threads by default: one per core.
 pub fn threads() -> usize {
@@ -41,23 +41,14 @@ pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
     )
 }
 
-/// What ends a rehearsal's package name: its view holds `spack install
-/// --fake` placeholders, so `publish` refuses it by this name.
-pub const REHEARSAL_SUFFIX: &str = "-rehearsal";
-
-/// The stem of a package: a rehearsal's carries [`REHEARSAL_SUFFIX`].
+/// The stem of a package: a rehearsal's carries `schema::release::REHEARSAL_SUFFIX`.
 pub fn package_stem(cell: &Cell<'_>, arch: &str, rehearsal: bool) -> String {
     let stem = artifact_stem(cell, arch);
     if rehearsal {
-        stem + REHEARSAL_SUFFIX
+        stem + crate::schema::release::REHEARSAL_SUFFIX
     } else {
         stem
     }
-}
-
-/// Whether a package stem is a rehearsal's.
-pub fn is_rehearsal(stem: &str) -> bool {
-    stem.ends_with(REHEARSAL_SUFFIX)
 }
 
 pub struct Options<'a> {

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use crate::schema::archive::link_stays_inside;
 
 use anyhow::{Context, Result, bail};
 use tar::{EntryType, Header};
@@ -129,28 +131,6 @@ fn check_symlink(rel: &Path, target: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A symlink at `link` (relative to a root: the view when packaging, the
-/// package when unpacking) pointing at `target` resolves inside that root.
-/// The one rule `package` and `download` share. `..` may only lead the target: it then walks
-/// up real directories (no entry lies under a symlink), while a `..` after a
-/// name could climb out of wherever another symlink led.
-pub fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    let mut depth: usize = link.components().count().saturating_sub(1);
-    let mut named = false;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => named = true,
-            Component::CurDir => {}
-            Component::ParentDir if !named => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 /// Sorts the entries by path and turns every later copy of a hard-linked file

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{Class, Found, Planned, Upload};
 use crate::manifest::Manifest;
-use crate::package::PUBLIC_KEY_FILE;
+use crate::schema::PUBLIC_KEY_FILE;
 use crate::schema::admin_binary;
 use crate::sign::TrustedKey;
 use crate::store::local::sha256_file;
@@ -25,7 +25,7 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
         .filter(|n| n.ends_with(".manifest.json") && n.starts_with("slurm-"))
     {
         let stem = name.trim_end_matches(".manifest.json");
-        if crate::package::is_rehearsal(stem) {
+        if crate::schema::release::is_rehearsal(stem) {
             bail!(
                 "{stem} is a rehearsal's package (`build-slurm --rehearse`: `spack install --fake` placeholders, not Slurm); it is never published"
             );
@@ -246,7 +246,7 @@ fn upload(file: &Path, class: Class, sha256: String) -> Result<Upload> {
 fn claimed_sum(path: &Path, name: &str) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("{} is missing", path.display()))?;
-    crate::package::output::parse_checksum_line(&text, name, &path.display().to_string())
+    crate::checksum::parse_checksum_line(&text, name, &path.display().to_string())
 }
 
 /// A `sha256sum` line must name the file and match what is on disk.
@@ -271,7 +271,7 @@ pub(super) fn plan(dir: &Path, allow_unsigned: bool, pinned: Option<&str>) -> Re
     let key_file = dir.join(PUBLIC_KEY_FILE);
     let key = if key_file.is_file() {
         Some(Upload {
-            key: format!("keys/{PUBLIC_KEY_FILE}"),
+            key: crate::schema::public_key_key(),
             class: Class::Pointer,
             size: std::fs::metadata(&key_file)?.len(),
             sha256: sha256_file(&key_file)?,

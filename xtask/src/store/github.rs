@@ -460,7 +460,7 @@ fn read_back(url: &str, token: &str, name: &str, copy: Option<&std::path::Path>)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("copying {name}"))?;
     }
-    Ok(crate::package::output::hex(&hasher.finalize()))
+    Ok(crate::checksum::hex(&hasher.finalize()))
 }
 
 /// POSTs one asset to the release's upload URL, as octocrab's
@@ -564,8 +564,7 @@ impl hyper::body::Body for FileBody {
                 this.left -= piece.len() as u64;
                 let piece = bytes::Bytes::copy_from_slice(piece);
                 if this.left == 0 {
-                    let actual =
-                        crate::package::output::hex(&std::mem::take(&mut this.hasher).finalize());
+                    let actual = crate::checksum::hex(&std::mem::take(&mut this.hasher).finalize());
                     if actual != this.expected {
                         *this.verdict.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(actual);
                         return Poll::Ready(Some(Err(std::io::Error::other(

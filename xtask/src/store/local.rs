@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use super::{Put, Stat, Store};
-use crate::package::output::hex;
+use crate::checksum::hex;
 
 pub struct LocalStore {
     pub root: PathBuf,

@@ -233,7 +233,7 @@ pub fn put_bytes(
     let tmp = tempfile::NamedTempFile::new()?;
     std::fs::write(tmp.path(), bytes)?;
     let put = Put {
-        sha256: crate::package::output::hex(&sha2::Sha256::digest(bytes)),
+        sha256: crate::checksum::hex(&sha2::Sha256::digest(bytes)),
         size: bytes.len() as u64,
         content_type: content_type(key),
         cache_control,

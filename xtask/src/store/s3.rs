@@ -180,7 +180,7 @@ impl Store for S3Store {
                     .await
                     .with_context(|| format!("reading {}", file.display()))?;
                 let sha = Sha256::digest(&bytes);
-                let actual = crate::package::output::hex(&sha);
+                let actual = crate::checksum::hex(&sha);
                 if actual != put.sha256 {
                     return Err(super::mismatch(file, &actual, &put.sha256));
                 }
@@ -284,7 +284,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .metadata("sha256", crate::package::output::hex(sha))
+            .metadata("sha256", crate::checksum::hex(sha))
             .checksum_sha256(b64(sha))
             .body(ByteStream::from(bytes))
             .set_cache_control(cache_control.map(str::to_string))
@@ -478,7 +478,7 @@ impl S3Store {
         if done.len() as u64 != parts {
             bail!("{} of {parts} parts uploaded", done.len());
         }
-        let actual = crate::package::output::hex(&whole.expect("returned").finalize());
+        let actual = crate::checksum::hex(&whole.expect("returned").finalize());
         if actual != put.sha256 {
             return Err(super::mismatch(&path, &actual, &put.sha256));
         }
