@@ -203,6 +203,7 @@ fn dry_runs_print_complete_plans_without_a_key_or_cloud_account() {
         xtask(&args)
             .env_remove("SLURM_FACTORY_GPG_PRIVATE_KEY")
             .env_remove("SLURM_FACTORY_BUCKET")
+            .env_remove("SLURM_FACTORY_BUCKET_PREFIX")
             .success()
     };
     let deps = deps_dry_run(&[]);

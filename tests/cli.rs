@@ -275,6 +275,13 @@ fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
     let help = common::admin(at, &["--help"]).success();
     assert!(help.stdout.contains("download"), "{}", help.stdout);
     assert!(!help.stdout.contains("publish"), "{}", help.stdout);
+    // Every command says what it does (a flattened option group once took
+    // download's description away).
+    assert!(
+        help.stdout.contains("download  Fetch a released Slurm"),
+        "{}",
+        help.stdout
+    );
     let help = common::admin(at, &["download", "--help"]).success();
     assert!(
         help.stdout

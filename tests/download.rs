@@ -503,25 +503,52 @@ fn bad_requests_fail_with_one_clear_line() {
         bad.stderr
     );
     // Options that would be ignored are refused.
-    for (args, expect) in [
+    // The key prefix is spelled --bucket-prefix (SLURM_FACTORY_BUCKET_PREFIX)
+    // in every command; --prefix is only ever the install directory.
+    for (args, env, expect) in [
         (
             &["--list", "--repo", "a/b", "--from", "local"][..],
+            None,
             "--repo is for --from github",
         ),
         (
             &["--list", "--bucket", "b"][..],
-            "--bucket is for --from s3",
+            None,
+            "--bucket (or SLURM_FACTORY_BUCKET) is for --from s3",
         ),
-        (&["--list", "--from", "s3"][..], "--from s3 needs --bucket"),
-        (&["--list", "--gpu"][..], "--gpu has no meaning with --list"),
+        (
+            &["--list", "--from", "local"][..],
+            Some(("SLURM_FACTORY_BUCKET_PREFIX", "team")),
+            "--bucket-prefix (or SLURM_FACTORY_BUCKET_PREFIX) is for --from s3",
+        ),
+        (
+            &["--list", "--from", "s3", "--bucket-prefix", "team"][..],
+            None,
+            "--from s3 needs --bucket",
+        ),
+        (
+            &["--list", "--from", "s3"][..],
+            None,
+            "--from s3 needs --bucket",
+        ),
+        (
+            &["--list", "--gpu"][..],
+            None,
+            "--gpu has no meaning with --list",
+        ),
         (
             &["--list", "--prefix", "/x"][..],
+            None,
             "--prefix has no meaning with --list",
         ),
     ] {
         let mut all = vec!["download"];
         all.extend_from_slice(args);
-        let bad = xtask(&all).code(2);
+        let mut cmd = xtask(&all);
+        if let Some((name, value)) = env {
+            cmd = cmd.env(name, value);
+        }
+        let bad = cmd.code(2);
         assert!(bad.stderr.contains(expect), "{args:?}: {}", bad.stderr);
     }
 

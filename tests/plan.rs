@@ -16,6 +16,7 @@ fn plan_json(project: &Project, args: &[&str]) -> Value {
     let out = project
         .xtask(&full)
         .env_remove("SLURM_FACTORY_BUCKET")
+        .env_remove("SLURM_FACTORY_BUCKET_PREFIX")
         .success();
     serde_json::from_str(&out.stdout).unwrap()
 }

@@ -314,6 +314,7 @@ fn s3_without_a_bucket_is_a_usage_error() {
     let d = dist(None);
     let done = xtask(&["publish", "--to", "s3", "--dir", d.out().to_str().unwrap()])
         .env_remove("SLURM_FACTORY_BUCKET")
+        .env_remove("SLURM_FACTORY_BUCKET_PREFIX")
         .code(2);
     assert!(
         done.stderr.contains("--to s3 needs --bucket NAME"),

@@ -55,6 +55,7 @@ impl Site {
             .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &self.key.secret_armored)
             .env("SLURM_FACTORY_GPG_PASSPHRASE", &self.key.passphrase)
             .env_remove("SLURM_FACTORY_BUCKET")
+            .env_remove("SLURM_FACTORY_BUCKET_PREFIX")
     }
 
     fn store(&self) -> PathBuf {

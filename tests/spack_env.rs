@@ -313,10 +313,10 @@ fn bad_input_exits_2_and_writes_nothing() {
                 "deps",
                 "--toolchain",
                 "jammy",
-                "--prefix",
+                "--bucket-prefix",
                 "team",
             ],
-            "--prefix is a key prefix inside --bucket",
+            "--bucket-prefix is a key prefix inside --bucket",
         ),
         (
             &["--stage", "lib", "--toolchain", "jammy"],
@@ -348,11 +348,11 @@ fn a_bucket_prefix_places_the_mirrors_under_it() {
         "jammy",
         "--bucket",
         "my-bucket",
-        "--prefix",
+        "--bucket-prefix",
         "/team/slurm-factory/",
     ]);
     assert!(
-        text.contains("--bucket my-bucket --prefix team/slurm-factory`"),
+        text.contains("--bucket my-bucket --bucket-prefix team/slurm-factory`"),
         "{text}"
     );
     let mirrors = &doc["spack"]["mirrors"];

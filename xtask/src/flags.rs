@@ -239,8 +239,8 @@ pub struct BenchCmd {
     pub dir: Option<PathBuf>,
 }
 
-/// How many threads compress a package: for shared nodes and tests. The
-/// package's bytes are the same whatever the count.
+// How many threads compress a package: for shared nodes and tests. The
+// package's bytes are the same whatever the count.
 #[derive(Debug, Clone, Args)]
 pub struct ThreadsArg {
     /// Compression threads (the package's bytes do not depend on it) [default: one per core]
@@ -294,7 +294,7 @@ pub struct ImageCmd {
     pub dry_run: bool,
 }
 
-/// Options shared by the commands that run Spack in a container.
+// Options shared by the commands that run Spack in a container.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Container engine [default: $SLURM_FACTORY_ENGINE, else podman or docker, whichever is installed]
@@ -373,7 +373,7 @@ pub struct BuildSlurmCmd {
     pub skip_verify: bool,
     /// Pass the host's GPUs into the verify container (a GPU runner's own check)
     #[arg(long, conflicts_with = "skip_verify")]
-    pub gpus: bool,
+    pub host_gpus: bool,
     #[command(flatten)]
     pub threads: ThreadsArg,
     #[command(flatten)]
@@ -401,7 +401,7 @@ pub struct IndexCmd {
 #[command(
     after_help = "Writes <tarball>.verify.json beside the tarball; exits 1 when a check fails.\n\n\
 Examples:\n  cargo xtask verify --tarball dist/slurm-25.11-noble-cpu-x86_64.tar.gz\n  \
-cargo xtask verify --tarball dist/slurm-25.11-noble-gpu-x86_64.tar.gz --gpus   # on a GPU runner"
+cargo xtask verify --tarball dist/slurm-25.11-noble-gpu-x86_64.tar.gz --host-gpus   # on a GPU runner"
 )]
 pub struct VerifyCmd {
     /// The package (or the name its .part-NNN files share)
@@ -418,7 +418,7 @@ pub struct VerifyCmd {
     pub network: String,
     /// Pass the host's GPUs in and check nvidia-smi and NVML autodetection (GPU runners)
     #[arg(long)]
-    pub gpus: bool,
+    pub host_gpus: bool,
 }
 
 /// Upload the packages in a directory to a store: data, then checksums and signatures, then manifests, index last
@@ -449,7 +449,6 @@ pub struct PublishCmd {
     pub dry_run: bool,
 }
 
-/// Fetch a released Slurm, verify its checksum and signature, unpack it safely and install its module
 const DOWNLOAD_HELP: &str = "\
 Nothing unverified reaches the prefix: the package is unpacked beside it and
 moved in only after its SHA-256 and its signature by the trusted key (the
@@ -463,8 +462,13 @@ Examples:
   cargo xtask download --slurm 25.11 --toolchain rockylinux9 --gpu --prefix /opt/slurm/25.11-gpu \\
       --modules /etc/modulefiles --from https://cdn.example.org/slurm-factory";
 
+/// Fetch a released Slurm, verify its checksum and signature, unpack it safely and install its module
 #[derive(Debug, Args)]
-#[command(after_help = DOWNLOAD_HELP)]
+#[command(
+    after_help = DOWNLOAD_HELP,
+    mut_arg("bucket", |a| a.help("S3 bucket for --from s3")),
+    mut_arg("store_dir", |a| a.help("The local store's directory for --from local [default: target/slurm-factory/store]")),
+)]
 pub struct DownloadCmd {
     /// The Slurm version: the newest release of it that has the package
     #[arg(long, value_name = "V")]
@@ -494,15 +498,10 @@ pub struct DownloadCmd {
     /// The GitHub repository [default: releases.github in the matrix]
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
-    /// S3 bucket for --from s3 (credentials from the standard AWS chain)
-    #[arg(long, value_name = "NAME")]
-    pub bucket: Option<String>,
-    /// Key prefix inside the bucket, for --from s3
-    #[arg(long, value_name = "PREFIX")]
-    pub bucket_prefix: Option<String>,
-    /// The local store's directory for --from local [default: target/slurm-factory/store]
-    #[arg(long, value_name = "DIR")]
-    pub store_dir: Option<PathBuf>,
+    /// The store for --from s3 (--bucket, --bucket-prefix; credentials from the
+    /// standard AWS chain) or --from local (--store-dir)
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
     /// Trust this armored public key instead of the project's pinned one
     #[arg(long, value_name = "FILE")]
     pub trusted_key: Option<PathBuf>,
@@ -546,6 +545,6 @@ pub enum PublishTo {
     Local,
     /// An S3 bucket (standard AWS credential chain; AWS_ENDPOINT_URL for S3-compatible servers)
     S3,
-    /// GitHub Releases, one per Slurm version (GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL)
+    /// GitHub Releases, one per build of a Slurm version, never changed once published (GITHUB_TOKEN, GITHUB_REPOSITORY, GITHUB_API_URL)
     Github,
 }

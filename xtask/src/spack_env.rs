@@ -228,7 +228,7 @@ impl StoreUrl {
         match (bucket, prefix) {
             (None, None) => Ok(StoreUrl::Local),
             (None, Some(_)) => Err(UsageError::new(
-                "--prefix is a key prefix inside --bucket: give the bucket",
+                "--bucket-prefix is a key prefix inside --bucket: give the bucket",
             )
             .into()),
             (Some(b), _) if !is_bucket_name(b) => {
@@ -509,7 +509,7 @@ fn command_line(cell: &Cell<'_>, opts: &Options) -> String {
     if let StoreUrl::Bucket { bucket, prefix } = &opts.store {
         cmd.push_str(&format!(" --bucket {bucket}"));
         if !prefix.is_empty() {
-            cmd.push_str(&format!(" --prefix {prefix}"));
+            cmd.push_str(&format!(" --bucket-prefix {prefix}"));
         }
     }
     if let Some(m) = &opts.deps_mirror {

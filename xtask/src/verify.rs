@@ -284,7 +284,7 @@ pub struct Options<'a> {
     pub engine: EngineKind,
     pub image: Option<&'a str>,
     pub network: &'a str,
-    pub gpus: bool,
+    pub host_gpus: bool,
 }
 
 pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Report> {
@@ -333,7 +333,7 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
     let script_path = work.path().join("verify.sh");
     std::fs::write(
         &script_path,
-        script(&manifest, tc.family, &name, split, opts.gpus),
+        script(&manifest, tc.family, &name, split, opts.host_gpus),
     )?;
     let run = Run {
         image: image.clone(),
@@ -347,7 +347,7 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
         command: vec!["bash".into(), "/verify/verify.sh".into()],
     };
     let mut argv = run.argv(opts.engine);
-    if opts.gpus {
+    if opts.host_gpus {
         // GPU runners: the devices and driver libraries come from the host.
         let flag = match opts.engine {
             EngineKind::Podman => "--device=nvidia.com/gpu=all",
@@ -446,7 +446,7 @@ impl VerifyCmd {
                 engine,
                 image: self.image.as_deref(),
                 network: &self.network,
-                gpus: self.gpus,
+                host_gpus: self.host_gpus,
             },
         )?;
         finish(&report, &self.tarball)

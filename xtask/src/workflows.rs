@@ -773,7 +773,7 @@ impl Ctx<'_> {
         let build = Self::build_env(Step::run(
             "Build, package, sign and verify Slurm",
             &format!(
-                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist)\nif [ \"$GPU\" = true ]; then args+=(--gpu --gpus); fi\n{REHEARSE_ARG}{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
+                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist)\nif [ \"$GPU\" = true ]; then args+=(--gpu --host-gpus); fi\n{REHEARSE_ARG}{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
             ),
         ))
         .env("VERSION", &expr("matrix.version"));

@@ -801,7 +801,7 @@ impl BuildSlurmCmd {
             engine,
             image: None,
             network: &self.build.network,
-            gpus: self.gpus,
+            host_gpus: self.host_gpus,
         };
         let report = verify::verify(matrix, &tarball, &opts)?;
         verify::finish(&report, &tarball)?;

@@ -177,9 +177,17 @@ impl DownloadCmd {
         };
         let only = [
             ("--repo", self.repo.is_some(), "github"),
-            ("--bucket", self.bucket.is_some(), "s3"),
-            ("--bucket-prefix", self.bucket_prefix.is_some(), "s3"),
-            ("--store-dir", self.store_dir.is_some(), "local"),
+            (
+                "--bucket (or SLURM_FACTORY_BUCKET)",
+                self.store.bucket.bucket.is_some(),
+                "s3",
+            ),
+            (
+                "--bucket-prefix (or SLURM_FACTORY_BUCKET_PREFIX)",
+                self.store.bucket.bucket_prefix.is_some(),
+                "s3",
+            ),
+            ("--store-dir", self.store.store_dir.is_some(), "local"),
         ];
         if let Some(fpr) = &self.trusted_fingerprint
             && !(fpr.len() == 40 && fpr.chars().all(|c| c.is_ascii_hexdigit()))
@@ -199,7 +207,7 @@ impl DownloadCmd {
                 .into());
             }
         }
-        if source_kind == "s3" && self.bucket.is_none() {
+        if source_kind == "s3" && self.store.bucket.bucket.is_none() {
             return Err(UsageError::new("--from s3 needs --bucket NAME").into());
         }
         if self.list {
@@ -220,16 +228,6 @@ impl DownloadCmd {
             }
         }
         Ok(())
-    }
-
-    fn store(&self) -> crate::store::StoreArgs {
-        crate::store::StoreArgs {
-            bucket: crate::store::BucketArgs {
-                bucket: self.bucket.clone(),
-                prefix: self.bucket_prefix.clone(),
-            },
-            store_dir: self.store_dir.clone(),
-        }
     }
 
     /// A `--slurm` or `--toolchain` this build does not know may still be on
@@ -298,13 +296,13 @@ impl DownloadCmd {
                 self.repo.as_deref().unwrap_or(&policy.github),
             )?),
             "s3" => Box::new(StoreSource {
-                fetch: Box::new(self.store().s3()?),
+                fetch: Box::new(self.store.s3()?),
                 dir: None,
             }),
             "local" => {
-                let store = match (root, &self.store_dir) {
-                    (Some(root), _) => self.store().local(root),
-                    (None, Some(_)) => self.store().local(Path::new(".")),
+                let store = match (root, &self.store.store_dir) {
+                    (Some(root), _) => self.store.local(root),
+                    (None, Some(_)) => self.store.local(Path::new(".")),
                     (None, None) => {
                         return Err(UsageError::new(
                             "--from local needs --store-dir DIR (there is no checkout whose target/slurm-factory/store to use)",

@@ -147,22 +147,24 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The bucket options of every command that reaches the store or its Spack
-/// mirrors (builds, `spack-env`, `plan`, `publish`), checked in one place.
+// The bucket options of every command that reaches the store or its Spack
+// mirrors (builds, `spack-env`, `plan`, `publish`, `download --from s3`),
+// checked in one place. (Plain comments: a flattened struct's doc comment
+// would become its command's description.)
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BucketArgs {
     /// S3 bucket of the store and its Spack mirrors [default: the local store]
     #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
     pub bucket: Option<String>,
-    /// Key prefix inside the bucket
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_PREFIX")]
-    pub prefix: Option<String>,
+    /// Key prefix inside the bucket (every key of the store and its mirrors starts with it)
+    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_BUCKET_PREFIX")]
+    pub bucket_prefix: Option<String>,
 }
 
 impl BucketArgs {
     /// Where the store is: a bucket name, no prefix without a bucket.
     pub fn mirrors(&self) -> Result<StoreUrl> {
-        StoreUrl::new(self.bucket.as_deref(), self.prefix.as_deref())
+        StoreUrl::new(self.bucket.as_deref(), self.bucket_prefix.as_deref())
     }
 
     /// The bucket's store, else the local store in `local`.
@@ -174,7 +176,7 @@ impl BucketArgs {
     }
 }
 
-/// The store options `plan` and `publish` share.
+// The store options `plan`, `publish` and `download` share.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct StoreArgs {
     #[command(flatten)]
