@@ -8,6 +8,7 @@
 
 pub mod extract;
 mod fetch;
+mod github;
 mod install;
 pub mod source;
 
@@ -20,7 +21,8 @@ use crate::flags::DownloadCmd;
 use crate::schema::ReleasePolicy;
 use crate::schema::release::ReleaseTag;
 use crate::sign::TrustedKey;
-use source::{Ask, GitHubSource, HttpBase, Offer, Source, StoreSource};
+use github::GitHubSource;
+use source::{Ask, HttpBase, Offer, Source, StoreSource};
 
 /// Pieces in flight to each consumer (gpg, the unpacker): bounded memory.
 const IN_FLIGHT: usize = 64;

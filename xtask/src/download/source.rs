@@ -1,4 +1,4 @@
-//! Where packages are downloaded from: GitHub releases, or a store laid out
+//! Where packages are downloaded from: GitHub releases (`github.rs`), or a store laid out
 //! by `publish` (S3 through the SDK, a public base URL such as a CDN in
 //! front of the bucket, a local store directory) whose `releases/index.json`
 //! lists every release, or a plain URL of one release directory
@@ -7,10 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use bytes::Bytes;
 use http::header;
-use serde::Deserialize;
 
 use crate::http::{Http, Response};
 use crate::schema::PUBLIC_KEY_FILE;
@@ -48,7 +47,7 @@ pub struct Ask<'a> {
 }
 
 impl Ask<'_> {
-    fn admits(&self, tag: &ReleaseTag) -> bool {
+    pub(super) fn admits(&self, tag: &ReleaseTag) -> bool {
         self.slurm.is_none_or(|s| tag.series() == s)
             && self.release.is_none_or(|r| r == tag.to_string())
     }
@@ -103,7 +102,7 @@ fn parse_name(name: &str) -> Option<(String, String, String, String)> {
 }
 
 /// Groups release file names into the packages they belong to.
-fn offers_from_names(
+pub(super) fn offers_from_names(
     release: &str,
     names: impl IntoIterator<Item = (String, Option<u64>)>,
 ) -> Vec<Offer> {
@@ -150,186 +149,15 @@ pub trait Source {
     }
 }
 
-fn read_all(body: &mut dyn Chunks, what: &str) -> Result<Vec<u8>> {
+pub(super) fn read_all(body: &mut dyn Chunks, what: &str) -> Result<Vec<u8>> {
     crate::store::read_all(body, SMALL, what)
-}
-
-// ---------------------------------------------------------------- GitHub
-
-pub struct GitHubSource {
-    http: Http,
-    api: String,
-    pub repo: String,
-    token: Option<String>,
-    /// Asset name → API URL, per release tag, as listed.
-    assets: std::cell::RefCell<BTreeMap<String, BTreeMap<String, String>>>,
-}
-
-#[derive(Deserialize)]
-struct ReleaseJson {
-    tag_name: String,
-    #[serde(default)]
-    draft: bool,
-    #[serde(default)]
-    immutable: bool,
-    assets: Vec<AssetJson>,
-}
-
-#[derive(Deserialize)]
-struct AssetJson {
-    name: String,
-    size: u64,
-    url: String,
-    #[serde(default)]
-    state: Option<String>,
-}
-
-impl GitHubSource {
-    /// `GITHUB_API_URL` (default api.github.com); `GITHUB_TOKEN` when set (private
-    /// repositories, rate limits), sent to the API host only.
-    pub fn new(repo: &str) -> Result<GitHubSource> {
-        let api = std::env::var("GITHUB_API_URL")
-            .ok()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| "https://api.github.com".into());
-        Ok(GitHubSource {
-            http: Http::new()?,
-            api: api.trim_end_matches('/').into(),
-            repo: repo.into(),
-            token: std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()),
-            assets: Default::default(),
-        })
-    }
-
-    fn headers(&self, accept: &str) -> Vec<(header::HeaderName, String)> {
-        let mut h = vec![(header::ACCEPT, accept.to_string())];
-        if let Some(t) = &self.token {
-            h.push((header::AUTHORIZATION, format!("Bearer {t}")));
-        }
-        h
-    }
-
-    fn api_get(&self, path: &str) -> Result<Option<Response>> {
-        let url = format!("{}/repos/{}/{path}", self.api, self.repo);
-        let resp = self
-            .http
-            .get(&url, &self.headers("application/vnd.github+json"))?;
-        match resp.status {
-            200 => Ok(Some(resp)),
-            404 => Ok(None),
-            _ => Err(resp.error(&format!("GitHub {}", self.repo))),
-        }
-    }
-
-    fn remember(&self, release: &ReleaseJson) -> Vec<Offer> {
-        let uploaded: Vec<&AssetJson> = release
-            .assets
-            .iter()
-            .filter(|a| a.state.as_deref().is_none_or(|s| s == "uploaded"))
-            .collect();
-        self.assets.borrow_mut().insert(
-            release.tag_name.clone(),
-            uploaded
-                .iter()
-                .map(|a| (a.name.clone(), a.url.clone()))
-                .collect(),
-        );
-        let Some(tag) = ReleaseTag::parse(&release.tag_name) else {
-            return Vec::new();
-        };
-        offers_from_names(
-            &release.tag_name,
-            uploaded.iter().map(|a| (a.name.clone(), Some(a.size))),
-        )
-        .into_iter()
-        .filter(|o| o.slurm == tag.series())
-        .map(|o| Offer {
-            immutable: release.immutable,
-            ..o
-        })
-        .collect()
-    }
-
-    fn asset_url(&self, offer: &Offer, name: &str) -> Option<String> {
-        self.assets.borrow().get(&offer.release)?.get(name).cloned()
-    }
-}
-
-impl Source for GitHubSource {
-    fn describe(&self) -> String {
-        format!("GitHub releases of {}", self.repo)
-    }
-
-    fn offers(&self, ask: &Ask<'_>) -> Result<Vec<Offer>> {
-        if let Some(tag) = ask.release {
-            let Some(mut resp) = self.api_get(&format!("releases/tags/{tag}"))? else {
-                bail!(
-                    "{} has no published release {tag} (see: download --list)",
-                    self.repo
-                );
-            };
-            let release: ReleaseJson = serde_json::from_slice(&read_all(&mut resp, "the release")?)
-                .context("GitHub's release is not the JSON expected")?;
-            return Ok(self.remember(&release));
-        }
-        let mut tagged = Vec::new();
-        for page in 1.. {
-            let Some(mut resp) = self.api_get(&format!("releases?per_page=100&page={page}"))?
-            else {
-                bail!("{} not found on {}", self.repo, self.api);
-            };
-            let releases: Vec<ReleaseJson> =
-                serde_json::from_slice(&read_all(&mut resp, "the release list")?)
-                    .context("GitHub's release list is not the JSON expected")?;
-            let last = releases.len() < 100;
-            tagged.extend(releases.into_iter().filter(|r| !r.draft).filter_map(|r| {
-                ReleaseTag::parse(&r.tag_name)
-                    .filter(|t| ask.admits(t))
-                    .map(|t| (t, r))
-            }));
-            if last {
-                break;
-            }
-        }
-        tagged.sort_by(|(a, _), (b, _)| newest_first(a, b));
-        Ok(tagged.iter().flat_map(|(_, r)| self.remember(r)).collect())
-    }
-
-    fn open(&self, offer: &Offer, name: &str, from: u64) -> Result<Option<Box<dyn Chunks>>> {
-        let Some(url) = self.asset_url(offer, name) else {
-            return Ok(None);
-        };
-        let mut headers = self.headers("application/octet-stream");
-        // The token is for the API: an asset URL elsewhere never gets it.
-        if !same_origin(&url, &self.api) {
-            headers.retain(|(name, _)| name != header::AUTHORIZATION);
-        }
-        if from > 0 {
-            headers.push((header::RANGE, format!("bytes={from}-")));
-        }
-        ranged(self.http.get(&url, &headers)?, from, name)
-    }
-
-    fn public_key(&self, offer: &Offer) -> Result<Option<Vec<u8>>> {
-        self.small(offer, PUBLIC_KEY_FILE)
-    }
-}
-
-/// Whether two URLs share scheme, host and port.
-fn same_origin(a: &str, b: &str) -> bool {
-    match (a.parse::<http::Uri>(), b.parse::<http::Uri>()) {
-        (Ok(a), Ok(b)) => {
-            a.scheme().is_some() && a.scheme() == b.scheme() && a.authority() == b.authority()
-        }
-        _ => false,
-    }
 }
 
 /// A response to a GET from byte `from`: 206 as asked, or 200 with the bytes
 /// before `from` skipped (a server that ignores ranges), or 404. A 416 for a
 /// resume means nothing is left after `from` (a file already complete whose
 /// size the source does not list); its checksum still decides.
-fn ranged(resp: Response, from: u64, name: &str) -> Result<Option<Box<dyn Chunks>>> {
+pub(super) fn ranged(resp: Response, from: u64, name: &str) -> Result<Option<Box<dyn Chunks>>> {
     match resp.status {
         416 if from > 0 => Ok(Some(Box::new(Empty))),
         200 if from == 0 => Ok(Some(Box::new(resp))),
@@ -414,7 +242,7 @@ impl Fetch for HttpBase {
 }
 
 /// Newest first: by series, then build.
-fn newest_first(a: &ReleaseTag, b: &ReleaseTag) -> std::cmp::Ordering {
+pub(super) fn newest_first(a: &ReleaseTag, b: &ReleaseTag) -> std::cmp::Ordering {
     (b.series(), b.build, &b.version).cmp(&(a.series(), a.build, &a.version))
 }
 
