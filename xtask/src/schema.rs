@@ -98,6 +98,16 @@ pub mod paths {
     pub const INSTALL_ROOT: &str = "/opt/slurm/software";
     /// Where Spack writes the slurm stage's modules.
     pub const MODULES_ROOT: &str = "/opt/slurm/modules";
+
+    /// The mounts every build gets (work, debug bundle, keys, hand-over, mirror, ccache).
+    pub mod mnt {
+        pub const WORK: &str = "/opt/slurm-factory/work";
+        pub const DEBUG: &str = "/opt/slurm-factory/debug";
+        pub const KEYS: &str = "/opt/slurm-factory/keys";
+        pub const OUT: &str = "/opt/slurm-factory/out";
+        pub const MIRROR: &str = "/opt/slurm-factory/mirror";
+        pub const CCACHE: &str = "/opt/slurm-factory/cache/ccache";
+    }
 }
 
 /// The name of the public key file published beside the packages.

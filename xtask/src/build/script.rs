@@ -3,8 +3,7 @@
 //! under Actions). On failure the phase and Spack's logs are left in the
 //! debug mount and the script exits with Spack's status.
 
-use super::mnt;
-use crate::schema::paths;
+use crate::schema::paths::{self, mnt};
 
 /// What a stage does inside the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

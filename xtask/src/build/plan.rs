@@ -1,0 +1,311 @@
+//! What a build will do, decided before anything runs: the host directories,
+//! the mounts, the container run, the in-container script and the secrets'
+//! names. Pure planning (it reads the project and checks the image, it
+//! changes nothing), so `--dry-run` prints exactly this plan.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::script::{self, Stage};
+use crate::container::{self, EngineKind, EnvVar, Mount, Run, mount};
+use crate::error::UsageError;
+use crate::flags::BuildArgs;
+use crate::gha;
+use crate::image;
+use crate::matrix::{Cell, Matrix};
+use crate::module;
+use crate::schema::paths::{self, mnt};
+use crate::sign::Keyring;
+use crate::spack_env::{self, EnvironmentData, StoreUrl};
+
+/// Secrets that may reach the container, by name only, when an s3:// mirror is used.
+const AWS_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+];
+/// Of those, the ones whose values are redacted from the debug bundle.
+const AWS_SECRETS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// The host directories a run uses, all under `target/slurm-factory/` by default.
+pub(super) struct Dirs {
+    pub(super) state: PathBuf,
+    pub(super) work: PathBuf,
+}
+
+impl Dirs {
+    pub(super) fn new(root: &Path, state: Option<&Path>, slug: &str) -> Dirs {
+        let state = state.map_or_else(|| root.join("target/slurm-factory"), Path::to_path_buf);
+        let work = state.join("work").join(slug);
+        Dirs { state, work }
+    }
+    pub(super) fn store(&self) -> PathBuf {
+        self.state.join("store")
+    }
+    fn cache(&self, what: &str) -> PathBuf {
+        self.state.join("cache").join(what)
+    }
+    fn env(&self) -> PathBuf {
+        self.work.join("env")
+    }
+    fn debug(&self) -> PathBuf {
+        self.work.join("debug")
+    }
+    fn keys(&self) -> PathBuf {
+        self.work.join("keys")
+    }
+}
+
+/// A fully planned build: nothing has run yet.
+pub struct Plan {
+    pub(super) cell: String,
+    pub(super) engine: Option<EngineKind>,
+    pub(super) image: String,
+    pub(super) image_build: Option<image::ImageBuild>,
+    /// Stage 2's hand-over directory, emptied of a previous run's view first.
+    pub(super) fresh_out: Option<PathBuf>,
+    /// Spack's install log on this host: what was built, what was extracted.
+    pub(super) install_log: PathBuf,
+    pub(super) files: Vec<(PathBuf, String)>,
+    pub(super) dirs: Vec<PathBuf>,
+    pub(super) run: Run,
+    pub(super) script: String,
+    pub(super) signing: Option<String>,
+    pub(super) debug_dir: PathBuf,
+    pub(super) redact: Vec<String>,
+    /// The pushed mirror on this host, checked after a successful push.
+    pub(super) local_mirror: Option<PathBuf>,
+    pub(super) expect_index: bool,
+}
+
+/// Where a mirror lives and how the container reaches it.
+pub(super) fn mirror_url(url: &str) -> Result<(String, Option<Mount>)> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(UsageError::new(format!(
+                "--mirror {url}: a file:// URL needs an absolute path"
+            ))
+            .into());
+        }
+        let m = mount(Path::new(path), mnt::MIRROR, false);
+        return Ok((format!("file://{}", mnt::MIRROR), Some(m)));
+    }
+    if url.starts_with("s3://") && url.len() > 5 {
+        return Ok((url.trim_end_matches('/').to_string(), None));
+    }
+    let scheme = url.split_once("://").map_or(url, |(s, _)| s);
+    Err(UsageError::new(format!(
+        "unknown mirror URL scheme '{scheme}' in '{url}' (valid: file://, s3://)"
+    ))
+    .into())
+}
+
+pub(super) struct Inputs<'a> {
+    pub(super) root: &'a Path,
+    pub(super) matrix: &'a Matrix,
+    /// spack-env/environment.yaml, read once per command.
+    pub(super) data: &'a EnvironmentData,
+    pub(super) cell: Cell<'a>,
+    pub(super) args: &'a BuildArgs,
+    pub(super) stage: Stage,
+    pub(super) deps_mirror: Option<&'a str>,
+    pub(super) keyring: Option<&'a Keyring>,
+    /// `--out` of build-slurm: where the view, lock and module land.
+    pub(super) out: Option<&'a Path>,
+}
+
+pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
+    let Inputs {
+        root,
+        matrix,
+        data,
+        cell,
+        args,
+        stage,
+        ..
+    } = *inp;
+    let tc = cell.toolchain;
+    let slug = match (stage, cell.release) {
+        (Stage::Index, Some(r)) => format!("index-{}-{}", tc.name, r.version),
+        (Stage::Index, None) => format!("index-{}-deps", tc.name),
+        (_, Some(r)) => format!("slurm-{}-{}-{}", r.version, tc.name, cell.variant),
+        (_, None) => format!("deps-{}-{}", tc.name, cell.variant),
+    };
+    let dirs = Dirs::new(root, args.state_dir.as_deref(), &slug);
+    let engine = container::detect(args.engine, args.dry_run)?;
+
+    // Mirrors: the store (local directory or S3 bucket), or an explicit deps mirror.
+    let store = args.store.mirrors()?;
+    let mut mounts = Vec::new();
+    let rehearsal = args.rehearse;
+    let what = cell.release.map_or("deps", |r| r.version.as_str());
+    let mut local_mirror = match (stage, &store) {
+        (Stage::Index, _) => None,
+        (_, StoreUrl::Local) => Some(
+            dirs.store()
+                .join(spack_env::mirror_key(&tc.name, what, rehearsal)),
+        ),
+        _ => None,
+    };
+    let deps_override = match inp.deps_mirror {
+        Some(url) => {
+            let (seen, m) = mirror_url(url)?;
+            local_mirror = m.as_ref().map(|m| m.host.clone());
+            mounts.extend(m);
+            Some(seen)
+        }
+        None => None,
+    };
+    let uses_s3 = matches!(store, StoreUrl::Bucket { .. })
+        || deps_override
+            .as_deref()
+            .is_some_and(|u| u.starts_with("s3://"));
+    if store == StoreUrl::Local {
+        mounts.push(mount(&dirs.store(), paths::LOCAL_STORE, false));
+    }
+    let opts = spack_env::Options {
+        target: args.target.clone().unwrap_or_else(|| matrix.target.clone()),
+        store: store.clone(),
+        deps_mirror: deps_override,
+        rehearsal,
+    };
+    let rendered = spack_env::render(root, data, &cell, &opts)
+        .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
+
+    let signing = match stage {
+        Stage::Index => None,
+        _ if args.signing.unsigned => None,
+        _ => Some(
+            inp.keyring
+                .map_or_else(|| "<signing key>".to_string(), |k| k.fingerprint.clone()),
+        ),
+    };
+    let mirror_name = if cell.release.is_some() {
+        "slurm-factory-slurm"
+    } else {
+        "slurm-factory-deps"
+    };
+    let index_url = match cell.release {
+        Some(r) => store.mirror(&tc.name, &r.version, rehearsal),
+        None => opts.deps_mirror(&tc.name),
+    };
+    // Stage 2 hands over the module Spack wrote for the cell.
+    let module_file = cell
+        .release
+        .map(|_| module::module_file(&cell))
+        .unwrap_or_default();
+    let script = script::render(&script::Script {
+        cell: cell.id(),
+        stage,
+        signing: signing.as_deref(),
+        mirror: mirror_name,
+        index_url: &index_url,
+        rehearsal,
+        module_file: &module_file,
+    });
+
+    let env_dir = dirs.env();
+    let mut files: Vec<(PathBuf, String)> = rendered
+        .files
+        .into_iter()
+        .map(|(rel, text)| (env_dir.join(rel), text))
+        .collect();
+    files.push((env_dir.join("build.sh"), script.clone()));
+
+    // The image: given, present already, or built from the rendered recipe.
+    let (image, image_build) = match &args.image {
+        Some(tag) => (tag.clone(), None),
+        None => {
+            image::ImageBuild::plan(matrix, tc, engine, args.dry_run, &args.sources, &dirs.state)?
+        }
+    };
+
+    mounts.extend([
+        mount(&env_dir, paths::ENV, true),
+        mount(&root.join("spack-repo"), paths::SPACK_REPO, true),
+        mount(&dirs.cache("source"), paths::SOURCE_CACHE, false),
+        mount(&dirs.cache("misc"), paths::MISC_CACHE, false),
+        mount(&dirs.cache("ccache"), mnt::CCACHE, false),
+        mount(&dirs.work.join("software"), paths::INSTALL_ROOT, false),
+        mount(&dirs.work.join("spack"), mnt::WORK, false),
+        mount(&dirs.debug(), mnt::DEBUG, false),
+    ]);
+    let mut dirs_to_make: Vec<PathBuf> = mounts
+        .iter()
+        .filter(|m| !m.read_only)
+        .map(|m| m.host.clone())
+        .collect();
+    if signing.is_some() {
+        mounts.push(mount(&dirs.keys(), mnt::KEYS, true));
+    }
+    let mut fresh_out = None;
+    if stage == Stage::Slurm {
+        let out = inp
+            .out
+            .map_or_else(|| dirs.work.join("out"), Path::to_path_buf);
+        dirs_to_make.push(out.clone());
+        mounts.push(mount(&out, mnt::OUT, false));
+        fresh_out = Some(out);
+    }
+
+    let mut env = vec![
+        EnvVar::Set("HOME".into(), "/tmp/home".into()),
+        EnvVar::Set(
+            "SPACK_USER_CACHE_PATH".into(),
+            format!("{}/user-cache", mnt::WORK),
+        ),
+        EnvVar::Set("CCACHE_DIR".into(), mnt::CCACHE.into()),
+    ];
+    if gha::in_actions() {
+        env.push(EnvVar::Set("GITHUB_ACTIONS".into(), "true".into()));
+    }
+    let mut redact = Vec::new();
+    if uses_s3 {
+        for var in AWS_VARS {
+            if std::env::var_os(var).is_some() {
+                env.push(EnvVar::PassThrough((*var).into()));
+            }
+        }
+        for var in AWS_SECRETS {
+            if let Ok(v) = std::env::var(var)
+                && !v.is_empty()
+            {
+                redact.push(v);
+            }
+        }
+    }
+    let run = Run {
+        image: image.clone(),
+        user: Some(container::invoking_user()),
+        network: args.network.clone(),
+        mounts,
+        env,
+        command: vec!["bash".into(), format!("{}/build.sh", paths::ENV)],
+    };
+    Ok(Plan {
+        cell: cell.id(),
+        engine,
+        image,
+        image_build,
+        files,
+        dirs: dirs_to_make,
+        run,
+        script,
+        signing,
+        debug_dir: dirs.debug(),
+        fresh_out,
+        install_log: dirs.work.join("spack").join(script::INSTALL_LOG),
+        redact,
+        local_mirror,
+        expect_index: stage == Stage::Deps { update_index: true },
+    })
+}
