@@ -13,8 +13,11 @@ use sha2::{Digest, Sha256};
 use crate::checksum::hex;
 use crate::image;
 use crate::matrix::{Cell, Variant};
-use crate::spack_env::{self, EnvironmentData, StoreUrl};
+use crate::project::Project;
+use crate::schema::mirrors;
+use crate::spack_env;
 use crate::store::Store;
+use crate::store::StoreUrl;
 
 /// Bump when the in-container steps change what a stage produces.
 /// 2: real Spack 1.1 (signed pushes with --key, link-all views, $ORIGIN hand-over).
@@ -93,24 +96,22 @@ impl Fingerprint {
 
 /// A deps cell's fingerprint, or a slurm cell's (which includes its
 /// toolchain's deps fingerprint of the same variant).
-pub fn of(root: &Path, data: &EnvironmentData, cell: &Cell<'_>) -> Result<Fingerprint> {
-    Fingerprints::new(root, data).of(cell)
+pub fn of(project: &Project, cell: &Cell<'_>) -> Result<Fingerprint> {
+    Fingerprints::new(project).of(cell)
 }
 
 /// Fingerprints of many cells (a plan): what cells share, each toolchain's
 /// deps fingerprint and the recipe hashes, is computed once.
 pub struct Fingerprints<'a> {
-    root: &'a Path,
-    data: &'a EnvironmentData,
+    project: &'a Project,
     deps: BTreeMap<(String, String), String>,
     recipes: BTreeMap<Vec<String>, String>,
 }
 
 impl<'a> Fingerprints<'a> {
-    pub fn new(root: &'a Path, data: &'a EnvironmentData) -> Fingerprints<'a> {
+    pub fn new(project: &'a Project) -> Fingerprints<'a> {
         Fingerprints {
-            root,
-            data,
+            project,
             deps: BTreeMap::new(),
             recipes: BTreeMap::new(),
         }
@@ -120,7 +121,7 @@ impl<'a> Fingerprints<'a> {
     /// environment names: the deps specs (and GPU specs), or Slurm and what
     /// is built with it.
     fn recipes(&mut self, cell: &Cell<'_>) -> Result<String> {
-        let d = self.data;
+        let d = &self.project.env;
         let specs: Vec<&String> = match (cell.release, cell.variant) {
             (Some(_), _) => std::iter::once(&d.slurm.package)
                 .chain(&d.slurm.with)
@@ -135,7 +136,8 @@ impl<'a> Fingerprints<'a> {
                 name.strip_prefix("slurm_factory.").unwrap_or(name)
             })
             .filter(|name| {
-                self.root
+                self.project
+                    .root
                     .join("spack-repo/spack_repo/slurm_factory/packages")
                     .join(name.replace('-', "_"))
                     .is_dir()
@@ -148,7 +150,7 @@ impl<'a> Fingerprints<'a> {
             return Ok(v.clone());
         }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let v = recipes(self.root, &refs)?;
+        let v = recipes(&self.project.root, &refs)?;
         self.recipes.insert(names, v.clone());
         Ok(v)
     }
@@ -162,7 +164,7 @@ impl<'a> Fingerprints<'a> {
             deps_mirror: None,
             rehearsal: false,
         };
-        let rendered = spack_env::render(self.root, self.data, cell, &opts)?;
+        let rendered = spack_env::render(self.project, cell, &opts)?;
         let mut env = Sha256::new();
         for (path, text) in &rendered.files {
             env.update(path.to_string_lossy().as_bytes());
@@ -277,10 +279,11 @@ pub fn record_state(store: &dyn Store, key: &str, variant: &str, state: &CellSta
 
 /// The state object's key in the store: beside the mirror it describes.
 pub fn state_key(cell: &Cell<'_>) -> String {
-    match cell.release {
-        Some(r) => format!("{}/slurm/{}/state.json", cell.toolchain.name, r.version),
-        None => format!("{}/slurm/deps/state.json", cell.toolchain.name),
-    }
+    let what = cell.release.map_or("deps", |r| r.version.as_str());
+    format!(
+        "{}/state.json",
+        mirrors::key(&cell.toolchain.name, what, false)
+    )
 }
 
 #[cfg(test)]

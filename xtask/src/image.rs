@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use crate::checksum::hex;
 use crate::container::{self, Build, EngineKind, Shown};
-use crate::flags::ImageCmd;
 use crate::gha;
 use crate::matrix::{DnfRepo, Family, Matrix, Toolchain};
 use crate::spack_sources;
@@ -54,7 +53,7 @@ impl ImageBuild {
         tc: &Toolchain,
         engine: Option<EngineKind>,
         dry_run: bool,
-        sources: &SourceArgs,
+        sources: &Sources,
         state: &Path,
     ) -> Result<(String, Option<ImageBuild>)> {
         let recipe = recipe(matrix, tc);
@@ -142,16 +141,11 @@ impl ImageBuild {
     }
 }
 
-/// Where an image build takes Spack's sources from (and pip's CA bundle).
-#[derive(Debug, Clone, clap::Args)]
-pub struct SourceArgs {
-    /// A directory holding the pinned Spack as `spack-<ref>.tar.gz` and
-    /// `spack-packages-<ref>.tar.gz` for the image build (no network needed)
-    /// [default: cloned from GitHub into <state-dir>/cache/spack-sources]
-    #[arg(long, value_name = "DIR", env = spack_sources::SOURCES_VAR)]
+/// Where an image build takes Spack's sources from (and pip's CA bundle):
+/// a directory of the pinned tarballs, else a clone from GitHub.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
     pub spack_sources: Option<PathBuf>,
-    /// A CA bundle that the image build's pip trusts (behind a TLS-intercepting proxy); not kept in the image
-    #[arg(long, value_name = "FILE", env = "SLURM_FACTORY_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
 }
 
@@ -361,33 +355,53 @@ fn python_packages(tc: &Toolchain) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-impl ImageCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let tc = matrix.toolchain(&self.toolchain)?;
-        if !self.build {
-            let recipe = recipe(matrix, tc);
-            if self.print {
-                out!("{}", recipe.text);
-            } else {
-                outln!("{}", recipe.tag);
-            }
+/// `image`: a toolchain's image tag, its recipe, or its build.
+pub struct Job {
+    pub toolchain: String,
+    pub show: Show,
+}
+
+pub enum Show {
+    Tag,
+    Recipe,
+    /// Build the image unless the engine has its tag already.
+    Build {
+        engine: Option<EngineKind>,
+        sources: Sources,
+        /// The build context lives under `<state_dir>/images/<toolchain>`.
+        state_dir: PathBuf,
+        dry_run: bool,
+    },
+}
+
+pub fn run(matrix: &Matrix, job: &Job) -> Result<()> {
+    let tc = matrix.toolchain(&job.toolchain)?;
+    let (engine, sources, state, dry_run) = match &job.show {
+        Show::Tag => {
+            outln!("{}", recipe(matrix, tc).tag);
             return Ok(());
         }
-        let engine = container::detect(self.engine, self.dry_run)?;
-        let state = self
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| root.join("target/slurm-factory"));
-        match ImageBuild::plan(matrix, tc, engine, self.dry_run, &self.sources, &state)? {
-            (tag, None) => outln!("# image {tag} is present: not rebuilt"),
-            (_, Some(build)) if self.dry_run => build.print(engine.unwrap_or(EngineKind::Podman)),
-            (tag, Some(build)) => {
-                build.execute(engine.context("no container engine")?)?;
-                outln!("built {tag}");
-            }
+        Show::Recipe => {
+            out!("{}", recipe(matrix, tc).text);
+            return Ok(());
         }
-        Ok(())
+        Show::Build {
+            engine,
+            sources,
+            state_dir,
+            dry_run,
+        } => (*engine, sources, state_dir, *dry_run),
+    };
+    let engine = container::detect(engine, dry_run)?;
+    match ImageBuild::plan(matrix, tc, engine, dry_run, sources, state)? {
+        (tag, None) => outln!("# image {tag} is present: not rebuilt"),
+        (_, Some(build)) if dry_run => build.print(engine.unwrap_or(EngineKind::Podman)),
+        (tag, Some(build)) => {
+            build.execute(engine.context("no container engine")?)?;
+            outln!("built {tag}");
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

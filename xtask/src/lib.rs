@@ -49,6 +49,7 @@ mod mirror;
 mod module;
 mod package;
 mod plan;
+mod project;
 mod publish;
 mod report;
 mod schema;
@@ -111,27 +112,42 @@ fn exit_code(result: Result<ExitCode>) -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let root = matrix::project_root(cli.root)?;
-    let matrix = Matrix::load(&root)?;
+    let project = project::Project::load(&root)?;
+    let matrix = &project.matrix;
     match cli.command {
-        Command::Matrix(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
-        Command::Workflows(cmd) => cmd.run(&root, &matrix),
-        Command::Plan(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::SpackEnv(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::Package(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::Bench(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::Image(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::BuildDeps(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::BuildSlurm(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::Index(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::Verify(cmd) => cmd.run(&matrix).map(|()| ExitCode::SUCCESS),
+        Command::Matrix(cmd) => cmd.run(matrix).map(|()| ExitCode::SUCCESS),
+        Command::Workflows(cmd) => cmd.run(&root, matrix),
+        Command::Plan(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::SpackEnv(cmd) => {
+            let (cell, opts) = (cmd.cell(matrix)?, cmd.options(matrix)?);
+            spack_env::write(&project, &cell, &opts, &cmd.out).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Package(cmd) => {
+            package::run(&project, &cmd.job(matrix)?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::Image(cmd) => image::run(matrix, &cmd.job(&project)?).map(|()| ExitCode::SUCCESS),
+        Command::BuildDeps(cmd) => {
+            let job = cmd.job(matrix)?;
+            build::deps(&project, &job, &cmd.build.options(true)?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::BuildSlurm(cmd) => {
+            let job = cmd.job(matrix)?;
+            build::slurm(&project, &job, &cmd.build.options(true)?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Index(cmd) => {
+            let cell = cmd.cell(matrix)?;
+            build::index(&project, cell, &cmd.build.options(false)?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Verify(cmd) => cmd.run(matrix).map(|()| ExitCode::SUCCESS),
         Command::Publish(cmd) => cmd
-            .run(&root, &schema::ReleasePolicy::of(&matrix))
+            .run(&root, &schema::ReleasePolicy::of(matrix))
             .map(|()| ExitCode::SUCCESS),
         Command::Download(cmd) => cmd
-            .run(Some(&root), &schema::ReleasePolicy::of(&matrix))
+            .run(Some(&root), &schema::ReleasePolicy::of(matrix))
             .map(|()| ExitCode::SUCCESS),
-        Command::AdminBinary(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
-        Command::Report(cmd) => cmd.run(&root, &matrix).map(|()| ExitCode::SUCCESS),
+        Command::AdminBinary(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::Report(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
     }
 }
 

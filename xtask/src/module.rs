@@ -1,8 +1,6 @@
 //! The Lmod module that ships in every package: `modules/slurm.lua.tmpl`
 //! rendered for one cell. Relocation happens at load time, in Lua.
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
 
 use crate::matrix::Cell;
@@ -22,14 +20,12 @@ pub fn module_file(cell: &Cell<'_>) -> String {
     format!("{}.lua", module_name(cell))
 }
 
-pub fn render(root: &Path, cell: &Cell<'_>) -> Result<String> {
-    let path = root.join(TEMPLATE);
-    let template =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+/// The module of a Slurm cell, from the template's text ([`TEMPLATE`]).
+pub fn render(template: &str, cell: &Cell<'_>) -> Result<String> {
     let release = cell.release.expect("modules exist for slurm cells only");
     let name = module_name(cell);
     fill(
-        &template,
+        template,
         &[
             ("version", &release.version),
             ("toolchain", &cell.toolchain.name),
@@ -73,7 +69,7 @@ fn fill(template: &str, values: &[(&str, &str)]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::{CellFilter, Matrix, Stage};
+    use crate::matrix::{CellFilter, Stage};
 
     #[test]
     fn fill_replaces_every_placeholder() {
@@ -101,10 +97,13 @@ mod tests {
 
     #[test]
     fn rendered_module_is_complete_for_every_cell() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let m = Matrix::load(root).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let project = crate::project::Project::load(root).unwrap();
+        let m = &project.matrix;
         for cell in m.cells(Stage::Slurm, &CellFilter::default()).unwrap() {
-            let text = render(root, &cell).unwrap();
+            let text = render(&project.module_template, &cell).unwrap();
             // Spack uses the rendered file as a Jinja template: nothing may look like markup.
             for markup in ["{{", "{%", "{#"] {
                 assert!(!text.contains(markup), "{} contains {markup}", cell.id());

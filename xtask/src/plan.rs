@@ -11,7 +11,6 @@ use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState}
 use crate::flags::PlanCmd;
 use crate::gha;
 use crate::matrix::{Cell, CellFilter, Matrix, Stage, Variant};
-use crate::spack_env::EnvironmentData;
 use crate::store::Store;
 
 /// Why a cell is (or is not) in the plan. Every decision carries one.
@@ -74,11 +73,11 @@ pub fn plan<'m>(
     force: bool,
     store: &dyn Store,
 ) -> Result<Plan<'m>> {
-    let data = EnvironmentData::load(root)?;
+    let project = crate::project::Project::load(root)?;
     let mut states: HashMap<String, Option<MirrorState>> = HashMap::new();
     let mut unreachable = None;
     let mut decisions = Vec::new();
-    let mut fingerprints = fingerprint::Fingerprints::new(root, &data);
+    let mut fingerprints = fingerprint::Fingerprints::new(&project);
     for cell in matrix.cells(stage, filter)? {
         let fingerprint = fingerprints.of(&cell)?;
         let key = fingerprint::state_key(&cell);

@@ -118,6 +118,24 @@ pub fn public_key_key() -> String {
     format!("keys/{PUBLIC_KEY_FILE}")
 }
 
+/// Where the Spack mirrors live in a store (local directory or bucket).
+pub mod mirrors {
+    /// A mirror's key in the store: `<toolchain>/slurm/deps` (stage 1) or
+    /// `<toolchain>/slurm/<version>` (stage 2). A rehearsal's fake binaries
+    /// go under `rehearsal/`, never beside the real ones.
+    pub fn key(toolchain: &str, what: &str, rehearsal: bool) -> String {
+        let rel = format!("{toolchain}/slurm/{what}");
+        if rehearsal {
+            format!("{REHEARSAL_PREFIX}/{rel}")
+        } else {
+            rel
+        }
+    }
+
+    /// The store's directory of everything a rehearsal writes.
+    pub const REHEARSAL_PREFIX: &str = "rehearsal";
+}
+
 /// What a package's tar stream may hold, one rule for `package` (that writes
 /// it) and `download` (that unpacks it).
 pub mod archive {

@@ -13,60 +13,6 @@ use base64::Engine;
 pub const KEY_VAR: &str = "SLURM_FACTORY_GPG_PRIVATE_KEY";
 pub const PASSPHRASE_VAR: &str = "SLURM_FACTORY_GPG_PASSPHRASE";
 
-/// How to say "there is no key" so the user knows what to do.
-pub const NO_KEY_HELP: &str = "no signing key: set SLURM_FACTORY_GPG_PRIVATE_KEY (armored, or base64 of armored) \
-     and SLURM_FACTORY_GPG_PASSPHRASE, or pass --signing-key-file PATH; \
-     --unsigned makes an unsigned package for local testing";
-
-/// How a command gets its signing key: the environment or `--signing-key-file`,
-/// or none at all with `--unsigned`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SigningArgs {
-    /// Armored private key file (instead of SLURM_FACTORY_GPG_PRIVATE_KEY)
-    #[arg(long, value_name = "PATH")]
-    pub signing_key_file: Option<PathBuf>,
-    /// Sign nothing (local testing only: download refuses unsigned packages)
-    #[arg(long)]
-    pub unsigned: bool,
-}
-
-impl SigningArgs {
-    /// The key, or `None` for `--unsigned`. Without a key: an error, or a
-    /// printed note when `missing_is_a_note` (a dry run shows the plan anyway).
-    pub fn keyring(&self, missing_is_a_note: bool) -> Result<Option<Keyring>> {
-        if self.unsigned && self.signing_key_file.is_some() {
-            return Err(crate::error::UsageError::new(
-                "--unsigned and --signing-key-file contradict each other",
-            )
-            .into());
-        }
-        if self.unsigned {
-            return Ok(None);
-        }
-        let key = Keyring::from_env_or_file(self.signing_key_file.as_deref())?;
-        if key.is_none() {
-            if !missing_is_a_note {
-                bail!("{NO_KEY_HELP}");
-            }
-            outln!("# note: {NO_KEY_HELP}");
-        }
-        Ok(key)
-    }
-
-    /// The key as [`SigningArgs::keyring`] gives it, except that a run that
-    /// publishes nothing (a rehearsal) and was given no key signs with a
-    /// throwaway key made for it, so its mirror is signed like a real one.
-    pub fn keyring_or_throwaway(&self, dry_run: bool, throwaway: bool) -> Result<Option<Keyring>> {
-        let given = self.signing_key_file.is_some()
-            || std::env::var_os(KEY_VAR).is_some_and(|v| !v.is_empty());
-        if throwaway && !given && !self.unsigned && !dry_run {
-            outln!("note: no signing key given: this run signs with a throwaway key made for it");
-            return Keyring::throwaway().map(Some);
-        }
-        self.keyring(dry_run)
-    }
-}
-
 /// An imported signing key, usable until dropped.
 pub struct Keyring {
     home: tempfile::TempDir,

@@ -7,11 +7,11 @@ use anyhow::{Context, Result};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::UsageError;
-use crate::flags::SpackEnvCmd;
-use crate::matrix::{Cell, Matrix, Stage, Variant};
+use crate::matrix::{Cell, Variant};
 use crate::module;
+use crate::project::Project;
 use crate::schema::paths;
+use crate::store::StoreUrl;
 
 /// The data file beside the matrix that says what each stage builds.
 pub const ENVIRONMENT_FILE: &str = "spack-env/environment.yaml";
@@ -210,65 +210,6 @@ struct ModuleTemplate {
 // ---------------------------------------------------------------------------
 // Rendering.
 
-/// Where the mirrors live: a local directory store (default) or an S3 bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    Local,
-    /// A bucket, and a key prefix (no leading or trailing `/`; may be empty).
-    Bucket {
-        bucket: String,
-        prefix: String,
-    },
-}
-
-impl StoreUrl {
-    /// The local store, or the bucket under `prefix`; a usage error for a
-    /// name that is not a bucket, or a prefix without a bucket.
-    pub fn new(bucket: Option<&str>, prefix: Option<&str>) -> Result<StoreUrl> {
-        match (bucket, prefix) {
-            (None, None) => Ok(StoreUrl::Local),
-            (None, Some(_)) => Err(UsageError::new(
-                "--bucket-prefix is a key prefix inside --bucket: give the bucket",
-            )
-            .into()),
-            (Some(b), _) if !is_bucket_name(b) => {
-                Err(UsageError::new(format!("--bucket '{b}' is not an S3 bucket name")).into())
-            }
-            (Some(b), p) => Ok(StoreUrl::Bucket {
-                bucket: b.to_string(),
-                prefix: p.unwrap_or("").trim_matches('/').to_string(),
-            }),
-        }
-    }
-
-    /// The mirror of a stage (see [`mirror_key`]) as Spack reaches it.
-    pub fn mirror(&self, toolchain: &str, what: &str, rehearsal: bool) -> String {
-        let rel = mirror_key(toolchain, what, rehearsal);
-        match self {
-            StoreUrl::Local => format!("file://{}/{rel}", paths::LOCAL_STORE),
-            StoreUrl::Bucket { bucket, prefix } if prefix.is_empty() => {
-                format!("s3://{bucket}/{rel}")
-            }
-            StoreUrl::Bucket { bucket, prefix } => format!("s3://{bucket}/{prefix}/{rel}"),
-        }
-    }
-}
-
-/// A mirror's key in the store: `<toolchain>/slurm/deps` (stage 1) or
-/// `<toolchain>/slurm/<version>` (stage 2). A rehearsal's fake binaries go
-/// under `rehearsal/`, never beside the real ones.
-pub fn mirror_key(toolchain: &str, what: &str, rehearsal: bool) -> String {
-    let rel = format!("{toolchain}/slurm/{what}");
-    if rehearsal {
-        format!("{REHEARSAL_PREFIX}/{rel}")
-    } else {
-        rel
-    }
-}
-
-/// The store's directory of everything a rehearsal writes.
-pub const REHEARSAL_PREFIX: &str = "rehearsal";
-
 /// Everything a cell's environment depends on besides the matrix.
 #[derive(Debug)]
 pub struct Options {
@@ -294,12 +235,8 @@ pub struct Rendered {
     pub files: Vec<(PathBuf, String)>,
 }
 
-pub fn render(
-    root: &Path,
-    data: &EnvironmentData,
-    cell: &Cell<'_>,
-    opts: &Options,
-) -> Result<Rendered> {
+pub fn render(project: &Project, cell: &Cell<'_>, opts: &Options) -> Result<Rendered> {
+    let data = &project.env;
     let gcc = &cell.toolchain.gcc;
     let tc = &cell.toolchain.name;
     let mut packages = IndexMap::new();
@@ -402,7 +339,7 @@ pub fn render(
             let module_file = module::module_file(cell);
             files.push((
                 PathBuf::from("templates").join(&module_file),
-                module::render(root, cell)?,
+                module::render(&project.module_template, cell)?,
             ));
             let short = data
                 .slurm
@@ -534,58 +471,13 @@ impl Rendered {
     }
 }
 
-impl SpackEnvCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let cell = self.cell(matrix)?;
-        let data = EnvironmentData::load(root)?;
-        let opts = Options {
-            target: self.target.clone().unwrap_or_else(|| matrix.target.clone()),
-            store: self.store.mirrors()?,
-            deps_mirror: self.deps_mirror.clone(),
-            rehearsal: false,
-        };
-        let rendered = render(root, &data, &cell, &opts)
-            .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
-        rendered.write(&self.out)?;
-        for (rel, _) in &rendered.files {
-            outln!("wrote {}", self.out.join(rel).display());
-        }
-        Ok(())
+/// `spack-env`: renders a cell's environment and writes it under `out`.
+pub fn write(project: &Project, cell: &Cell<'_>, opts: &Options, out: &Path) -> Result<()> {
+    let rendered = render(project, cell, opts)
+        .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
+    rendered.write(out)?;
+    for (rel, _) in &rendered.files {
+        outln!("wrote {}", out.join(rel).display());
     }
-
-    fn cell<'m>(&self, matrix: &'m Matrix) -> Result<Cell<'m>> {
-        match (self.stage, &self.slurm) {
-            (Stage::Deps, Some(_)) => {
-                return Err(UsageError::new(
-                    "--slurm does not apply to --stage deps: dependencies are shared by every Slurm version",
-                )
-                .into());
-            }
-            (Stage::Slurm, None) => {
-                let valid: Vec<&str> = matrix.slurm.iter().map(|s| s.version.as_str()).collect();
-                return Err(UsageError::new(format!(
-                    "--stage slurm needs --slurm V (valid: {})",
-                    valid.join(", ")
-                ))
-                .into());
-            }
-            _ => {}
-        }
-        if let Some(t) = self.target.as_deref().filter(|t| !is_target_name(t)) {
-            let msg = format!("--target '{t}' is not a Spack target name like x86_64_v3");
-            return Err(UsageError::new(msg).into());
-        }
-        matrix.cell(&self.toolchain, self.slurm.as_deref(), self.gpu)
-    }
-}
-
-fn is_target_name(t: &str) -> bool {
-    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// S3's rules: 3-63 characters of lowercase letters, digits, dots and hyphens.
-fn is_bucket_name(b: &str) -> bool {
-    (3..=63).contains(&b.len())
-        && b.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+    Ok(())
 }

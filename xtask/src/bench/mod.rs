@@ -12,7 +12,6 @@ use anyhow::{Context, Result, bail};
 use crate::flags::{BenchCmd, BenchWhat};
 use crate::matrix::{Cell, Matrix, Variant};
 use crate::package;
-use crate::spack_env::EnvironmentData;
 
 mod support;
 
@@ -77,7 +76,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         variant: Variant::Cpu,
         matrix,
     };
-    let data = EnvironmentData::load(root)?;
+    let project = crate::project::Project::load(root)?;
     let _ = std::fs::remove_dir_all(&out);
     let opts = package::Options {
         view: &view,
@@ -91,7 +90,7 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         rehearsal: false,
     };
     let started = Instant::now();
-    let pkg = package::package(root, &data, &cell, &opts)?;
+    let pkg = package::package(&project, &cell, &opts)?;
     let ours = Measured {
         name: "cargo xtask package",
         time: started.elapsed(),
@@ -360,7 +359,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
             keyring: Some(&keyring),
             rehearsal: false,
         };
-        package::package(root, &EnvironmentData::load(root)?, &cell, &opts)?;
+        package::package(&crate::project::Project::load(root)?, &cell, &opts)?;
         let local = crate::store::local::LocalStore {
             root: store.clone(),
         };

@@ -8,24 +8,25 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::container::{self, EngineKind, Shown};
-use crate::error::{Exit, UsageError};
+use crate::error::Exit;
 use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, VerifyRecord};
-use crate::flags::{BuildArgs, BuildDepsCmd, BuildSlurmCmd, IndexCmd};
 use crate::gha;
-use crate::matrix::{Cell, Matrix};
+use crate::matrix::{Cell, Variant};
 use crate::mirror;
 use crate::module;
 use crate::package;
+use crate::project::Project;
 use crate::schema::paths;
-use crate::sign::{self, Keyring};
-use crate::spack_env::EnvironmentData;
+use crate::sign::Keyring;
+use crate::store;
 use crate::verify;
 
 mod plan;
 mod script;
 
 use crate::schema::paths::mnt;
-use plan::{Dirs, Inputs, Plan, mirror_url, plan};
+use plan::{Dirs, Inputs, Plan, plan};
+pub use plan::{Options, mirror_url};
 use script::Stage;
 
 impl Plan {
@@ -100,7 +101,7 @@ impl Plan {
                     .clone(),
                 k,
             )?),
-            (Some(_), None) => bail!("{}", sign::NO_KEY_HELP),
+            (Some(_), None) => bail!("{}: no signing key was loaded", self.cell),
             _ => None,
         };
         let argv = self.run.argv(engine);
@@ -236,32 +237,20 @@ fn redact_tree(dir: &Path, secrets: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn check_args(args: &BuildArgs) -> Result<()> {
-    if !["none", "host", "bridge", "default", "slirp4netns", "pasta"]
-        .contains(&args.network.as_str())
-    {
-        return Err(UsageError::new(format!(
-            "--network {} is not a network mode (valid: host, none, bridge, default, slirp4netns, pasta)",
-            args.network
-        ))
-        .into());
-    }
-    Ok(())
-}
-
 /// Records how the cell's build ended in its mirror's state object, which
 /// `plan` reads: the store's bucket, or the local store.
 fn record(
     root: &Path,
-    args: &BuildArgs,
+    args: &Options,
     cell: &Cell<'_>,
     fingerprint: &Fingerprint,
     status: BuildStatus,
     outcome: Outcome,
 ) -> Result<()> {
-    let store = args
-        .store
-        .open(Dirs::new(root, args.state_dir.as_deref(), "unused").store())?;
+    let store = store::open(
+        &args.store,
+        Dirs::new(root, args.state_dir.as_deref(), "unused").store(),
+    )?;
     let key = fingerprint::state_key(cell);
     let state = CellState {
         fingerprint: fingerprint.clone(),
@@ -292,7 +281,7 @@ fn unrecorded_because(inputs: &Inputs<'_>) -> Option<&'static str> {
         .args
         .target
         .as_ref()
-        .is_some_and(|t| *t != inputs.matrix.target)
+        .is_some_and(|t| *t != inputs.project.matrix.target)
     {
         Some("--target differs from the matrix's target the fingerprint names")
     } else {
@@ -310,12 +299,11 @@ struct Outcome {
 /// how long it took, and the verify's failed checks by name. `then` runs
 /// after the stage (package and verify) and tells how verify went, if it ran.
 fn run_recorded(
-    root: &Path,
     inputs: Inputs<'_>,
     fingerprint: &Fingerprint,
     then: impl FnOnce() -> Result<Option<VerifyRecord>>,
 ) -> Result<()> {
-    let (args, cell) = (inputs.args, inputs.cell);
+    let (args, cell, root) = (inputs.args, inputs.cell, &inputs.project.root);
     let unrecorded = unrecorded_because(&inputs);
     if args.dry_run || unrecorded.is_some() {
         run_stage(inputs)?;
@@ -351,184 +339,162 @@ fn run_stage(inputs: Inputs<'_>) -> Result<()> {
         plan.print();
         return Ok(());
     }
-    plan.execute(inputs.keyring)
+    plan.execute(inputs.args.keyring.as_ref())
 }
 
-/// The signing key of a build: a rehearsal given none signs with a throwaway key.
-fn keyring(args: &BuildArgs) -> Result<Option<Keyring>> {
-    args.signing
-        .keyring_or_throwaway(args.dry_run, args.rehearse)
+/// `build-deps`: which cell, and where its deps go.
+pub struct DepsJob<'m> {
+    pub cell: Cell<'m>,
+    /// A deps mirror URL instead of the store's (file:// or s3://).
+    pub mirror: Option<String>,
+    /// Also rebuild the mirror's index.
+    pub update_index: bool,
 }
 
-impl BuildDepsCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        check_args(&self.build)?;
-        let cell = matrix.cell(&self.toolchain, None, self.gpu)?;
-        if let Some(m) = &self.mirror {
-            mirror_url(m)?;
-        }
-        let keyring = keyring(&self.build)?;
-        let data = EnvironmentData::load(root)?;
-        let inputs = Inputs {
-            root,
-            matrix,
-            data: &data,
-            cell,
-            args: &self.build,
-            stage: Stage::Deps {
-                update_index: self.update_index,
-            },
-            deps_mirror: self.mirror.as_deref(),
-            keyring: keyring.as_ref(),
-            out: None,
-        };
-        let fingerprint = fingerprint::of(root, &data, &cell)?;
-        run_recorded(root, inputs, &fingerprint, || Ok(None))
-    }
+/// `build-slurm`: which cell, where its package goes, and how it is checked.
+pub struct SlurmJob<'m> {
+    pub cell: Cell<'m>,
+    /// Where the package goes; `None` is `<state>/dist`.
+    pub out: Option<PathBuf>,
+    pub skip_verify: bool,
+    pub host_gpus: bool,
+    pub threads: usize,
+    /// The thread count the user gave, if any (for the dry run's printout).
+    pub threads_given: Option<u16>,
 }
 
-impl BuildSlurmCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        check_args(&self.build)?;
-        let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
-        let keyring = keyring(&self.build)?;
-        let dirs = Dirs::new(root, self.build.state_dir.as_deref(), "unused");
-        let stem = package::package_stem(&cell, &matrix.arch, self.build.rehearse);
-        let built = dirs.state.join("built").join(&stem);
-        let data = EnvironmentData::load(root)?;
-        let inputs = Inputs {
-            root,
-            matrix,
-            data: &data,
-            cell,
-            args: &self.build,
-            stage: Stage::Slurm,
-            deps_mirror: None,
-            keyring: keyring.as_ref(),
-            out: Some(&built),
-        };
-        let dist = self.out.clone().unwrap_or_else(|| dirs.state.join("dist"));
-        let fingerprint = fingerprint::of(root, &data, &cell)?;
-        let after = || -> Result<Option<VerifyRecord>> {
-            if self.build.dry_run {
-                outln!(
-                    "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
-                    built.join("view").display(),
-                    built.join("spack.lock").display(),
-                    self.slurm,
-                    self.toolchain,
-                    if self.gpu { " --gpu" } else { "" },
-                    self.threads
-                        .threads
-                        .map(|n| format!(" --threads {n}"))
-                        .unwrap_or_default(),
-                    fingerprint.value,
-                    dist.display()
-                );
-                return Ok(None);
-            }
-            self.package_and_verify(
-                root,
-                matrix,
-                &cell,
-                &data,
-                &built,
-                &dist,
-                &fingerprint,
-                keyring.as_ref(),
-            )
-        };
-        run_recorded(root, inputs, &fingerprint, after)
-    }
+pub fn deps(project: &Project, job: &DepsJob<'_>, opts: &Options) -> Result<()> {
+    let inputs = Inputs {
+        project,
+        cell: job.cell,
+        args: opts,
+        stage: Stage::Deps {
+            update_index: job.update_index,
+        },
+        deps_mirror: job.mirror.as_deref(),
+        out: None,
+    };
+    let fingerprint = fingerprint::of(project, &job.cell)?;
+    run_recorded(inputs, &fingerprint, || Ok(None))
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn package_and_verify(
-        &self,
-        root: &Path,
-        matrix: &Matrix,
-        cell: &Cell<'_>,
-        data: &EnvironmentData,
-        built: &Path,
-        dist: &Path,
-        fingerprint: &Fingerprint,
-        keyring: Option<&Keyring>,
-    ) -> Result<Option<VerifyRecord>> {
-        // The module Spack wrote from our template must be the one we ship.
-        let shipped = module::render(root, cell)?;
-        let from_spack = std::fs::read_to_string(built.join("module.lua")).unwrap_or_default();
-        // Spack's template engine drops the file's final newline.
-        if from_spack.trim_end() != shipped.trim_end() {
-            bail!(
-                "{}: the module Spack generated differs from modules/slurm.lua.tmpl's rendering",
-                cell.id()
+pub fn slurm(project: &Project, job: &SlurmJob<'_>, opts: &Options) -> Result<()> {
+    let (root, matrix, cell) = (&project.root, &project.matrix, job.cell);
+    let release = cell.release.expect("a slurm cell");
+    let dirs = Dirs::new(root, opts.state_dir.as_deref(), "unused");
+    let stem = package::package_stem(&cell, &matrix.arch, opts.rehearse);
+    let built = dirs.state.join("built").join(&stem);
+    let inputs = Inputs {
+        project,
+        cell,
+        args: opts,
+        stage: Stage::Slurm,
+        deps_mirror: None,
+        out: Some(&built),
+    };
+    let dist = job.out.clone().unwrap_or_else(|| dirs.state.join("dist"));
+    let fingerprint = fingerprint::of(project, &cell)?;
+    let after = || -> Result<Option<VerifyRecord>> {
+        if opts.dry_run {
+            outln!(
+                "# then: cargo xtask package --view {} --lock {} --slurm {} --toolchain {}{}{} --fingerprint {} --out {}, then cargo xtask verify on the tarball",
+                built.join("view").display(),
+                built.join("spack.lock").display(),
+                release.version,
+                cell.toolchain.name,
+                if cell.variant == Variant::Gpu {
+                    " --gpu"
+                } else {
+                    ""
+                },
+                job.threads_given
+                    .map(|n| format!(" --threads {n}"))
+                    .unwrap_or_default(),
+                fingerprint.value,
+                dist.display()
             );
+            return Ok(None);
         }
-        let _g = gha::Group::new(&format!("package {}", cell.id()));
-        let pkg = package::package(
-            root,
-            data,
-            cell,
-            &package::Options {
-                view: &built.join("view"),
-                lock: &built.join("spack.lock"),
-                out: dist,
-                arch: matrix.arch.clone(),
-                fingerprint: Some(fingerprint.value.clone()),
-                split_size: package::DEFAULT_SPLIT,
-                threads: self.threads.count(),
-                keyring,
-                rehearsal: self.build.rehearse,
-            },
-        )?;
+        package_and_verify(project, job, opts, &built, &dist, &fingerprint)
+    };
+    run_recorded(inputs, &fingerprint, after)
+}
+
+fn package_and_verify(
+    project: &Project,
+    job: &SlurmJob<'_>,
+    opts: &Options,
+    built: &Path,
+    dist: &Path,
+    fingerprint: &Fingerprint,
+) -> Result<Option<VerifyRecord>> {
+    let cell = &job.cell;
+    // The module Spack wrote from our template must be the one we ship.
+    let shipped = module::render(&project.module_template, cell)?;
+    let from_spack = std::fs::read_to_string(built.join("module.lua")).unwrap_or_default();
+    // Spack's template engine drops the file's final newline.
+    if from_spack.trim_end() != shipped.trim_end() {
+        bail!(
+            "{}: the module Spack generated differs from modules/slurm.lua.tmpl's rendering",
+            cell.id()
+        );
+    }
+    let _g = gha::Group::new(&format!("package {}", cell.id()));
+    let pkg = package::package(
+        project,
+        cell,
+        &package::Options {
+            view: &built.join("view"),
+            lock: &built.join("spack.lock"),
+            out: dist,
+            arch: project.matrix.arch.clone(),
+            fingerprint: Some(fingerprint.value.clone()),
+            split_size: package::DEFAULT_SPLIT,
+            threads: job.threads,
+            keyring: opts.keyring.as_ref(),
+            rehearsal: opts.rehearse,
+        },
+    )?;
+    outln!(
+        "packaged {} into {}: {}",
+        cell.id(),
+        dist.display(),
+        pkg.tarball
+    );
+    if job.skip_verify {
+        return Ok(None);
+    }
+    if opts.rehearse {
         outln!(
-            "packaged {} into {}: {}",
-            cell.id(),
-            dist.display(),
+            "not verified: a rehearsal's view holds placeholders, nothing that runs ({} is never published)",
             pkg.tarball
         );
-        if self.skip_verify {
-            return Ok(None);
-        }
-        if self.build.rehearse {
-            outln!(
-                "not verified: a rehearsal's view holds placeholders, nothing that runs ({} is never published)",
-                pkg.tarball
-            );
-            return Ok(None);
-        }
-        let engine = container::detect(self.build.engine, false)?.expect("an engine");
-        let tarball = dist.join(&pkg.tarball);
-        let opts = verify::Options {
-            engine,
-            image: None,
-            network: &self.build.network,
-            host_gpus: self.host_gpus,
-        };
-        let report = verify::verify(matrix, &tarball, &opts)?;
-        verify::finish(&report, &tarball)?;
-        Ok(Some(VerifyRecord {
-            passed: true,
-            failed: Vec::new(),
-        }))
+        return Ok(None);
     }
+    let engine = container::detect(opts.engine, false)?.expect("an engine");
+    let tarball = dist.join(&pkg.tarball);
+    let verify_opts = verify::Options {
+        engine,
+        image: None,
+        network: &opts.network,
+        host_gpus: job.host_gpus,
+    };
+    let report = verify::verify(&project.matrix, &tarball, &verify_opts)?;
+    verify::finish(&report, &tarball)?;
+    Ok(Some(VerifyRecord {
+        passed: true,
+        failed: Vec::new(),
+    }))
 }
 
-impl IndexCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        check_args(&self.build)?;
-        let cell = matrix.cell(&self.toolchain, self.slurm.as_deref(), false)?;
-        let data = EnvironmentData::load(root)?;
-        let inputs = Inputs {
-            root,
-            matrix,
-            data: &data,
-            cell,
-            args: &self.build,
-            stage: Stage::Index,
-            deps_mirror: None,
-            keyring: None,
-            out: None,
-        };
-        run_stage(inputs)
-    }
+/// `index`: rebuild the buildcache index of a cell's mirror.
+pub fn index(project: &Project, cell: Cell<'_>, opts: &Options) -> Result<()> {
+    run_stage(Inputs {
+        project,
+        cell,
+        args: opts,
+        stage: Stage::Index,
+        deps_mirror: None,
+        out: None,
+    })
 }

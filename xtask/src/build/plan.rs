@@ -5,19 +5,19 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::script::{self, Stage};
 use crate::container::{self, EngineKind, EnvVar, Mount, Run, mount};
-use crate::error::UsageError;
-use crate::flags::BuildArgs;
 use crate::gha;
 use crate::image;
-use crate::matrix::{Cell, Matrix};
+use crate::matrix::Cell;
 use crate::module;
+use crate::project::Project;
 use crate::schema::paths::{self, mnt};
 use crate::sign::Keyring;
-use crate::spack_env::{self, EnvironmentData, StoreUrl};
+use crate::spack_env;
+use crate::store::StoreUrl;
 
 /// Secrets that may reach the container, by name only, when an s3:// mirror is used.
 const AWS_VARS: &[&str] = &[
@@ -88,13 +88,10 @@ pub struct Plan {
 }
 
 /// Where a mirror lives and how the container reaches it.
-pub(super) fn mirror_url(url: &str) -> Result<(String, Option<Mount>)> {
+pub fn mirror_url(url: &str) -> Result<(String, Option<Mount>)> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err(UsageError::new(format!(
-                "--mirror {url}: a file:// URL needs an absolute path"
-            ))
-            .into());
+            bail!("a file:// URL needs an absolute path");
         }
         let m = mount(Path::new(path), mnt::MIRROR, false);
         return Ok((format!("file://{}", mnt::MIRROR), Some(m)));
@@ -103,36 +100,50 @@ pub(super) fn mirror_url(url: &str) -> Result<(String, Option<Mount>)> {
         return Ok((url.trim_end_matches('/').to_string(), None));
     }
     let scheme = url.split_once("://").map_or(url, |(s, _)| s);
-    Err(UsageError::new(format!(
-        "unknown mirror URL scheme '{scheme}' in '{url}' (valid: file://, s3://)"
-    ))
-    .into())
+    bail!("unknown mirror URL scheme '{scheme}' (valid: file://, s3://)")
+}
+
+/// How a build runs: the build options of the command line, checked
+/// (`flags::BuildArgs::options`).
+pub struct Options {
+    pub engine: Option<EngineKind>,
+    /// An image to use instead of building the toolchain's recipe.
+    pub image: Option<String>,
+    pub network: String,
+    pub store: StoreUrl,
+    /// Spack's target; `None` is the matrix's.
+    pub target: Option<String>,
+    /// Where caches, the local store and work directories live; `None` is
+    /// `target/slurm-factory` in the checkout.
+    pub state_dir: Option<PathBuf>,
+    pub unsigned: bool,
+    /// The signing key: `None` when unsigned, for the index job, and for a
+    /// dry run given no key.
+    pub keyring: Option<Keyring>,
+    pub rehearse: bool,
+    pub sources: image::Sources,
+    pub dry_run: bool,
 }
 
 pub(super) struct Inputs<'a> {
-    pub(super) root: &'a Path,
-    pub(super) matrix: &'a Matrix,
-    /// spack-env/environment.yaml, read once per command.
-    pub(super) data: &'a EnvironmentData,
+    pub(super) project: &'a Project,
     pub(super) cell: Cell<'a>,
-    pub(super) args: &'a BuildArgs,
+    pub(super) args: &'a Options,
     pub(super) stage: Stage,
     pub(super) deps_mirror: Option<&'a str>,
-    pub(super) keyring: Option<&'a Keyring>,
     /// `--out` of build-slurm: where the view, lock and module land.
     pub(super) out: Option<&'a Path>,
 }
 
 pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     let Inputs {
-        root,
-        matrix,
-        data,
+        project,
         cell,
         args,
         stage,
         ..
     } = *inp;
+    let (root, matrix) = (&project.root, &project.matrix);
     let tc = cell.toolchain;
     let slug = match (stage, cell.release) {
         (Stage::Index, Some(r)) => format!("index-{}-{}", tc.name, r.version),
@@ -144,7 +155,7 @@ pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     let engine = container::detect(args.engine, args.dry_run)?;
 
     // Mirrors: the store (local directory or S3 bucket), or an explicit deps mirror.
-    let store = args.store.mirrors()?;
+    let store = args.store.clone();
     let mut mounts = Vec::new();
     let rehearsal = args.rehearse;
     let what = cell.release.map_or("deps", |r| r.version.as_str());
@@ -152,7 +163,7 @@ pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         (Stage::Index, _) => None,
         (_, StoreUrl::Local) => Some(
             dirs.store()
-                .join(spack_env::mirror_key(&tc.name, what, rehearsal)),
+                .join(crate::schema::mirrors::key(&tc.name, what, rehearsal)),
         ),
         _ => None,
     };
@@ -178,14 +189,15 @@ pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         deps_mirror: deps_override,
         rehearsal,
     };
-    let rendered = spack_env::render(root, data, &cell, &opts)
+    let rendered = spack_env::render(project, &cell, &opts)
         .with_context(|| format!("rendering the Spack environment for {}", cell.id()))?;
 
     let signing = match stage {
         Stage::Index => None,
-        _ if args.signing.unsigned => None,
+        _ if args.unsigned => None,
         _ => Some(
-            inp.keyring
+            args.keyring
+                .as_ref()
                 .map_or_else(|| "<signing key>".to_string(), |k| k.fingerprint.clone()),
         ),
     };

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::checksum::checksum_line;
-use crate::error::UsageError;
-use crate::flags::PackageCmd;
 use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
-use crate::matrix::{Cell, Matrix};
+use crate::matrix::Cell;
+use crate::project::Project;
 use crate::schema::PUBLIC_KEY_FILE;
 use crate::sign::Keyring;
 use crate::spack_env::EnvironmentData;
@@ -75,7 +74,7 @@ pub struct Package {
 
 /// Everything that goes into the archive besides the view's own files.
 fn plan_entries(
-    root: &Path,
+    project: &Project,
     cell: &Cell<'_>,
     stem: &str,
     manifest: &Manifest,
@@ -97,7 +96,7 @@ fn plan_entries(
         Entry::Bytes {
             path: format!("{stem}/modules/{}", module::module_file(cell)),
             mode: 0o644,
-            data: module::render(root, cell)?.into_bytes(),
+            data: module::render(&project.module_template, cell)?.into_bytes(),
         },
         Entry::Bytes {
             path: format!("{stem}/manifest.json"),
@@ -161,16 +160,12 @@ fn build_time(lock: &Path) -> Result<String> {
     Ok(humantime::format_rfc3339_seconds(time).to_string())
 }
 
-pub fn package(
-    root: &Path,
-    data: &EnvironmentData,
-    cell: &Cell<'_>,
-    opts: &Options<'_>,
-) -> Result<Package> {
+pub fn package(project: &Project, cell: &Cell<'_>, opts: &Options<'_>) -> Result<Package> {
+    let data = &project.env;
     let stem = package_stem(cell, &opts.arch, opts.rehearsal);
     let tarball_name = format!("{stem}.tar.gz");
     let manifest = build_manifest(data, cell, opts)?;
-    let entries = plan_entries(root, cell, &stem, &manifest, opts.view)?;
+    let entries = plan_entries(project, cell, &stem, &manifest, opts.view)?;
 
     std::fs::create_dir_all(opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
@@ -293,92 +288,93 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
-impl PackageCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
-        let arch = self.arch.clone().unwrap_or_else(|| matrix.arch.clone());
-        if let Some(f) = &self.fingerprint
-            && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
-            return Err(
-                UsageError::new(format!("--fingerprint '{f}' must be letters and digits")).into(),
-            );
-        }
-        let data = EnvironmentData::load(root)?;
-        let keyring = self.signing.keyring(false)?;
-        let opts = Options {
-            view: &self.view,
-            lock: &self.lock,
-            out: &self.out,
-            arch,
-            fingerprint: self.fingerprint.clone(),
-            split_size: self.split_size,
-            threads: self.threads.count(),
-            keyring: keyring.as_ref(),
-            rehearsal: false,
-        };
-        if self.dry_run {
-            let manifest = build_manifest(&data, &cell, &opts)?;
-            let entries = plan_entries(root, &cell, &manifest.name, &manifest, &self.view)?;
-            outln!(
-                "would package {} ({} archive entries, {} packages from {})",
-                cell.id(),
-                entries.len(),
-                manifest.packages.len(),
-                self.lock.display()
-            );
-            outln!("would write into {}:", self.out.display());
-            let stem = &manifest.name;
-            outln!(
-                "  {stem}.tar.gz (split into parts above {} bytes)",
-                self.split_size
-            );
-            for suffix in [
-                ".tar.gz.sha256",
-                ".sizes.json",
-                ".manifest.json",
-                ".spdx.json",
-            ] {
-                outln!("  {stem}{suffix}");
-            }
-            if let Some(k) = &keyring {
-                for signed in [format!("{stem}.tar.gz"), format!("{stem}.sizes.json")] {
-                    outln!(
-                        "  {signed}.asc  (gpg --armor --detach-sign --local-user {})",
-                        k.fingerprint
-                    );
-                }
-                outln!("  {PUBLIC_KEY_FILE}");
-            }
-            return Ok(());
-        }
-        let _group = gha::Group::new(&format!("Package {}", cell.id()));
-        let started = std::time::Instant::now();
-        let pkg = package(root, &data, &cell, &opts)
-            .with_context(|| format!("packaging {}", cell.id()))?;
+/// `package`: one cell's view packaged (or, for a dry run, what would be).
+pub struct Job<'m> {
+    pub cell: Cell<'m>,
+    pub view: PathBuf,
+    pub lock: PathBuf,
+    pub out: PathBuf,
+    pub arch: String,
+    pub fingerprint: Option<String>,
+    pub split_size: u64,
+    pub threads: usize,
+    pub keyring: Option<Keyring>,
+    pub dry_run: bool,
+}
+
+pub fn run(project: &Project, job: &Job<'_>) -> Result<()> {
+    let (cell, keyring) = (job.cell, &job.keyring);
+    let opts = Options {
+        view: &job.view,
+        lock: &job.lock,
+        out: &job.out,
+        arch: job.arch.clone(),
+        fingerprint: job.fingerprint.clone(),
+        split_size: job.split_size,
+        threads: job.threads,
+        keyring: keyring.as_ref(),
+        rehearsal: false,
+    };
+    if job.dry_run {
+        let manifest = build_manifest(&project.env, &cell, &opts)?;
+        let entries = plan_entries(project, &cell, &manifest.name, &manifest, &job.view)?;
         outln!(
-            "packaged {} in {:.1}s: {} ({:.1} MiB, sha256 {}){}",
+            "would package {} ({} archive entries, {} packages from {})",
             cell.id(),
-            started.elapsed().as_secs_f64(),
-            pkg.tarball,
-            pkg.size as f64 / (1 << 20) as f64,
-            pkg.sha256,
-            if pkg.parts.len() > 1 {
-                format!(", {} parts", pkg.parts.len())
-            } else {
-                String::new()
-            }
+            entries.len(),
+            manifest.packages.len(),
+            job.lock.display()
         );
-        for f in &pkg.files {
-            outln!("  {}", f.display());
+        outln!("would write into {}:", job.out.display());
+        let stem = &manifest.name;
+        outln!(
+            "  {stem}.tar.gz (split into parts above {} bytes)",
+            job.split_size
+        );
+        for suffix in [
+            ".tar.gz.sha256",
+            ".sizes.json",
+            ".manifest.json",
+            ".spdx.json",
+        ] {
+            outln!("  {stem}{suffix}");
         }
-        gha::append_summary(&format!(
-            "| `{}` | {} | {:.1} MiB | `{}` |\n",
-            cell.id(),
-            pkg.tarball,
-            pkg.size as f64 / (1 << 20) as f64,
-            pkg.sha256
-        ))?;
-        Ok(())
+        if let Some(k) = &keyring {
+            for signed in [format!("{stem}.tar.gz"), format!("{stem}.sizes.json")] {
+                outln!(
+                    "  {signed}.asc  (gpg --armor --detach-sign --local-user {})",
+                    k.fingerprint
+                );
+            }
+            outln!("  {PUBLIC_KEY_FILE}");
+        }
+        return Ok(());
     }
+    let _group = gha::Group::new(&format!("Package {}", cell.id()));
+    let started = std::time::Instant::now();
+    let pkg = package(project, &cell, &opts).with_context(|| format!("packaging {}", cell.id()))?;
+    outln!(
+        "packaged {} in {:.1}s: {} ({:.1} MiB, sha256 {}){}",
+        cell.id(),
+        started.elapsed().as_secs_f64(),
+        pkg.tarball,
+        pkg.size as f64 / (1 << 20) as f64,
+        pkg.sha256,
+        if pkg.parts.len() > 1 {
+            format!(", {} parts", pkg.parts.len())
+        } else {
+            String::new()
+        }
+    );
+    for f in &pkg.files {
+        outln!("  {}", f.display());
+    }
+    gha::append_summary(&format!(
+        "| `{}` | {} | {:.1} MiB | `{}` |\n",
+        cell.id(),
+        pkg.tarball,
+        pkg.size as f64 / (1 << 20) as f64,
+        pkg.sha256
+    ))?;
+    Ok(())
 }

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use sha2::Digest;
 
-use crate::error::UsageError;
-use crate::spack_env::StoreUrl;
+use crate::schema::{mirrors, paths};
 
 /// Objects that change in place sit behind a CDN: keep their cache short.
 pub const SHORT_CACHE: &str = "public, max-age=60";
@@ -147,74 +146,38 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-// The bucket options of every command that reaches the store or its Spack
-// mirrors (builds, `spack-env`, `plan`, `publish`, `download --from s3`),
-// checked in one place. (Plain comments: a flattened struct's doc comment
-// would become its command's description.)
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct BucketArgs {
-    /// S3 bucket of the store and its Spack mirrors [default: the local store]
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
-    pub bucket: Option<String>,
-    /// Key prefix inside the bucket (every key of the store and its mirrors starts with it)
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_BUCKET_PREFIX")]
-    pub bucket_prefix: Option<String>,
+/// Where the store and its Spack mirrors live: a local directory store
+/// (default) or an S3 bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Local,
+    /// A bucket, and a key prefix (no leading or trailing `/`; may be empty).
+    Bucket {
+        bucket: String,
+        prefix: String,
+    },
 }
 
-impl BucketArgs {
-    /// Where the store is: a bucket name, no prefix without a bucket.
-    pub fn mirrors(&self) -> Result<StoreUrl> {
-        StoreUrl::new(self.bucket.as_deref(), self.bucket_prefix.as_deref())
-    }
-
-    /// The bucket's store, else the local store in `local`.
-    pub fn open(&self, local: PathBuf) -> Result<Box<dyn Store>> {
-        Ok(match self.mirrors()? {
-            StoreUrl::Local => Box::new(local::LocalStore { root: local }),
-            StoreUrl::Bucket { bucket, prefix } => Box::new(s3::S3Store::new(&bucket, &prefix)?),
-        })
-    }
-}
-
-// The store options `plan`, `publish` and `download` share.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct StoreArgs {
-    #[command(flatten)]
-    pub bucket: BucketArgs,
-    /// The local store's directory [default: target/slurm-factory/store]
-    #[arg(long, value_name = "DIR")]
-    pub store_dir: Option<PathBuf>,
-}
-
-impl StoreArgs {
-    pub fn local(&self, root: &Path) -> local::LocalStore {
-        local::LocalStore {
-            root: self
-                .store_dir
-                .clone()
-                .unwrap_or_else(|| root.join("target/slurm-factory/store")),
-        }
-    }
-
-    /// The bucket's store; a usage error without `--bucket`.
-    pub fn s3(&self) -> Result<s3::S3Store> {
-        match self.bucket.mirrors()? {
-            StoreUrl::Bucket { bucket, prefix } => s3::S3Store::new(&bucket, &prefix),
-            StoreUrl::Local => {
-                Err(UsageError::new("--to s3 needs --bucket NAME (or SLURM_FACTORY_BUCKET)").into())
+impl StoreUrl {
+    /// The mirror of a stage (see [`mirrors::key`]) as Spack reaches it.
+    pub fn mirror(&self, toolchain: &str, what: &str, rehearsal: bool) -> String {
+        let rel = mirrors::key(toolchain, what, rehearsal);
+        match self {
+            StoreUrl::Local => format!("file://{}/{rel}", paths::LOCAL_STORE),
+            StoreUrl::Bucket { bucket, prefix } if prefix.is_empty() => {
+                format!("s3://{bucket}/{rel}")
             }
+            StoreUrl::Bucket { bucket, prefix } => format!("s3://{bucket}/{prefix}/{rel}"),
         }
     }
+}
 
-    /// The bucket when one is given, else the local store.
-    pub fn open(&self, root: &Path) -> Result<Box<dyn Store>> {
-        if self.bucket.bucket.is_some() && self.store_dir.is_some() {
-            return Err(
-                UsageError::new("--bucket and --store-dir name two stores: give one").into(),
-            );
-        }
-        self.bucket.open(self.local(root).root)
-    }
+/// The store a URL names: the bucket's, else the local store in `local`.
+pub fn open(url: &StoreUrl, local: PathBuf) -> Result<Box<dyn Store>> {
+    Ok(match url {
+        StoreUrl::Local => Box::new(local::LocalStore { root: local }),
+        StoreUrl::Bucket { bucket, prefix } => Box::new(s3::S3Store::new(bucket, prefix)?),
+    })
 }
 
 /// The error for a file whose bytes are not the ones its checksum names.

@@ -6,6 +6,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::matrix::{CellFilter, Stage};
 
+mod convert;
+mod groups;
+pub use groups::*;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
@@ -57,7 +61,7 @@ Examples:
   cargo xtask report --dry-run")]
 pub struct ReportCmd {
     #[command(flatten)]
-    pub store: crate::store::StoreArgs,
+    pub store: StoreArgs,
     /// Where the store is served over HTTP(S): the log and summary link the page there
     #[arg(long, value_name = "URL", env = "SLURM_FACTORY_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -143,7 +147,7 @@ pub struct PlanCmd {
     pub github_output: bool,
     /// Where the builds recorded their state
     #[command(flatten)]
-    pub store: crate::store::StoreArgs,
+    pub store: StoreArgs,
 }
 
 /// Render the Spack environment (spack.yaml, module template) of one cell into a directory
@@ -168,7 +172,7 @@ pub struct SpackEnvCmd {
     #[arg(long, value_name = "TARGET")]
     pub target: Option<String>,
     #[command(flatten)]
-    pub store: crate::store::BucketArgs,
+    pub store: BucketArgs,
     /// The deps mirror URL as the build container sees it (file:// or s3://) [default: in the store]
     #[arg(long, value_name = "URL")]
     pub deps_mirror: Option<String>,
@@ -216,7 +220,7 @@ pub struct PackageCmd {
     #[command(flatten)]
     pub threads: ThreadsArg,
     #[command(flatten)]
-    pub signing: crate::sign::SigningArgs,
+    pub signing: SigningArgs,
     /// Check the inputs and print what would be written, without writing
     #[arg(long)]
     pub dry_run: bool,
@@ -237,23 +241,6 @@ pub struct BenchCmd {
     /// Work directory (kept between runs: the generated input is reused) [default: target/slurm-factory/bench]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-}
-
-// How many threads compress a package: for shared nodes and tests. The
-// package's bytes are the same whatever the count.
-#[derive(Debug, Clone, Args)]
-pub struct ThreadsArg {
-    /// Compression threads (the package's bytes do not depend on it) [default: one per core]
-    #[arg(long, value_name = "N", env = "SLURM_FACTORY_THREADS",
-          value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: Option<u16>,
-}
-
-impl ThreadsArg {
-    pub fn count(&self) -> usize {
-        self.threads
-            .map_or_else(crate::package::threads, usize::from)
-    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -285,46 +272,12 @@ pub struct ImageCmd {
     #[arg(long, value_enum, value_name = "ENGINE", requires = "build")]
     pub engine: Option<crate::container::EngineKind>,
     #[command(flatten)]
-    pub sources: crate::image::SourceArgs,
+    pub sources: SourceArgs,
     /// Where the build context lives (with --build) [default: target/slurm-factory]
     #[arg(long, value_name = "DIR", requires = "build")]
     pub state_dir: Option<PathBuf>,
     /// Print the context and the engine command; build nothing
     #[arg(long, requires = "build")]
-    pub dry_run: bool,
-}
-
-// Options shared by the commands that run Spack in a container.
-#[derive(Debug, Args)]
-pub struct BuildArgs {
-    /// Container engine [default: $SLURM_FACTORY_ENGINE, else podman or docker, whichever is installed]
-    #[arg(long, value_enum, value_name = "ENGINE")]
-    pub engine: Option<crate::container::EngineKind>,
-    /// Use this image instead of building the toolchain's recipe
-    #[arg(long, value_name = "TAG")]
-    pub image: Option<String>,
-    /// The container's network (`host` lets Spack fetch sources; `none` for offline runs)
-    #[arg(long, value_name = "MODE", default_value = "host")]
-    pub network: String,
-    #[command(flatten)]
-    pub store: crate::store::BucketArgs,
-    /// Spack target microarchitecture [default: the matrix's `target`]
-    #[arg(long, value_name = "TARGET")]
-    pub target: Option<String>,
-    /// Where caches, the local store and work directories live [default: target/slurm-factory]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub signing: crate::sign::SigningArgs,
-    /// Rehearse: real concretization, install order, signed push, index and
-    /// view with `spack install --fake` (nothing compiled), into the store's
-    /// `rehearsal/` mirrors; never recorded, never publishable
-    #[arg(long)]
-    pub rehearse: bool,
-    #[command(flatten)]
-    pub sources: crate::image::SourceArgs,
-    /// Print the image build, the engine command and the in-container script; run nothing
-    #[arg(long)]
     pub dry_run: bool,
 }
 
@@ -436,7 +389,7 @@ pub struct PublishCmd {
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     #[command(flatten)]
-    pub store: crate::store::StoreArgs,
+    pub store: StoreArgs,
     /// Where the store is served over HTTP(S) (a CDN in front of the bucket): prints each
     /// package's URL and the admins' `download` command
     #[arg(long, value_name = "URL", env = "SLURM_FACTORY_PUBLIC_URL")]
@@ -501,7 +454,7 @@ pub struct DownloadCmd {
     /// The store for --from s3 (--bucket, --bucket-prefix; credentials from the
     /// standard AWS chain) or --from local (--store-dir)
     #[command(flatten)]
-    pub store: crate::store::StoreArgs,
+    pub store: StoreArgs,
     /// Trust this armored public key instead of the project's pinned one
     #[arg(long, value_name = "FILE")]
     pub trusted_key: Option<PathBuf>,
@@ -533,7 +486,7 @@ pub struct AdminBinaryCmd {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
-    pub signing: crate::sign::SigningArgs,
+    pub signing: SigningArgs,
     /// Print the build command and the files it would write; build nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -1,0 +1,173 @@
+//! Each command's flags, checked and turned into the plain values its stage
+//! takes. `lib.rs` calls these, then the stage; the stages never see clap.
+
+use anyhow::Result;
+
+use super::*;
+use crate::build;
+use crate::error::UsageError;
+use crate::image;
+use crate::matrix::{Cell, Matrix, Stage};
+use crate::package;
+use crate::project::Project;
+use crate::spack_env;
+
+impl SpackEnvCmd {
+    pub fn cell<'m>(&self, matrix: &'m Matrix) -> Result<Cell<'m>> {
+        match (self.stage, &self.slurm) {
+            (Stage::Deps, Some(_)) => {
+                return Err(UsageError::new(
+                    "--slurm does not apply to --stage deps: dependencies are shared by every Slurm version",
+                )
+                .into());
+            }
+            (Stage::Slurm, None) => {
+                let valid: Vec<&str> = matrix.slurm.iter().map(|s| s.version.as_str()).collect();
+                return Err(UsageError::new(format!(
+                    "--stage slurm needs --slurm V (valid: {})",
+                    valid.join(", ")
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        check_target(self.target.as_deref())?;
+        matrix.cell(&self.toolchain, self.slurm.as_deref(), self.gpu)
+    }
+
+    pub fn options(&self, matrix: &Matrix) -> Result<spack_env::Options> {
+        Ok(spack_env::Options {
+            target: self.target.clone().unwrap_or_else(|| matrix.target.clone()),
+            store: self.store.mirrors()?,
+            deps_mirror: self.deps_mirror.clone(),
+            rehearsal: false,
+        })
+    }
+}
+
+/// `--target` names a Spack microarchitecture: letters, digits, underscores.
+fn check_target(target: Option<&str>) -> Result<()> {
+    match target {
+        Some(t) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Err(UsageError::new(format!(
+                "--target '{t}' is not a Spack target name like x86_64_v3"
+            ))
+            .into())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl PackageCmd {
+    pub fn job<'m>(&self, matrix: &'m Matrix) -> Result<package::Job<'m>> {
+        let cell = matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?;
+        if let Some(f) = &self.fingerprint
+            && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(
+                UsageError::new(format!("--fingerprint '{f}' must be letters and digits")).into(),
+            );
+        }
+        Ok(package::Job {
+            cell,
+            view: self.view.clone(),
+            lock: self.lock.clone(),
+            out: self.out.clone(),
+            arch: self.arch.clone().unwrap_or_else(|| matrix.arch.clone()),
+            fingerprint: self.fingerprint.clone(),
+            split_size: self.split_size,
+            threads: self.threads.count(),
+            keyring: self.signing.keyring(false)?,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+impl ImageCmd {
+    pub fn job(&self, project: &Project) -> Result<image::Job> {
+        let toolchain = project.matrix.toolchain(&self.toolchain)?.name.clone();
+        let show = match (self.build, self.print) {
+            (true, _) => image::Show::Build {
+                engine: self.engine,
+                sources: self.sources.sources(),
+                state_dir: self
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(|| project.state_dir()),
+                dry_run: self.dry_run,
+            },
+            (false, true) => image::Show::Recipe,
+            (false, false) => image::Show::Tag,
+        };
+        Ok(image::Job { toolchain, show })
+    }
+}
+
+impl BuildArgs {
+    /// The build options; `signs` when the stage signs what it pushes (the
+    /// index job signs nothing).
+    pub fn options(&self, signs: bool) -> Result<build::Options> {
+        const NETWORKS: [&str; 6] = ["none", "host", "bridge", "default", "slirp4netns", "pasta"];
+        if !NETWORKS.contains(&self.network.as_str()) {
+            return Err(UsageError::new(format!(
+                "--network {} is not a network mode (valid: {})",
+                self.network,
+                NETWORKS.join(", ")
+            ))
+            .into());
+        }
+        check_target(self.target.as_deref())?;
+        let keyring = if signs {
+            self.signing
+                .keyring_or_throwaway(self.dry_run, self.rehearse)?
+        } else {
+            None
+        };
+        Ok(build::Options {
+            engine: self.engine,
+            image: self.image.clone(),
+            network: self.network.clone(),
+            store: self.store.mirrors()?,
+            target: self.target.clone(),
+            state_dir: self.state_dir.clone(),
+            unsigned: self.signing.unsigned,
+            keyring,
+            rehearse: self.rehearse,
+            sources: self.sources.sources(),
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+impl BuildDepsCmd {
+    pub fn job<'m>(&self, matrix: &'m Matrix) -> Result<build::DepsJob<'m>> {
+        let cell = matrix.cell(&self.toolchain, None, self.gpu)?;
+        if let Some(m) = &self.mirror {
+            build::mirror_url(m).map_err(|e| UsageError::new(format!("--mirror {m}: {e}")))?;
+        }
+        Ok(build::DepsJob {
+            cell,
+            mirror: self.mirror.clone(),
+            update_index: self.update_index,
+        })
+    }
+}
+
+impl BuildSlurmCmd {
+    pub fn job<'m>(&self, matrix: &'m Matrix) -> Result<build::SlurmJob<'m>> {
+        Ok(build::SlurmJob {
+            cell: matrix.cell(&self.toolchain, Some(&self.slurm), self.gpu)?,
+            out: self.out.clone(),
+            skip_verify: self.skip_verify,
+            host_gpus: self.host_gpus,
+            threads: self.threads.count(),
+            threads_given: self.threads.threads,
+        })
+    }
+}
+
+impl IndexCmd {
+    pub fn cell<'m>(&self, matrix: &'m Matrix) -> Result<Cell<'m>> {
+        matrix.cell(&self.toolchain, self.slurm.as_deref(), false)
+    }
+}
