@@ -83,7 +83,10 @@ pub fn admin_main() -> ExitCode {
         Err(e) => return exit_code(Err(e)),
     };
     exit_code(match cli.command {
-        AdminCommand::Download(cmd) => cmd.run(None, &policy).map(|()| ExitCode::SUCCESS),
+        AdminCommand::Download(cmd) => cmd
+            .request(None, &policy)
+            .and_then(|req| download::run(req, &policy))
+            .map(|()| ExitCode::SUCCESS),
     })
 }
 
@@ -143,9 +146,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Publish(cmd) => cmd
             .run(&root, &schema::ReleasePolicy::of(matrix))
             .map(|()| ExitCode::SUCCESS),
-        Command::Download(cmd) => cmd
-            .run(Some(&root), &schema::ReleasePolicy::of(matrix))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Download(cmd) => {
+            let policy = schema::ReleasePolicy::of(matrix);
+            let req = cmd.request(Some(&root), &policy)?;
+            download::run(req, &policy).map(|()| ExitCode::SUCCESS)
+        }
         Command::AdminBinary(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
         Command::Report(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
     }

@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::error::UsageError;
-use crate::flags::DownloadCmd;
 use crate::schema::ReleasePolicy;
-use crate::schema::release::ReleaseTag;
 use crate::sign::TrustedKey;
+use crate::store::StoreUrl;
+use crate::store::local::LocalStore;
+use crate::store::s3::S3Store;
 use github::GitHubSource;
 use source::{Ask, HttpBase, Offer, Source, StoreSource};
 
@@ -29,377 +30,271 @@ const IN_FLIGHT: usize = 64;
 /// Attempts per file when the transfer breaks; each resumes where it stopped.
 const ATTEMPTS: u32 = 5;
 
-impl DownloadCmd {
-    /// `root` is the checkout (`cargo xtask`), or `None` for the admins'
-    /// binary, which knows only its built-in `policy`.
-    pub fn run(self, root: Option<&Path>, policy: &ReleasePolicy) -> Result<()> {
-        self.check_flags()?;
-        if !self.list && !self.dry_run {
-            interrupts::catch();
-        }
-        let slurm = self.series()?;
-        let source = self.source(root, policy)?;
-        self.check_names(policy, source.as_ref())?;
-        if self.list {
-            return list(
-                source.as_ref(),
-                &Ask {
-                    slurm: slurm.as_deref(),
-                    release: self.release.as_deref(),
-                    want: None,
-                },
-                self.toolchain.as_deref(),
-            );
-        }
-        let (Some(slurm), Some(toolchain), Some(prefix)) = (&slurm, &self.toolchain, &self.prefix)
-        else {
-            return Err(UsageError::new(
-                "download needs --slurm V (or --release TAG) --toolchain T --prefix DIR (or --list to see what is offered)",
-            )
-            .into());
-        };
-        let want = Offer {
-            slurm: slurm.clone(),
-            toolchain: toolchain.clone(),
-            variant: if self.gpu { "gpu" } else { "cpu" }.into(),
-            arch: self.arch.clone().unwrap_or_else(|| policy.arch.clone()),
-            files: Default::default(),
-            release: String::new(),
-            dir: String::new(),
-            immutable: false,
-        };
-        let prefix = absolute(&checked_path("--prefix", prefix)?)?;
-        install::check_prefix(&prefix)?;
-        let offers = source.offers(&Ask {
-            slurm: Some(slurm),
-            release: self.release.as_deref(),
-            want: Some(&want),
-        })?;
-        // Newest first: the newest release that has the package.
-        let Some(offer) = offers.iter().find(|o| o.stem() == want.stem()) else {
-            let mut have: Vec<String> = offers
-                .iter()
-                .map(|o| format!("{}/{}/{}", o.toolchain, o.variant, o.arch))
-                .collect();
-            have.sort();
-            have.dedup();
-            bail!(
-                "{} offers no {} ({} there: {})",
-                source.describe(),
-                want.stem(),
-                match &self.release {
-                    Some(tag) => format!("release {tag}"),
-                    None => format!("Slurm {slurm}"),
-                },
-                if have.is_empty() {
-                    "nothing".into()
-                } else {
-                    have.join(", ")
-                }
-            );
-        };
-        outln!(
-            "release {}{}",
-            printable(&offer.release),
-            if offer.immutable {
-                " (immutable on GitHub: its assets and tag can never change)"
-            } else {
-                ""
-            }
-        );
-        let modules = match &self.modules {
-            Some(m) => Some(absolute(&checked_path("--modules", m)?)?),
-            None => None,
-        };
-        if self.dry_run {
-            outln!("dry run: from {}", source.describe());
-            for f in offer.data_files() {
-                outln!("  fetch  {f} ({})", size_text(offer.files[&f]));
-            }
-            outln!(
-                "  verify SHA-256 ({}.sha256) and the signature ({}.asc)",
-                offer.tarball(),
-                offer.tarball()
-            );
-            outln!(
-                "  unpack into {} (via a staging directory beside it)",
-                prefix.display()
-            );
-            if let Some(m) = &modules {
-                outln!("  module into {}", m.display());
-            }
-            return Ok(());
-        }
-        let key = self.trusted_key(policy, source.as_ref(), offer)?;
-        let installed =
-            install::install(source.as_ref(), offer, &key, &prefix, modules.as_deref())?;
-        outln!(
-            "installed Slurm {slurm} ({toolchain}, {}) in {}: {} files, {:.1} MiB, signed by {}",
-            offer.variant,
-            prefix.display(),
-            installed.files,
-            installed.bytes as f64 / (1 << 20) as f64,
-            key.fingerprint
-        );
-        outln!("To use it:");
-        outln!("  module use {}", installed.module_root.display());
-        outln!("  module load {}", installed.module);
-        Ok(())
-    }
+/// What `download` is asked: where from, which package, and what to do.
+pub struct Request {
+    pub from: Origin,
+    /// The Slurm series (`--release` names one too).
+    pub slurm: Option<String>,
+    pub release: Option<String>,
+    pub toolchain: Option<String>,
+    pub action: Action,
+}
 
-    /// The Slurm series asked for: `--slurm`, or the one `--release` names
-    /// (both must agree).
-    fn series(&self) -> Result<Option<String>> {
-        let Some(tag) = &self.release else {
-            return Ok(self.slurm.clone());
-        };
-        let Some(parsed) = ReleaseTag::parse(tag) else {
-            return Err(UsageError::new(format!(
-                "--release {}: expected a release tag, slurm-<version>-<YYYY.MM.DD>[.N] (see: download --list)",
-                printable(tag)
-            ))
-            .into());
-        };
-        match &self.slurm {
-            Some(v) if v != parsed.series() => Err(UsageError::new(format!(
-                "--release {tag} is a release of Slurm {}, not --slurm {}",
-                parsed.series(),
-                printable(v)
-            ))
-            .into()),
-            _ => Ok(Some(parsed.series().to_string())),
-        }
-    }
+/// Where packages come from.
+pub enum Origin {
+    /// A repository's GitHub Releases (`owner/name`).
+    GitHub { repo: String },
+    /// A store in a bucket (never `StoreUrl::Local`: that is `LocalStore`).
+    Store(StoreUrl),
+    /// A local directory store.
+    LocalStore(PathBuf),
+    /// A store served over HTTP(S), or one release directory of it.
+    Url {
+        base: String,
+        dir: Option<source::ReleaseDir>,
+    },
+}
 
-    /// Every option given must mean something for this source and mode.
-    fn check_flags(&self) -> Result<()> {
-        let source_kind = match self.from.as_str() {
-            "github" | "s3" | "local" => self.from.as_str(),
-            _ => "url",
-        };
-        let only = [
-            ("--repo", self.repo.is_some(), "github"),
-            (
-                "--bucket (or SLURM_FACTORY_BUCKET)",
-                self.store.bucket.bucket.is_some(),
-                "s3",
-            ),
-            (
-                "--bucket-prefix (or SLURM_FACTORY_BUCKET_PREFIX)",
-                self.store.bucket.bucket_prefix.is_some(),
-                "s3",
-            ),
-            ("--store-dir", self.store.store_dir.is_some(), "local"),
-        ];
-        if let Some(fpr) = &self.trusted_fingerprint
-            && !(fpr.len() == 40 && fpr.chars().all(|c| c.is_ascii_hexdigit()))
-        {
-            return Err(UsageError::new(format!(
-                "--trusted-fingerprint {}: expected the key's full fingerprint, 40 hex digits",
-                printable(fpr)
-            ))
-            .into());
-        }
-        for (flag, given, kind) in only {
-            if given && source_kind != kind {
-                return Err(UsageError::new(format!(
-                    "{flag} is for --from {kind}, not --from {}",
-                    self.from
-                ))
-                .into());
-            }
-        }
-        if source_kind == "s3" && self.store.bucket.bucket.is_none() {
-            return Err(UsageError::new("--from s3 needs --bucket NAME").into());
-        }
-        if self.list {
-            let install_only = [
-                ("--prefix", self.prefix.is_some()),
-                ("--modules", self.modules.is_some()),
-                ("--gpu", self.gpu),
-                ("--arch", self.arch.is_some()),
-                ("--trusted-key", self.trusted_key.is_some()),
-                ("--trusted-fingerprint", self.trusted_fingerprint.is_some()),
-                ("--dry-run", self.dry_run),
-            ];
-            if let Some((flag, _)) = install_only.iter().find(|(_, given)| *given) {
-                return Err(UsageError::new(format!(
-                    "{flag} has no meaning with --list (it lists every variant and installs nothing)"
-                ))
-                .into());
-            }
-        }
-        Ok(())
-    }
-
-    /// A `--slurm` or `--toolchain` this build does not know may still be on
-    /// offer (a version the matrix has since dropped): the source decides.
-    /// A name neither knows is a usage error naming the valid ones.
-    fn check_names(&self, policy: &ReleasePolicy, source: &dyn Source) -> Result<()> {
-        type Field = fn(&Offer) -> &str;
-        let asked: [(&str, Option<&String>, &[String], Field); 2] = [
-            (
-                "Slurm version",
-                self.slurm.as_ref(),
-                &policy.slurm_versions,
-                |o| &o.slurm,
-            ),
-            (
-                "toolchain",
-                self.toolchain.as_ref(),
-                &policy.toolchains,
-                |o| &o.toolchain,
-            ),
-        ];
-        let unknown: Vec<_> = asked
-            .into_iter()
-            .filter_map(|(what, value, known, field)| {
-                value
-                    .filter(|v| !known.contains(v))
-                    .map(|v| (what, v, known, field))
-            })
-            .collect();
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let offers = source.offers(&Ask::default());
-        for (what, value, known, field) in unknown {
-            let mut valid: Vec<String> = known.to_vec();
-            match &offers {
-                Ok(offers) => {
-                    if offers.iter().any(|o| field(o) == value.as_str()) {
-                        continue;
-                    }
-                    for o in offers {
-                        let name = printable(field(o));
-                        if !valid.contains(&name) {
-                            valid.push(name);
-                        }
-                    }
-                }
-                Err(e) => {
-                    return Err(UsageError::new(format!(
-                        "{}; {} could not be asked what else it offers: {e:#}",
-                        UsageError::unknown(what, &printable(value), &valid),
-                        source.describe()
-                    ))
-                    .into());
-                }
-            }
-            return Err(UsageError::unknown(what, &printable(value), &valid).into());
-        }
-        Ok(())
-    }
-
-    fn source(&self, root: Option<&Path>, policy: &ReleasePolicy) -> Result<Box<dyn Source>> {
-        let from = self.from.as_str();
-        Ok(match from {
-            "github" => Box::new(GitHubSource::new(
-                self.repo.as_deref().unwrap_or(&policy.github),
-            )?),
-            "s3" => Box::new(StoreSource {
-                fetch: Box::new(self.store.s3()?),
+impl Origin {
+    /// The source, made only when the download runs (a GitHub client starts
+    /// threads, which must inherit the interrupt handling's signal mask).
+    fn open(&self) -> Result<Box<dyn Source>> {
+        Ok(match self {
+            Origin::GitHub { repo } => Box::new(GitHubSource::new(repo)?),
+            Origin::Store(StoreUrl::Bucket { bucket, prefix }) => Box::new(StoreSource {
+                fetch: Box::new(S3Store::new(bucket, prefix)?),
                 dir: None,
             }),
-            "local" => {
-                let store = match (root, &self.store.store_dir) {
-                    (Some(root), _) => self.store.local(root),
-                    (None, Some(_)) => self.store.local(Path::new(".")),
-                    (None, None) => {
-                        return Err(UsageError::new(
-                            "--from local needs --store-dir DIR (there is no checkout whose target/slurm-factory/store to use)",
-                        )
-                        .into());
-                    }
-                };
-                Box::new(StoreSource {
-                    fetch: Box::new(store),
-                    dir: None,
-                })
-            }
-            url if url.starts_with("http://") || url.starts_with("https://") => {
-                let (base, dir) = source::split_url(url);
-                let variant = if self.gpu { "gpu" } else { "cpu" };
-                match (&dir, &self.slurm, &self.toolchain) {
-                    (
-                        Some(source::ReleaseDir::Cell {
-                            slurm: v,
-                            toolchain: t,
-                            variant: var,
-                        }),
-                        Some(slurm),
-                        Some(tc),
-                    ) if (v, t, var.as_str()) != (slurm, tc, variant) => {
-                        return Err(UsageError::new(format!(
-                            "--from {url} is the release directory of {v}/{t}/{var}, not {slurm}/{tc}/{variant}"
-                        ))
-                        .into());
-                    }
-                    (Some(source::ReleaseDir::Release(tag)), _, _)
-                        if self.release.as_ref().is_some_and(|r| *r != tag.to_string())
-                            || self.slurm.as_ref().is_some_and(|s| s != tag.series()) =>
-                    {
-                        return Err(UsageError::new(format!(
-                            "--from {url} is the directory of release {tag}, not the one --slurm/--release ask for"
-                        ))
-                        .into());
-                    }
-                    _ => {}
-                }
-                Box::new(StoreSource {
-                    fetch: Box::new(HttpBase::new(&base)?),
-                    dir,
-                })
-            }
-            other => {
-                return Err(UsageError::new(format!(
-                    "--from {other}: expected github, s3, local or an http(s):// URL"
-                ))
-                .into());
-            }
+            Origin::Store(StoreUrl::Local) => bail!("a bucket store needs a bucket"),
+            Origin::LocalStore(root) => Box::new(StoreSource {
+                fetch: Box::new(LocalStore { root: root.clone() }),
+                dir: None,
+            }),
+            Origin::Url { base, dir } => Box::new(StoreSource {
+                fetch: Box::new(HttpBase::new(base)?),
+                dir: dir.clone(),
+            }),
         })
-    }
-
-    /// `--trusted-key FILE`, else the key published beside the packages if
-    /// it is the one `--trusted-fingerprint` names or the policy pins.
-    fn trusted_key(
-        &self,
-        policy: &ReleasePolicy,
-        source: &dyn Source,
-        offer: &Offer,
-    ) -> Result<TrustedKey> {
-        if let Some(file) = &self.trusted_key {
-            let armored = std::fs::read(file)
-                .with_context(|| format!("reading --trusted-key {}", file.display()))?;
-            return TrustedKey::import(&armored, &file.display().to_string(), None);
-        }
-        let Some(pinned) = self
-            .trusted_fingerprint
-            .as_ref()
-            .or(policy.signing_key_fingerprint.as_ref())
-        else {
-            bail!(
-                "no release signing key is pinned (releases.signing_key_fingerprint in spack-env/matrix.yaml): \
-                 pass --trusted-fingerprint FPR or --trusted-key FILE for the key you trust"
-            );
-        };
-        let Some(armored) = source.public_key(offer)? else {
-            bail!(
-                "{} publishes no {}: pass --trusted-key FILE",
-                source.describe(),
-                crate::schema::PUBLIC_KEY_FILE
-            );
-        };
-        TrustedKey::import(
-            &armored,
-            &format!("the key published by {}", source.describe()),
-            Some(pinned),
-        )
     }
 }
 
-/// Every release on offer, newest first, with its packages; the newest
-/// release of each series is what `--slurm` takes.
+pub enum Action {
+    /// List what the source offers (of the toolchain, if one is given).
+    List,
+    Install(Install),
+}
+
+/// One package into a prefix. Its Slurm series and toolchain are known.
+pub struct Install {
+    pub variant: String,
+    pub arch: String,
+    /// Absolute, checked: UTF-8, no control characters, no `.`/`..`.
+    pub prefix: PathBuf,
+    /// Where the module goes besides the prefix's own `modules/`.
+    pub modules: Option<PathBuf>,
+    /// The key the package must be signed by.
+    pub trust: Trust,
+    pub dry_run: bool,
+}
+
+/// Which key a package must be signed by.
+pub enum Trust {
+    /// An armored public key file the admin trusts.
+    KeyFile(PathBuf),
+    /// The key published beside the packages, if it has this fingerprint.
+    Fingerprint(String),
+    /// None is pinned or given: an install fails with this message (a dry
+    /// run needs no key).
+    Missing(&'static str),
+}
+
+/// `download`: lists what a source offers, or installs one package from it.
+/// `policy` is the release policy of the checkout or of the admins' binary.
+pub fn run(req: Request, policy: &ReleasePolicy) -> Result<()> {
+    if matches!(&req.action, Action::Install(i) if !i.dry_run) {
+        interrupts::catch();
+    }
+    let source = req.from.open()?;
+    let source = source.as_ref();
+    check_names(&req, source, policy)?;
+    let ask = |want| Ask {
+        slurm: req.slurm.as_deref(),
+        release: req.release.as_deref(),
+        want,
+    };
+    let inst = match &req.action {
+        Action::List => return list(source, &ask(None), req.toolchain.as_deref()),
+        Action::Install(inst) => inst,
+    };
+    let (Some(slurm), Some(toolchain)) = (&req.slurm, &req.toolchain) else {
+        bail!("an install names its Slurm series and toolchain");
+    };
+    let want = Offer {
+        slurm: slurm.clone(),
+        toolchain: toolchain.clone(),
+        variant: inst.variant.clone(),
+        arch: inst.arch.clone(),
+        files: Default::default(),
+        release: String::new(),
+        dir: String::new(),
+        immutable: false,
+    };
+    let prefix = &inst.prefix;
+    install::check_prefix(prefix)?;
+    let offers = source.offers(&ask(Some(&want)))?;
+    // Newest first: the newest release that has the package.
+    let Some(offer) = offers.iter().find(|o| o.stem() == want.stem()) else {
+        let mut have: Vec<String> = offers
+            .iter()
+            .map(|o| format!("{}/{}/{}", o.toolchain, o.variant, o.arch))
+            .collect();
+        have.sort();
+        have.dedup();
+        bail!(
+            "{} offers no {} ({} there: {})",
+            source.describe(),
+            want.stem(),
+            match &req.release {
+                Some(tag) => format!("release {tag}"),
+                None => format!("Slurm {slurm}"),
+            },
+            if have.is_empty() {
+                "nothing".into()
+            } else {
+                have.join(", ")
+            }
+        );
+    };
+    outln!(
+        "release {}{}",
+        printable(&offer.release),
+        if offer.immutable {
+            " (immutable on GitHub: its assets and tag can never change)"
+        } else {
+            ""
+        }
+    );
+    let modules = inst.modules.as_deref();
+    if inst.dry_run {
+        outln!("dry run: from {}", source.describe());
+        for f in offer.data_files() {
+            outln!("  fetch  {f} ({})", size_text(offer.files[&f]));
+        }
+        outln!(
+            "  verify SHA-256 ({}.sha256) and the signature ({}.asc)",
+            offer.tarball(),
+            offer.tarball()
+        );
+        outln!(
+            "  unpack into {} (via a staging directory beside it)",
+            prefix.display()
+        );
+        if let Some(m) = modules {
+            outln!("  module into {}", m.display());
+        }
+        return Ok(());
+    }
+    let key = trusted_key(&inst.trust, source, offer)?;
+    let installed = install::install(source, offer, &key, prefix, modules)?;
+    outln!(
+        "installed Slurm {slurm} ({toolchain}, {}) in {}: {} files, {:.1} MiB, signed by {}",
+        offer.variant,
+        prefix.display(),
+        installed.files,
+        installed.bytes as f64 / (1 << 20) as f64,
+        key.fingerprint
+    );
+    outln!("To use it:");
+    outln!("  module use {}", installed.module_root.display());
+    outln!("  module load {}", installed.module);
+    Ok(())
+}
+
+/// A `--slurm` or `--toolchain` this build does not know may still be on
+/// offer (a version the matrix has since dropped): the source decides.
+/// A name neither knows is a usage error naming the valid ones.
+fn check_names(req: &Request, source: &dyn Source, policy: &ReleasePolicy) -> Result<()> {
+    type Field = fn(&Offer) -> &str;
+    let asked: [(&str, Option<&String>, &[String], Field); 2] = [
+        (
+            "Slurm version",
+            req.slurm.as_ref(),
+            &policy.slurm_versions,
+            |o| &o.slurm,
+        ),
+        (
+            "toolchain",
+            req.toolchain.as_ref(),
+            &policy.toolchains,
+            |o| &o.toolchain,
+        ),
+    ];
+    let unknown: Vec<_> = asked
+        .into_iter()
+        .filter_map(|(what, value, known, field)| {
+            value
+                .filter(|v| !known.contains(v))
+                .map(|v| (what, v, known, field))
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let offers = source.offers(&Ask::default());
+    for (what, value, known, field) in unknown {
+        let mut valid: Vec<String> = known.to_vec();
+        match &offers {
+            Ok(offers) => {
+                if offers.iter().any(|o| field(o) == value.as_str()) {
+                    continue;
+                }
+                for o in offers {
+                    let name = printable(field(o));
+                    if !valid.contains(&name) {
+                        valid.push(name);
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(UsageError::new(format!(
+                    "{}; {} could not be asked what else it offers: {e:#}",
+                    UsageError::unknown(what, &printable(value), &valid),
+                    source.describe()
+                ))
+                .into());
+            }
+        }
+        return Err(UsageError::unknown(what, &printable(value), &valid).into());
+    }
+    Ok(())
+}
+
+/// The trusted key: a file the admin gave, else the key published beside the
+/// packages if it is the one pinned.
+fn trusted_key(trust: &Trust, source: &dyn Source, offer: &Offer) -> Result<TrustedKey> {
+    let pinned = match trust {
+        Trust::KeyFile(file) => {
+            let armored = std::fs::read(file)
+                .with_context(|| format!("reading the trusted key {}", file.display()))?;
+            return TrustedKey::import(&armored, &file.display().to_string(), None);
+        }
+        Trust::Fingerprint(f) => f,
+        Trust::Missing(why) => bail!("{why}"),
+    };
+    let Some(armored) = source.public_key(offer)? else {
+        bail!(
+            "{} publishes no {}: give the key you trust as a file",
+            source.describe(),
+            crate::schema::PUBLIC_KEY_FILE
+        );
+    };
+    TrustedKey::import(
+        &armored,
+        &format!("the key published by {}", source.describe()),
+        Some(pinned),
+    )
+}
+
 fn list(source: &dyn Source, ask: &Ask<'_>, toolchain: Option<&str>) -> Result<()> {
     let offers: Vec<Offer> = source
         .offers(ask)?
@@ -454,7 +349,7 @@ fn list(source: &dyn Source, ask: &Ask<'_>, toolchain: Option<&str>) -> Result<(
 
 /// Text from a source as a terminal may show it: control characters (ANSI
 /// escapes, CR, LF) escaped.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             if c.is_control() {
@@ -466,50 +361,12 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// A path flag's value: UTF-8 (it is written into a Lua module), without
-/// control characters, and without `.`/`..` (a `new/..` would create `new`).
-fn checked_path(flag: &str, path: &Path) -> Result<PathBuf> {
-    let Some(text) = path.to_str() else {
-        return Err(UsageError::new(format!(
-            "{flag} {}: not UTF-8 (the module file names it)",
-            path.display()
-        ))
-        .into());
-    };
-    if text.chars().any(char::is_control) {
-        return Err(UsageError::new(format!(
-            "{flag} {}: control characters (a newline, say) are not allowed in it",
-            printable(text)
-        ))
-        .into());
-    }
-    if path.components().any(|c| {
-        matches!(
-            c,
-            std::path::Component::ParentDir | std::path::Component::CurDir
-        )
-    }) {
-        return Err(UsageError::new(format!(
-            "{flag} {text}: give it without `.` or `..` components"
-        ))
-        .into());
-    }
-    Ok(path.to_path_buf())
-}
-
 fn size_text(size: Option<u64>) -> String {
     match size {
         Some(s) if s >= 1 << 20 => format!("{:.1} MiB", s as f64 / (1 << 20) as f64),
         Some(s) => format!("{s} B"),
         None => "?".into(),
     }
-}
-
-fn absolute(p: &Path) -> Result<PathBuf> {
-    if p.as_os_str().is_empty() {
-        return Err(UsageError::new("an empty path").into());
-    }
-    Ok(std::path::absolute(p)?)
 }
 
 /// Ctrl-C and SIGTERM during a download remove the staging directory of

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::matrix::{CellFilter, Stage};
 
 mod convert;
+mod download;
 mod groups;
 pub use groups::*;
 
