@@ -143,8 +143,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             build::index(&project, cell, &cmd.build.options(false)?).map(|()| ExitCode::SUCCESS)
         }
         Command::Verify(cmd) => cmd.run(matrix).map(|()| ExitCode::SUCCESS),
-        Command::Publish(cmd) => cmd
-            .run(&root, &schema::ReleasePolicy::of(matrix))
+        Command::Publish(cmd) => publish::run(cmd.job(&root)?, &schema::ReleasePolicy::of(matrix))
             .map(|()| ExitCode::SUCCESS),
         Command::Download(cmd) => {
             let policy = schema::ReleasePolicy::of(matrix);

@@ -1,6 +1,8 @@
 //! Each command's flags, checked and turned into the plain values its stage
 //! takes. `lib.rs` calls these, then the stage; the stages never see clap.
 
+use std::path::Path;
+
 use anyhow::Result;
 
 use super::*;
@@ -10,6 +12,7 @@ use crate::image;
 use crate::matrix::{Cell, Matrix, Stage};
 use crate::package;
 use crate::project::Project;
+use crate::publish;
 use crate::spack_env;
 
 impl SpackEnvCmd {
@@ -169,5 +172,41 @@ impl BuildSlurmCmd {
 impl IndexCmd {
     pub fn cell<'m>(&self, matrix: &'m Matrix) -> Result<Cell<'m>> {
         matrix.cell(&self.toolchain, self.slurm.as_deref(), false)
+    }
+}
+
+impl PublishCmd {
+    pub fn job(&self, root: &Path) -> Result<publish::Job> {
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(UsageError::new(format!(
+                "--public-url {url}: expected an http(s):// URL where the store is served"
+            ))
+            .into());
+        }
+        let target = match self.to {
+            PublishTo::Github if self.public_url.is_some() => {
+                return Err(UsageError::new(
+                    "--public-url is where an S3 or local store is served; GitHub releases have their own URLs",
+                )
+                .into());
+            }
+            PublishTo::Github => publish::Target::GitHub,
+            PublishTo::Local => publish::Target::Store {
+                store: Box::new(self.store.local(root)),
+                public_url: self.public_url.clone(),
+            },
+            PublishTo::S3 => publish::Target::Store {
+                store: Box::new(self.store.s3()?),
+                public_url: self.public_url.clone(),
+            },
+        };
+        Ok(publish::Job {
+            dir: self.dir.clone(),
+            target,
+            allow_unsigned: self.allow_unsigned,
+            dry_run: self.dry_run,
+        })
     }
 }

@@ -12,13 +12,11 @@ pub mod release;
 mod to_store;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::error::UsageError;
-use crate::flags::{PublishCmd, PublishTo};
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::schema::ReleasePolicy;
@@ -133,82 +131,82 @@ impl Planned {
     }
 }
 
-impl PublishCmd {
-    pub fn run(self, root: &Path, policy: &ReleasePolicy) -> Result<()> {
-        let pinned = policy.signing_key_fingerprint.as_deref();
-        if let Some(url) = &self.public_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(UsageError::new(format!(
-                "--public-url {url}: expected an http(s):// URL where the store is served"
-            ))
-            .into());
+/// Where `publish` sends an output directory's packages.
+pub enum Target {
+    GitHub,
+    Store {
+        store: Box<dyn Store>,
+        /// Where the store is served over HTTP(S): prints each package's
+        /// URL and the admins' `download` command.
+        public_url: Option<String>,
+    },
+}
+
+/// `publish`: the output directory's packages become a release.
+pub struct Job {
+    pub dir: PathBuf,
+    pub target: Target,
+    pub allow_unsigned: bool,
+    pub dry_run: bool,
+}
+
+pub fn run(job: Job, policy: &ReleasePolicy) -> Result<()> {
+    let pinned = policy.signing_key_fingerprint.as_deref();
+    let (store, public_url) = match job.target {
+        Target::GitHub => {
+            return github::publish(&job.dir, job.allow_unsigned, pinned, job.dry_run);
         }
-        if self.to == PublishTo::Github {
-            if self.public_url.is_some() {
-                return Err(UsageError::new(
-                    "--public-url is where an S3 or local store is served; GitHub releases have their own URLs",
-                )
-                .into());
-            }
-            return github::publish(&self.dir, self.allow_unsigned, pinned, self.dry_run);
-        }
-        let store: Box<dyn Store> = match self.to {
-            PublishTo::Github => unreachable!("handled above"),
-            PublishTo::Local => Box::new(self.store.local(root)),
-            PublishTo::S3 => Box::new(self.store.s3()?),
-        };
-        let _g = gha::Group::new(&format!(
-            "Publish {} to {}",
-            self.dir.display(),
-            store.describe()
-        ));
-        let outcome = publish(
-            store.as_ref(),
-            &self.dir,
-            self.allow_unsigned,
-            pinned,
-            self.dry_run,
-        )?;
-        let bytes: u64 = outcome.uploaded.iter().map(|u| u.size).sum();
-        outln!(
-            "{}{} uploaded ({:.1} MiB), {} already there, to {}",
-            if self.dry_run { "dry run: " } else { "" },
-            outcome.uploaded.len(),
-            bytes as f64 / (1 << 20) as f64,
-            outcome.skipped.len(),
+        Target::Store { store, public_url } => (store, public_url),
+    };
+    let _g = gha::Group::new(&format!(
+        "Publish {} to {}",
+        job.dir.display(),
+        store.describe()
+    ));
+    let outcome = publish(
+        store.as_ref(),
+        &job.dir,
+        job.allow_unsigned,
+        pinned,
+        job.dry_run,
+    )?;
+    let bytes: u64 = outcome.uploaded.iter().map(|u| u.size).sum();
+    outln!(
+        "{}{} uploaded ({:.1} MiB), {} already there, to {}",
+        if job.dry_run { "dry run: " } else { "" },
+        outcome.uploaded.len(),
+        bytes as f64 / (1 << 20) as f64,
+        outcome.skipped.len(),
+        store.describe()
+    );
+    let installs = public_url
+        .as_deref()
+        .map(|url| to_store::install_lines(url, &outcome))
+        .unwrap_or_default();
+    for line in &installs {
+        outln!("{line}");
+    }
+    if !job.dry_run {
+        let mut md = format!(
+            "### Published to {}\n\n| object | size | action |\n|---|---|---|\n",
             store.describe()
         );
-        let installs = self
-            .public_url
-            .as_deref()
-            .map(|url| to_store::install_lines(url, &outcome))
-            .unwrap_or_default();
-        for line in &installs {
-            outln!("{line}");
+        for (u, action) in outcome
+            .uploaded
+            .iter()
+            .map(|u| (u, "uploaded"))
+            .chain(outcome.skipped.iter().map(|u| (u, "already there")))
+        {
+            md.push_str(&format!("| `{}` | {} | {action} |\n", u.key, u.size));
         }
-        if !self.dry_run {
-            let mut md = format!(
-                "### Published to {}\n\n| object | size | action |\n|---|---|---|\n",
-                store.describe()
-            );
-            for (u, action) in outcome
-                .uploaded
-                .iter()
-                .map(|u| (u, "uploaded"))
-                .chain(outcome.skipped.iter().map(|u| (u, "already there")))
-            {
-                md.push_str(&format!("| `{}` | {} | {action} |\n", u.key, u.size));
+        if !installs.is_empty() {
+            md.push_str("\nFor admins:\n\n```sh\n");
+            for line in &installs {
+                md.push_str(&format!("{}\n", line.trim_start()));
             }
-            if !installs.is_empty() {
-                md.push_str("\nFor admins:\n\n```sh\n");
-                for line in &installs {
-                    md.push_str(&format!("{}\n", line.trim_start()));
-                }
-                md.push_str("```\n");
-            }
-            gha::append_summary(&md)?;
+            md.push_str("```\n");
         }
-        Ok(())
+        gha::append_summary(&md)?;
     }
+    Ok(())
 }
