@@ -417,8 +417,3 @@ pub struct PartSize {
     pub size: u64,
     pub sha256: String,
 }
-
-/// The statement's file name beside the tarball.
-pub fn sizes_file(stem: &str) -> String {
-    format!("{stem}.sizes.json")
-}

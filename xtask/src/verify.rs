@@ -17,6 +17,7 @@ use crate::flags::VerifyCmd;
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::matrix::{Family, Matrix, Variant};
+use crate::schema::files;
 use crate::schema::paths;
 
 /// Where the package is extracted in the container: not where it was built.
@@ -122,7 +123,7 @@ fn open_joined(tarball: &Path) -> Result<Box<dyn Read>> {
 fn parts_of(tarball: &Path) -> Result<Vec<PathBuf>> {
     let mut parts = Vec::new();
     for i in 0.. {
-        let p = PathBuf::from(format!("{}.part-{i:03}", tarball.display()));
+        let p = PathBuf::from(files::part(&tarball.display().to_string(), i));
         if !p.is_file() {
             break;
         }
@@ -479,7 +480,7 @@ impl std::error::Error for Failed {}
 /// and into the step summary; a failed verify is a [`Failed`] error.
 pub fn finish(report: &Report, tarball: &Path) -> Result<()> {
     report.print();
-    let json = PathBuf::from(format!("{}.verify.json", tarball.display()));
+    let json = PathBuf::from(files::verify_report(&tarball.display().to_string()));
     std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
     gha::append_summary(&report.markdown())?;

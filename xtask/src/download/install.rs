@@ -164,7 +164,7 @@ fn signed_sizes(
     offer: &Offer,
     key: &TrustedKey,
 ) -> Result<crate::manifest::Sizes> {
-    let name = crate::manifest::sizes_file(&offer.stem());
+    let name = crate::schema::files::sizes(&offer.stem());
     let text = small(&name, "refusing a package without its signed sizes")?;
     let sig = small(
         &format!("{name}.asc"),

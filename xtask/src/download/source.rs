@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::header;
 
 use crate::http::{Http, Response};
-use crate::schema::PUBLIC_KEY_FILE;
 use crate::schema::release::{INDEX_KEY, Index, ReleaseTag};
+use crate::schema::{PUBLIC_KEY_FILE, files};
 use crate::store::{Chunks, Fetch};
 
 /// Small files (checksums, signatures, keys, indexes) are read whole, up to this.
@@ -59,7 +59,7 @@ impl Offer {
     }
 
     pub fn tarball(&self) -> String {
-        format!("{}.tar.gz", self.stem())
+        files::tarball(&self.stem())
     }
 
     /// The tarball, or its parts in order.
@@ -68,13 +68,9 @@ impl Offer {
         if self.files.contains_key(&tarball) {
             return vec![tarball];
         }
-        let prefix = format!("{tarball}.part-");
         self.files
             .keys()
-            .filter(|n| {
-                n.strip_prefix(&prefix)
-                    .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
-            })
+            .filter(|n| files::is_part_of(&tarball, n))
             .cloned()
             .collect()
     }
@@ -91,8 +87,8 @@ impl Offer {
 fn parse_name(name: &str) -> Option<(String, String, String, String)> {
     let rest = name.strip_prefix("slurm-")?;
     let stem = &rest[..rest
-        .find(".tar.gz")
-        .or_else(|| rest.find(".manifest.json"))?];
+        .find(files::TARBALL_SUFFIX)
+        .or_else(|| rest.find(files::MANIFEST_SUFFIX))?];
     let mut it = stem.splitn(4, '-');
     let (v, t, var, arch) = (it.next()?, it.next()?, it.next()?, it.next()?);
     if [v, t, var, arch].iter().any(|s| s.is_empty()) {
@@ -303,11 +299,11 @@ impl StoreSource {
             files.insert(tarball.clone(), None);
         } else {
             for i in 0.. {
-                let part = format!("{tarball}.part-{i:03}");
+                let part = crate::schema::files::part(&tarball, i);
                 if !exists(&part)? {
                     break;
                 }
-                files.insert(format!("{part}.sha256"), None);
+                files.insert(crate::schema::files::checksum(&part), None);
                 files.insert(part, None);
             }
         }

@@ -14,7 +14,7 @@ use crate::checksum::checksum_line;
 use crate::manifest::{self, CellInfo, Manifest, ToolInfo};
 use crate::matrix::Cell;
 use crate::project::Project;
-use crate::schema::PUBLIC_KEY_FILE;
+use crate::schema::{PUBLIC_KEY_FILE, files};
 use crate::sign::Keyring;
 use crate::spack_env::EnvironmentData;
 use crate::{gha, module};
@@ -163,7 +163,7 @@ fn build_time(lock: &Path) -> Result<String> {
 pub fn package(project: &Project, cell: &Cell<'_>, opts: &Options<'_>) -> Result<Package> {
     let data = &project.env;
     let stem = package_stem(cell, &opts.arch, opts.rehearsal);
-    let tarball_name = format!("{stem}.tar.gz");
+    let tarball_name = files::tarball(&stem);
     let manifest = build_manifest(data, cell, opts)?;
     let entries = plan_entries(project, cell, &stem, &manifest, opts.view)?;
 
@@ -173,7 +173,7 @@ pub fn package(project: &Project, cell: &Cell<'_>, opts: &Options<'_>) -> Result
     let mut staged = Staged::default();
     let signer = match opts.keyring {
         Some(k) => {
-            let asc = staged.path(opts.out, &format!("{tarball_name}.asc"));
+            let asc = staged.path(opts.out, &files::signature(&tarball_name));
             Some(
                 k.detached_sign(&asc)
                     .spawn()
@@ -208,36 +208,36 @@ pub fn package(project: &Project, cell: &Cell<'_>, opts: &Options<'_>) -> Result
         },
         unpacked,
     };
-    let sizes_name = manifest::sizes_file(&stem);
+    let sizes_name = files::sizes(&stem);
     let sizes_text = serde_json::to_string_pretty(&sizes)? + "\n";
     staged.write(opts.out, &sizes_name, sizes_text.as_bytes())?;
     if let Some(k) = opts.keyring {
-        let asc = staged.path(opts.out, &format!("{sizes_name}.asc"));
+        let asc = staged.path(opts.out, &files::signature(&sizes_name));
         k.sign_bytes(&asc, sizes_text.as_bytes())?;
     }
 
     staged.write(
         opts.out,
-        &format!("{tarball_name}.sha256"),
+        &files::checksum(&tarball_name),
         checksum_line(&stream.sha256, &tarball_name).as_bytes(),
     )?;
     if stream.parts.len() > 1 {
         for (part, sha, _) in &stream.parts {
             staged.write(
                 opts.out,
-                &format!("{part}.sha256"),
+                &files::checksum(part),
                 checksum_line(sha, part).as_bytes(),
             )?;
         }
     }
     staged.write(
         opts.out,
-        &format!("{stem}.manifest.json"),
+        &files::manifest(&stem),
         (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
     )?;
     staged.write(
         opts.out,
-        &format!("{stem}.spdx.json"),
+        &files::sbom(&stem),
         (serde_json::to_string_pretty(&manifest.spdx())? + "\n").as_bytes(),
     )?;
     if let Some(k) = opts.keyring {
@@ -327,22 +327,24 @@ pub fn run(project: &Project, job: &Job<'_>) -> Result<()> {
         );
         outln!("would write into {}:", job.out.display());
         let stem = &manifest.name;
+        let tarball = files::tarball(stem);
         outln!(
-            "  {stem}.tar.gz (split into parts above {} bytes)",
+            "  {tarball} (split into parts above {} bytes)",
             job.split_size
         );
-        for suffix in [
-            ".tar.gz.sha256",
-            ".sizes.json",
-            ".manifest.json",
-            ".spdx.json",
+        for name in [
+            files::checksum(&tarball),
+            files::sizes(stem),
+            files::manifest(stem),
+            files::sbom(stem),
         ] {
-            outln!("  {stem}{suffix}");
+            outln!("  {name}");
         }
         if let Some(k) = &keyring {
-            for signed in [format!("{stem}.tar.gz"), format!("{stem}.sizes.json")] {
+            for signed in [tarball, files::sizes(stem)] {
                 outln!(
-                    "  {signed}.asc  (gpg --armor --detach-sign --local-user {})",
+                    "  {}  (gpg --armor --detach-sign --local-user {})",
+                    files::signature(&signed),
                     k.fingerprint
                 );
             }

@@ -120,7 +120,7 @@ impl Sink {
     }
 
     fn part_name(&self, index: usize) -> String {
-        format!("{}.part-{index:03}", self.name)
+        crate::schema::files::part(&self.name, index)
     }
 
     fn close_part(&mut self) -> std::io::Result<()> {

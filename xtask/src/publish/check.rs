@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use super::{Class, Found, Planned, Upload};
 use crate::manifest::Manifest;
-use crate::schema::PUBLIC_KEY_FILE;
 use crate::schema::admin_binary;
+use crate::schema::{PUBLIC_KEY_FILE, files};
 use crate::sign::TrustedKey;
 use crate::store::local::sha256_file;
 
@@ -22,9 +22,9 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
     names.sort();
     for name in names
         .iter()
-        .filter(|n| n.ends_with(".manifest.json") && n.starts_with("slurm-"))
+        .filter(|n| n.ends_with(files::MANIFEST_SUFFIX) && n.starts_with("slurm-"))
     {
-        let stem = name.trim_end_matches(".manifest.json");
+        let stem = name.trim_end_matches(files::MANIFEST_SUFFIX);
         if crate::schema::release::is_rehearsal(stem) {
             bail!(
                 "{stem} is a rehearsal's package (`build-slurm --rehearse`: `spack install --fake` placeholders, not Slurm); it is never published"
@@ -75,27 +75,28 @@ fn plan_package(
     signer: Option<&TrustedKey>,
 ) -> Result<Vec<Upload>> {
     let stem = &found.manifest.name;
-    let tarball = format!("{stem}.tar.gz");
+    let tarball = files::tarball(stem);
     let name_of = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
     let data: Vec<&PathBuf> = found
         .files
         .iter()
         .filter(|p| {
             let n = name_of(p);
-            n == tarball || (n.starts_with(&format!("{tarball}.part-")) && !n.ends_with(".sha256"))
+            n == tarball || files::is_part_of(&tarball, &n)
         })
         .collect();
     if data.is_empty() {
         bail!("{stem}: no {tarball} (nor its parts) beside the manifest");
     }
-    let signature = dir.join(format!("{tarball}.asc"));
+    let signature = dir.join(files::signature(&tarball));
     if !signature.is_file() && !allow_unsigned {
         bail!(
-            "{stem}: {tarball}.asc is missing: unsigned packages are not published (--allow-unsigned for a local test store)"
+            "{stem}: {} is missing: unsigned packages are not published (--allow-unsigned for a local test store)",
+            files::signature(&tarball)
         );
     }
     let mut uploads = Vec::new();
-    let whole_file = dir.join(format!("{tarball}.sha256"));
+    let whole_file = dir.join(files::checksum(&tarball));
     let whole_sha = if let [file] = data.as_slice() {
         // The store checks the bytes against this in the read that uploads
         // them, and makes nothing visible on a mismatch: one read, not two.
@@ -109,7 +110,7 @@ fn plan_package(
         let (part_shas, whole_sha) = crate::store::local::sha256_parts(&paths)?;
         for (file, sha) in data.iter().zip(part_shas) {
             let n = name_of(file);
-            check_sum_file(&dir.join(format!("{n}.sha256")), &n, &sha)?;
+            check_sum_file(&dir.join(files::checksum(&n)), &n, &sha)?;
             uploads.push(upload(file, Class::Data, sha)?);
         }
         check_sum_file(&whole_file, &tarball, &whole_sha)?;
@@ -120,9 +121,12 @@ fn plan_package(
     }
     for file in &found.files {
         let n = name_of(file);
-        let class = if n.ends_with(".sha256") || n.ends_with(".asc") || n.ends_with(".sizes.json") {
+        let class = if n.ends_with(files::CHECKSUM_SUFFIX)
+            || n.ends_with(files::SIGNATURE_SUFFIX)
+            || n == files::sizes(stem)
+        {
             Class::Integrity
-        } else if n.ends_with(".json") && !n.ends_with(".verify.json") {
+        } else if n == files::manifest(stem) || n == files::sbom(stem) {
             Class::Manifest
         } else {
             continue;
@@ -144,12 +148,12 @@ fn check_signer(
     dir: &Path,
     key: &TrustedKey,
 ) -> Result<()> {
-    let name = crate::manifest::sizes_file(stem);
+    let name = crate::schema::files::sizes(stem);
     let read = |n: &str| {
         std::fs::read(dir.join(n))
             .with_context(|| format!("{stem}: {n} is missing: cannot prove who signed the package"))
     };
-    let (text, sig) = (read(&name)?, read(&format!("{name}.asc"))?);
+    let (text, sig) = (read(&name)?, read(&files::signature(&name))?);
     key.verify(&sig, &mut &text[..], &name).with_context(|| {
         format!(
             "{stem}: not signed by the pinned release key {} (releases.signing_key_fingerprint): refusing to publish it",
@@ -202,8 +206,8 @@ fn plan_admin_binary(dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
     let mut uploads = Vec::new();
     for name in &names {
         let (class, sha) = if let Some(base) = name
-            .strip_suffix(".sha256")
-            .or_else(|| name.strip_suffix(".asc"))
+            .strip_suffix(files::CHECKSUM_SUFFIX)
+            .or_else(|| name.strip_suffix(files::SIGNATURE_SUFFIX))
         {
             if !dir.join(base).is_file() {
                 bail!("{name} is in {} without {base}", dir.display());
@@ -211,10 +215,11 @@ fn plan_admin_binary(dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
             (Class::Integrity, sha256_file(&dir.join(name))?)
         } else {
             let sha = sha256_file(&dir.join(name))?;
-            check_sum_file(&dir.join(format!("{name}.sha256")), name, &sha)?;
-            if !dir.join(format!("{name}.asc")).is_file() && !allow_unsigned {
+            check_sum_file(&dir.join(files::checksum(name)), name, &sha)?;
+            if !dir.join(files::signature(name)).is_file() && !allow_unsigned {
                 bail!(
-                    "{name}.asc is missing: an unsigned executable is not published (--allow-unsigned for a local test store)"
+                    "{} is missing: an unsigned executable is not published (--allow-unsigned for a local test store)",
+                    files::signature(name)
                 );
             }
             (Class::Data, sha)

@@ -19,6 +19,7 @@ use crate::fingerprint::{BuildStatus, VerifyRecord};
 use crate::flags::ReportCmd;
 use crate::matrix::{CellFilter, Matrix, Stage};
 use crate::plan::{self, Reason};
+use crate::schema::files;
 use crate::schema::release::{INDEX_KEY, Index, PackageEntry};
 use crate::store::{self, Store};
 use crate::{gha, text_table};
@@ -210,23 +211,18 @@ fn read_index(store: &dyn Store) -> Result<Index> {
 
 fn package_report(store: &dyn Store, release: &str, e: &PackageEntry) -> Result<PackageReport> {
     let dir = &e.dir;
-    let data: Vec<(&String, &(u64, String))> = e
-        .files
-        .iter()
-        .filter(|(n, _)| {
-            n.ends_with(".tar.gz") || (n.contains(".tar.gz.part-") && !n.ends_with(".sha256"))
-        })
-        .collect();
+    let data: Vec<(&String, &(u64, String))> =
+        e.files.iter().filter(|(n, _)| files::is_data(n)).collect();
     let tarball = data
         .first()
-        .map(|(n, _)| n.split(".part-").next().unwrap_or(n).to_string())
+        .map(|(n, _)| files::whole_of(n).to_string())
         .unwrap_or_default();
     let sha256 = if let [(_, (_, sha))] = data.as_slice() {
         Some(sha.clone())
     } else {
         // Split: the whole's SHA-256 is in its checksum file, not the index.
         store
-            .get(&format!("{dir}/{tarball}.sha256"))?
+            .get(&format!("{dir}/{}", files::checksum(&tarball)))?
             .and_then(|b| {
                 String::from_utf8_lossy(&b)
                     .split_whitespace()
@@ -234,22 +230,22 @@ fn package_report(store: &dyn Store, release: &str, e: &PackageEntry) -> Result<
                     .map(str::to_string)
             })
     };
-    let stem = tarball.trim_end_matches(".tar.gz");
+    let stem = files::tarball_stem(&tarball).unwrap_or(&tarball);
     let mut links: Vec<(String, String)> = data
         .iter()
         .map(|(n, _)| {
-            let label = match n.rsplit_once(".part-") {
-                Some((_, part)) => format!("part {part}"),
+            let label = match files::part_number(&tarball, n) {
+                Some(part) => format!("part {part}"),
                 None => "tarball".into(),
             };
             (label, format!("{dir}/{n}"))
         })
         .collect();
     for (label, name) in [
-        ("checksum", format!("{tarball}.sha256")),
-        ("signature", format!("{tarball}.asc")),
-        ("manifest", format!("{stem}.manifest.json")),
-        ("SBOM", format!("{stem}.spdx.json")),
+        ("checksum", files::checksum(&tarball)),
+        ("signature", files::signature(&tarball)),
+        ("manifest", files::manifest(stem)),
+        ("SBOM", files::sbom(stem)),
     ] {
         if e.files.contains_key(&name) {
             links.push((label.into(), format!("{dir}/{name}")));
