@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use sha2::Digest;
 
-use crate::schema::{mirrors, paths};
+use crate::schema::{files, mirrors, paths};
 
 /// Objects that change in place sit behind a CDN: keep their cache short.
 pub const SHORT_CACHE: &str = "public, max-age=60";
@@ -135,11 +135,11 @@ pub fn content_type(name: &str) -> &'static str {
         "application/json"
     } else if name.ends_with(".html") {
         "text/html; charset=utf-8"
-    } else if name.ends_with(".asc") {
+    } else if name.ends_with(files::SIGNATURE_SUFFIX) {
         "application/pgp-signature"
-    } else if name.ends_with(".sha256") {
+    } else if name.ends_with(files::CHECKSUM_SUFFIX) {
         "text/plain"
-    } else if name.contains(".tar.gz") {
+    } else if files::is_data(name) {
         "application/gzip"
     } else {
         "application/octet-stream"
