@@ -56,6 +56,7 @@ mod schema;
 mod sign;
 mod spack_env;
 mod spack_sources;
+mod state;
 mod store;
 mod verify;
 mod workflows;

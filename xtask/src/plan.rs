@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, MirrorState};
+use crate::fingerprint::{self, Fingerprint};
 use crate::flags::PlanCmd;
 use crate::gha;
 use crate::matrix::{Cell, CellFilter, Matrix, Stage, Variant};
+use crate::state::{self, BuildStatus, CellState, MirrorState};
 use crate::store::Store;
 
 /// Why a cell is (or is not) in the plan. Every decision carries one.
@@ -80,9 +81,9 @@ pub fn plan<'m>(
     let mut fingerprints = fingerprint::Fingerprints::new(&project);
     for cell in matrix.cells(stage, filter)? {
         let fingerprint = fingerprints.of(&cell)?;
-        let key = fingerprint::state_key(&cell);
+        let key = state::key(&cell);
         if !states.contains_key(&key) && unreachable.is_none() {
-            match read_state(store, &key) {
+            match state::read(store, &key) {
                 Ok(state) => {
                     states.insert(key.clone(), state);
                 }
@@ -128,16 +129,6 @@ pub fn plan<'m>(
     })
 }
 
-pub fn read_state(store: &dyn Store, key: &str) -> Result<Option<MirrorState>> {
-    match store.get(key)? {
-        Some(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{key} is not a state object"))?,
-        )),
-        None => Ok(None),
-    }
-}
-
 impl Plan<'_> {
     pub fn selected(&self) -> impl Iterator<Item = &Decision<'_>> {
         self.decisions.iter().filter(|d| d.build)
@@ -181,7 +172,7 @@ impl Plan<'_> {
                 entry["build"] = json!(d.build);
                 entry["reason"] = json!(d.reason.text());
                 entry["fingerprint"] = json!(d.fingerprint);
-                entry["state_key"] = json!(fingerprint::state_key(&d.cell));
+                entry["state_key"] = json!(state::key(&d.cell));
                 entry
             })
             .collect();

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::container::{self, EngineKind, Shown};
 use crate::error::Exit;
-use crate::fingerprint::{self, BuildStatus, CellState, Fingerprint, VerifyRecord};
+use crate::fingerprint::{self, Fingerprint};
 use crate::gha;
 use crate::matrix::{Cell, Variant};
 use crate::mirror;
@@ -18,6 +18,7 @@ use crate::package;
 use crate::project::Project;
 use crate::schema::paths;
 use crate::sign::Keyring;
+use crate::state::{self, BuildStatus, CellState, VerifyRecord};
 use crate::store;
 use crate::verify;
 
@@ -251,7 +252,7 @@ fn record(
         &args.store,
         Dirs::new(root, args.state_dir.as_deref(), "unused").store(),
     )?;
-    let key = fingerprint::state_key(cell);
+    let key = state::key(cell);
     let state = CellState {
         fingerprint: fingerprint.clone(),
         status,
@@ -259,7 +260,7 @@ fn record(
         seconds: Some(outcome.seconds),
         verify: outcome.verify,
     };
-    fingerprint::record_state(store.as_ref(), &key, cell.variant.as_str(), &state)?;
+    state::record(store.as_ref(), &key, cell.variant.as_str(), &state)?;
     outln!(
         "recorded {} as {status:?} in {} ({key})",
         cell.id(),

@@ -15,12 +15,12 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fingerprint::{BuildStatus, VerifyRecord};
 use crate::flags::ReportCmd;
 use crate::matrix::{CellFilter, Matrix, Stage};
 use crate::plan::{self, Reason};
 use crate::schema::files;
 use crate::schema::release::{INDEX_KEY, Index, PackageEntry};
+use crate::state::{BuildStatus, VerifyRecord};
 use crate::store::{self, Store};
 use crate::{gha, text_table};
 
