@@ -349,6 +349,14 @@ fn github_release_is_published_once_with_every_asset() {
     let gh = GitHubServer::start();
     let day = utc_day();
     let done = publish_github(&d, &gh).success();
+    // The fake's repository is not the one the matrix names: said, not silent.
+    assert!(
+        done.stderr.contains(
+            "warning: publishing to owner/repo, not to vantagecompute/slurm-factory (releases.github in spack-env/matrix.yaml)"
+        ),
+        "{}",
+        done.stderr
+    );
     let releases = gh.releases();
     assert_eq!(releases.len(), 1);
     let r = &releases[0];

@@ -13,13 +13,24 @@ pub fn in_actions() -> bool {
 /// Prints `::error::` under Actions so the failure is annotated on the run.
 pub fn error_annotation(message: &str) {
     if in_actions() {
-        // Workflow commands end at a newline; encode the ones inside the message.
-        let encoded = message
-            .replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A");
-        outln!("::error::{encoded}");
+        outln!("::error::{}", encode(message));
     }
+}
+
+/// A warning: `warning: …` on stderr, and annotated on the run under Actions.
+pub fn warning(message: &str) {
+    if in_actions() {
+        outln!("::warning::{}", encode(message));
+    }
+    eprintln!("warning: {message}");
+}
+
+/// Workflow commands end at a newline; encode the ones inside the message.
+fn encode(message: &str) -> String {
+    message
+        .replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Appends `name=value` lines to `$GITHUB_OUTPUT`. Values must be one line.

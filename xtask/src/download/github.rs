@@ -46,13 +46,9 @@ impl GitHubSource {
     /// `GITHUB_API_URL` (default api.github.com); `GITHUB_TOKEN` when set (private
     /// repositories, rate limits), sent to the API host only.
     pub fn new(repo: &str) -> Result<GitHubSource> {
-        let api = std::env::var("GITHUB_API_URL")
-            .ok()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| "https://api.github.com".into());
         Ok(GitHubSource {
             http: Http::new()?,
-            api: api.trim_end_matches('/').into(),
+            api: crate::schema::ReleasePolicy::github_api(),
             repo: repo.into(),
             token: std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()),
             assets: Default::default(),

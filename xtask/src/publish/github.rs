@@ -13,7 +13,7 @@ use octocrab::models::repos::{Asset, Release};
 use super::release::{self, Cell, Fate};
 use super::{Found, Planned, Upload};
 use crate::gha;
-use crate::schema::PUBLIC_KEY_FILE;
+use crate::schema::{PUBLIC_KEY_FILE, ReleasePolicy};
 use crate::schema::admin_binary;
 use crate::schema::release::{ReleaseTag, is_data_file};
 use crate::store::github::{GitHub, Origin, Target, Wanted};
@@ -21,11 +21,20 @@ use crate::store::github::{GitHub, Origin, Target, Wanted};
 pub fn publish(
     dir: &Path,
     allow_unsigned: bool,
-    pinned: Option<&str>,
+    policy: &ReleasePolicy,
     dry_run: bool,
 ) -> Result<()> {
+    let pinned = policy.signing_key_fingerprint.as_deref();
     let planned = super::plan(dir, allow_unsigned, pinned)?;
     let gh = GitHub::from_env()?;
+    if gh.repository() != policy.github {
+        gha::warning(&format!(
+            "publishing to {}, not to {} (releases.github in spack-env/matrix.yaml) where `download` looks by default: admins need `download --repo {}`",
+            gh.repository(),
+            policy.github,
+            gh.repository()
+        ));
+    }
     let all = gh.releases()?;
     let tagged: Vec<(ReleaseTag, &Release)> = all
         .iter()

@@ -154,7 +154,7 @@ pub fn run(job: Job, policy: &ReleasePolicy) -> Result<()> {
     let pinned = policy.signing_key_fingerprint.as_deref();
     let (store, public_url) = match job.target {
         Target::GitHub => {
-            return github::publish(&job.dir, job.allow_unsigned, pinned, job.dry_run);
+            return github::publish(&job.dir, job.allow_unsigned, policy, job.dry_run);
         }
         Target::Store { store, public_url } => (store, public_url),
     };

@@ -39,6 +39,18 @@ impl ReleasePolicy {
         }
     }
 
+    /// The GitHub API both `publish` and `download` talk to:
+    /// `GITHUB_API_URL` as Actions sets it (GitHub Enterprise), where unset
+    /// or empty means api.github.com.
+    pub fn github_api() -> String {
+        std::env::var("GITHUB_API_URL")
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| "https://api.github.com".into())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// The policy of the matrix compiled into this executable.
     pub fn built_in() -> Result<ReleasePolicy> {
         let matrix = Matrix::parse(BUILT_IN_MATRIX)

@@ -90,19 +90,23 @@ impl GitHub {
             .split_once('/')
             .filter(|(o, r)| !o.is_empty() && !r.is_empty() && !r.contains('/'))
             .with_context(|| format!("GITHUB_REPOSITORY={repository} is not owner/name"))?;
-        let api =
-            std::env::var("GITHUB_API_URL").unwrap_or_else(|_| "https://api.github.com".into());
+        let api = crate::schema::ReleasePolicy::github_api();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         Ok(GitHub {
             rt,
-            api: api.trim_end_matches('/').to_string(),
+            api,
             token,
             owner: owner.into(),
             repo: repo.into(),
         })
+    }
+
+    /// `owner/name` of the repository its releases go to.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.owner, self.repo)
     }
 
     fn client(&self, upload_uri: Option<&str>) -> Result<Octocrab> {
