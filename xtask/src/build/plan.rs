@@ -321,3 +321,135 @@ pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
         expect_index: stage == Stage::Deps { update_index: true },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::Variant;
+
+    fn project() -> Project {
+        Project::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap()
+    }
+
+    fn options(state: &Path) -> Options {
+        Options {
+            engine: Some(EngineKind::Podman),
+            image: Some("localhost/test:tag".into()),
+            network: "none".into(),
+            store: StoreUrl::Local,
+            target: None,
+            state_dir: Some(state.to_path_buf()),
+            unsigned: true,
+            keyring: None,
+            rehearse: false,
+            sources: image::Sources::default(),
+            dry_run: true,
+        }
+    }
+
+    fn planned(
+        p: &Project,
+        cell: Cell<'_>,
+        opts: &Options,
+        stage: Stage,
+        out: Option<&Path>,
+    ) -> Plan {
+        plan(&Inputs {
+            project: p,
+            cell,
+            args: opts,
+            stage,
+            deps_mirror: None,
+            out,
+        })
+        .unwrap()
+    }
+
+    fn mount_of<'p>(plan: &'p Plan, container: &str) -> Option<&'p Mount> {
+        plan.run.mounts.iter().find(|m| m.container == container)
+    }
+
+    #[test]
+    fn a_deps_plan_mounts_the_local_store_and_writes_the_environment_and_script() {
+        let (p, state) = (project(), tempfile::tempdir().unwrap());
+        let opts = options(state.path());
+        let cell = p.matrix.cell("noble", None, false).unwrap();
+        let plan = planned(&p, cell, &opts, Stage::Deps { update_index: true }, None);
+        let store = mount_of(&plan, paths::LOCAL_STORE).expect("the local store is mounted");
+        assert_eq!(store.host, state.path().join("store"));
+        assert!(!store.read_only, "the build pushes into it");
+        assert_eq!(
+            plan.local_mirror.as_deref(),
+            Some(state.path().join("store/noble/slurm/deps").as_path())
+        );
+        let env = state.path().join("work/deps-noble-cpu/env");
+        for name in ["spack.yaml", "build.sh"] {
+            assert!(
+                plan.files.iter().any(|(f, _)| *f == env.join(name)),
+                "{name}"
+            );
+        }
+        assert_eq!(plan.image, "localhost/test:tag");
+        assert!(plan.image_build.is_none(), "a given image is not built");
+        assert_eq!(plan.run.network, "none");
+        assert!(plan.signing.is_none() && mount_of(&plan, mnt::KEYS).is_none());
+        assert!(plan.fresh_out.is_none() && plan.expect_index);
+    }
+
+    #[test]
+    fn a_signed_slurm_plan_mounts_the_key_read_only_and_hands_over_into_out() {
+        let (p, state) = (project(), tempfile::tempdir().unwrap());
+        let opts = Options {
+            unsigned: false,
+            ..options(state.path())
+        };
+        let cell = p.matrix.cell("jammy", Some("24.11"), true).unwrap();
+        assert_eq!(cell.variant, Variant::Gpu);
+        let out = state.path().join("handover");
+        let plan = planned(&p, cell, &opts, Stage::Slurm, Some(&out));
+        // A dry run given no key names the key it would use.
+        assert_eq!(plan.signing.as_deref(), Some("<signing key>"));
+        assert!(mount_of(&plan, mnt::KEYS).expect("keys mounted").read_only);
+        assert_eq!(plan.fresh_out.as_deref(), Some(out.as_path()));
+        assert_eq!(mount_of(&plan, mnt::OUT).unwrap().host, out);
+        assert!(
+            plan.script.contains("slurm-factory-slurm"),
+            "{}",
+            plan.script
+        );
+    }
+
+    #[test]
+    fn a_rehearsal_pushes_under_rehearsal_never_beside_real_mirrors() {
+        let (p, state) = (project(), tempfile::tempdir().unwrap());
+        let opts = Options {
+            rehearse: true,
+            ..options(state.path())
+        };
+        let cell = p.matrix.cell("rockylinux9", Some("25.11"), false).unwrap();
+        let plan = planned(&p, cell, &opts, Stage::Slurm, None);
+        assert_eq!(
+            plan.local_mirror.as_deref(),
+            Some(
+                state
+                    .path()
+                    .join("store/rehearsal/rockylinux9/slurm/25.11")
+                    .as_path()
+            )
+        );
+    }
+
+    #[test]
+    fn mirror_urls_are_absolute_files_or_buckets() {
+        let (seen, m) = mirror_url("file:///srv/mirror").unwrap();
+        assert_eq!(seen, format!("file://{}", mnt::MIRROR));
+        assert_eq!(m.unwrap().host, Path::new("/srv/mirror"));
+        let (seen, m) = mirror_url("s3://b/p/").unwrap();
+        assert_eq!(seen, "s3://b/p");
+        assert!(m.is_none(), "a bucket is not mounted");
+        let relative = mirror_url("file://srv").unwrap_err().to_string();
+        assert!(relative.contains("absolute path"), "{relative}");
+        let http = mirror_url("http://x/y").unwrap_err().to_string();
+        assert!(http.contains("unknown mirror URL scheme 'http'"), "{http}");
+    }
+}

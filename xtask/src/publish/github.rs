@@ -13,9 +13,9 @@ use octocrab::models::repos::{Asset, Release};
 use super::release::{self, Cell, Fate};
 use super::{Found, Planned, Upload};
 use crate::gha;
-use crate::schema::{PUBLIC_KEY_FILE, ReleasePolicy};
 use crate::schema::admin_binary;
 use crate::schema::release::{ReleaseTag, is_data_file};
+use crate::schema::{PUBLIC_KEY_FILE, ReleasePolicy};
 use crate::store::github::{GitHub, Origin, Target, Wanted};
 
 pub fn publish(
