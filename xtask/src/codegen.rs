@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use similar::TextDiff;
 
-use crate::flags::WorkflowsCmd;
 use crate::gha;
 use crate::matrix::{Matrix, Stage};
 use crate::workflows;
@@ -144,32 +143,32 @@ pub fn sync(root: &Path, files: &[Generated], check: bool) -> Result<Vec<(PathBu
     Ok(stale)
 }
 
-impl WorkflowsCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<ExitCode> {
-        let files = generate_all(root, matrix)?;
-        let stale = sync(root, &files, self.check)?;
-        if !self.check {
-            for (path, _) in &stale {
-                outln!("updated {}", path.display());
-            }
-            outln!("{} generated files, {} updated", files.len(), stale.len());
-            return Ok(ExitCode::SUCCESS);
+/// `workflows`: writes every generated file, or with `check` changes nothing
+/// and fails when one is stale.
+pub fn run(root: &Path, matrix: &Matrix, check: bool) -> Result<ExitCode> {
+    let files = generate_all(root, matrix)?;
+    let stale = sync(root, &files, check)?;
+    if !check {
+        for (path, _) in &stale {
+            outln!("updated {}", path.display());
         }
-        if stale.is_empty() {
-            outln!("{} generated files are up to date", files.len());
-            return Ok(ExitCode::SUCCESS);
-        }
-        for (path, diff) in &stale {
-            outln!("{diff}");
-            let msg = format!(
-                "{} is stale: run `{FIX_COMMAND}` and commit the result",
-                path.display()
-            );
-            gha::error_annotation(&msg);
-            eprintln!("error: {msg}");
-        }
-        Ok(ExitCode::FAILURE)
+        outln!("{} generated files, {} updated", files.len(), stale.len());
+        return Ok(ExitCode::SUCCESS);
     }
+    if stale.is_empty() {
+        outln!("{} generated files are up to date", files.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (path, diff) in &stale {
+        outln!("{diff}");
+        let msg = format!(
+            "{} is stale: run `{FIX_COMMAND}` and commit the result",
+            path.display()
+        );
+        gha::error_annotation(&msg);
+        eprintln!("error: {msg}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 #[cfg(test)]

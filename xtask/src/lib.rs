@@ -120,7 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let matrix = &project.matrix;
     match cli.command {
         Command::Matrix(cmd) => cmd.run(matrix).map(|()| ExitCode::SUCCESS),
-        Command::Workflows(cmd) => cmd.run(&root, matrix),
+        Command::Workflows(cmd) => codegen::run(&root, matrix, cmd.check),
         Command::Plan(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
         Command::SpackEnv(cmd) => {
             let (cell, opts) = (cmd.cell(matrix)?, cmd.options(matrix)?);
