@@ -36,6 +36,7 @@ mod build;
 mod checksum;
 mod codegen;
 mod container;
+mod decide;
 mod download;
 mod error;
 mod fingerprint;
@@ -121,7 +122,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Matrix(cmd) => cmd.run(matrix).map(|()| ExitCode::SUCCESS),
         Command::Workflows(cmd) => codegen::run(&root, matrix, cmd.check),
-        Command::Plan(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::Plan(cmd) => plan::run(&project, &cmd.job(&root)?).map(|()| ExitCode::SUCCESS),
         Command::SpackEnv(cmd) => {
             let (cell, opts) = (cmd.cell(matrix)?, cmd.options(matrix)?);
             spack_env::write(&project, &cell, &opts, &cmd.out).map(|()| ExitCode::SUCCESS)
@@ -152,13 +153,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             download::run(req, &policy).map(|()| ExitCode::SUCCESS)
         }
         Command::AdminBinary(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
-        Command::Report(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::Report(cmd) => report::run(&project, cmd.job(&root)?).map(|()| ExitCode::SUCCESS),
     }
 }
 
 impl MatrixCmd {
     fn run(self, matrix: &Matrix) -> Result<()> {
-        let cells = matrix.cells(Stage::Slurm, &self.filter)?;
+        let cells = matrix.cells(Stage::Slurm, &self.filter.cells())?;
         if self.json {
             let list: Vec<_> = cells
                 .iter()

@@ -11,8 +11,10 @@ use crate::error::UsageError;
 use crate::image;
 use crate::matrix::{Cell, Matrix, Stage};
 use crate::package;
+use crate::plan;
 use crate::project::Project;
 use crate::publish;
+use crate::report;
 use crate::spack_env;
 
 impl SpackEnvCmd {
@@ -208,5 +210,85 @@ impl PublishCmd {
             allow_unsigned: self.allow_unsigned,
             dry_run: self.dry_run,
         })
+    }
+}
+
+impl PlanCmd {
+    pub fn job(&self, root: &Path) -> Result<plan::Job> {
+        Ok(plan::Job {
+            stage: self.stage,
+            filter: self.filter.cells(),
+            force: self.force,
+            rehearse: self.rehearse,
+            json: self.json,
+            github_output: self.github_output,
+            store: self.store.open(root)?,
+        })
+    }
+}
+
+impl ReportCmd {
+    pub fn job(&self, root: &Path) -> Result<report::Job> {
+        Ok(report::Job {
+            store: self.store.open(root)?,
+            public_url: self.public_url.clone(),
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::matrix::CellFilter;
+    use crate::matrix::entry::{Entry, MirrorEntry};
+
+    fn parse(command: &str, args: &[String]) -> Command {
+        let argv = ["xtask", command].into_iter().map(String::from);
+        Cli::try_parse_from(argv.chain(args.iter().cloned()))
+            .unwrap_or_else(|e| panic!("{command} {args:?}: {e}"))
+            .command
+    }
+
+    /// The plan's precomputed arguments are what the real command line
+    /// accepts, and mean the cell they were made for.
+    #[test]
+    fn every_matrix_entrys_arguments_parse_as_its_cell() {
+        let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+        for rehearse in [false, true] {
+            let deps = m.cells(Stage::Deps, &CellFilter::default()).unwrap();
+            for cell in &deps {
+                let Command::BuildDeps(cmd) = parse("build-deps", &Entry::of(cell, rehearse).args)
+                else {
+                    unreachable!()
+                };
+                assert_eq!(cmd.job(&m).unwrap().cell.id(), cell.id());
+                assert_eq!(cmd.build.rehearse, rehearse);
+            }
+            let slurm = m.cells(Stage::Slurm, &CellFilter::default()).unwrap();
+            for cell in &slurm {
+                let entry = Entry::of(cell, rehearse);
+                let Command::BuildSlurm(cmd) = parse("build-slurm", &entry.args) else {
+                    unreachable!()
+                };
+                assert_eq!(cmd.job(&m).unwrap().cell.id(), cell.id());
+                assert_eq!(cmd.host_gpus, entry.gpu, "GPU cells verify on their GPUs");
+                assert_eq!(cmd.build.rehearse, rehearse);
+            }
+            for (cells, n) in [(&deps, m.toolchains.len()), (&slurm, 18)] {
+                let mirrors = MirrorEntry::of(cells.iter(), rehearse);
+                assert_eq!(mirrors.len(), n);
+                for mirror in mirrors {
+                    let Command::Index(cmd) = parse("index", &mirror.args) else {
+                        unreachable!()
+                    };
+                    assert_eq!(cmd.toolchain, mirror.toolchain);
+                    assert_eq!(cmd.slurm, mirror.version);
+                    assert_eq!(cmd.build.rehearse, rehearse);
+                }
+            }
+        }
     }
 }

@@ -13,8 +13,33 @@ use clap::Args;
 
 use crate::error::UsageError;
 use crate::image;
+use crate::matrix::{CellFilter, Variant};
 use crate::sign::{KEY_VAR, Keyring};
 use crate::store::{self, Store, StoreUrl, local, s3};
+
+// Which cells a command is about. Empty lists mean "all".
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Only these toolchains (repeat or comma-separate)
+    #[arg(long = "toolchain", value_name = "T", value_delimiter = ',')]
+    pub toolchains: Vec<String>,
+    /// Only these Slurm versions (repeat or comma-separate)
+    #[arg(long = "slurm", value_name = "V", value_delimiter = ',')]
+    pub versions: Vec<String>,
+    /// Only these variants (repeat or comma-separate)
+    #[arg(long = "variant", value_name = "VARIANT", value_delimiter = ',')]
+    pub variants: Vec<Variant>,
+}
+
+impl FilterArgs {
+    pub fn cells(&self) -> CellFilter {
+        CellFilter {
+            toolchains: self.toolchains.clone(),
+            versions: self.versions.clone(),
+            variants: self.variants.clone(),
+        }
+    }
+}
 
 // How many threads compress a package: for shared nodes and tests. The
 // package's bytes are the same whatever the count.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::matrix::{CellFilter, Stage};
+use crate::matrix::Stage;
 
 mod convert;
 mod download;
@@ -109,7 +109,7 @@ impl AdminCli {
 )]
 pub struct MatrixCmd {
     #[command(flatten)]
-    pub filter: CellFilter,
+    pub filter: FilterArgs,
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -136,10 +136,13 @@ pub struct PlanCmd {
     #[arg(long, value_enum)]
     pub stage: Stage,
     #[command(flatten)]
-    pub filter: CellFilter,
+    pub filter: FilterArgs,
     /// Select the cells even when the store records them built with the same fingerprint
     #[arg(long)]
     pub force: bool,
+    /// The build jobs rehearse: their arguments in the matrix carry --rehearse
+    #[arg(long)]
+    pub rehearse: bool,
     /// Print the plan as JSON instead of a table
     #[arg(long)]
     pub json: bool,

@@ -2,6 +2,7 @@
 //! Everything downstream (plan, workflows, Spack environments) starts from a `Matrix`.
 //! The rules a matrix file must keep are in `validate`.
 
+pub mod entry;
 mod validate;
 
 use std::fmt;
@@ -255,16 +256,10 @@ impl<'m> Cell<'m> {
 }
 
 /// Which cells a command is about. Empty lists mean "all".
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct CellFilter {
-    /// Only these toolchains (repeat or comma-separate)
-    #[arg(long = "toolchain", value_name = "T", value_delimiter = ',')]
     pub toolchains: Vec<String>,
-    /// Only these Slurm versions (repeat or comma-separate)
-    #[arg(long = "slurm", value_name = "V", value_delimiter = ',')]
     pub versions: Vec<String>,
-    /// Only these variants (repeat or comma-separate)
-    #[arg(long = "variant", value_name = "VARIANT", value_delimiter = ',')]
     pub variants: Vec<Variant>,
 }
 

@@ -10,14 +10,13 @@
 mod page;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::ReportCmd;
-use crate::matrix::{CellFilter, Matrix, Stage};
-use crate::plan::{self, Reason};
+use crate::decide::{self, Reason};
+use crate::matrix::{CellFilter, Stage};
+use crate::project::Project;
 use crate::schema::files;
 use crate::schema::release::{INDEX_KEY, Index, PackageEntry};
 use crate::state::{BuildStatus, VerifyRecord};
@@ -120,7 +119,8 @@ pub struct HistoryCell {
 }
 
 /// What the store says of every cell of the matrix, before the history.
-pub fn gather(root: &Path, matrix: &Matrix, store: &dyn Store, generated: &str) -> Result<Report> {
+pub fn gather(project: &Project, store: &dyn Store, generated: &str) -> Result<Report> {
+    let matrix = &project.matrix;
     let mut cells = Vec::new();
     let mut unreachable = None;
     let index = match read_index(store) {
@@ -131,7 +131,7 @@ pub fn gather(root: &Path, matrix: &Matrix, store: &dyn Store, generated: &str) 
         }
     };
     for stage in [Stage::Deps, Stage::Slurm] {
-        let plan = plan::plan(root, matrix, stage, &CellFilter::default(), false, store)?;
+        let plan = decide::plan(project, stage, &CellFilter::default(), false, store)?;
         if unreachable.is_none() {
             unreachable = plan.unreachable.clone();
         }
@@ -354,61 +354,68 @@ pub fn text(report: &Report) -> String {
     out
 }
 
-impl ReportCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let store = self.store.open(root)?;
-        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let mut report = gather(root, matrix, store.as_ref(), &now)?;
-        let run = history_run(&report);
-        let history = if self.dry_run || report.unreachable.is_some() {
-            // Nothing is written; a store that could not be read gets no
-            // guessed run in its history.
-            let recorded = match store.get(HISTORY_KEY) {
-                Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
-                _ => History::default(),
+/// `report`: gathers, renders and writes the report (or, for a dry run,
+/// prints it and what would be written).
+pub struct Job {
+    pub store: Box<dyn Store>,
+    /// Where the store is served over HTTP(S): the log and summary link the page there.
+    pub public_url: Option<String>,
+    pub dry_run: bool,
+}
+
+pub fn run(project: &Project, job: Job) -> Result<()> {
+    let store = job.store;
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut report = gather(project, store.as_ref(), &now)?;
+    let run = history_run(&report);
+    let history = if job.dry_run || report.unreachable.is_some() {
+        // Nothing is written; a store that could not be read gets no
+        // guessed run in its history.
+        let recorded = match store.get(HISTORY_KEY) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            _ => History::default(),
+        };
+        with_run(recorded, run)
+    } else {
+        let mut updated = History::default();
+        store.update(HISTORY_KEY, Some(store::SHORT_CACHE), &mut |current| {
+            let recorded: History = match current {
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .with_context(|| format!("the store's {HISTORY_KEY} is not a history"))?,
+                None => History::default(),
             };
-            with_run(recorded, run)
-        } else {
-            let mut updated = History::default();
-            store.update(HISTORY_KEY, Some(store::SHORT_CACHE), &mut |current| {
-                let recorded: History = match current {
-                    Some(bytes) => serde_json::from_slice(&bytes)
-                        .with_context(|| format!("the store's {HISTORY_KEY} is not a history"))?,
-                    None => History::default(),
-                };
-                updated = with_run(recorded, run.clone());
-                Ok(Some(serde_json::to_vec_pretty(&updated)?))
-            })?;
-            updated
-        };
-        attach_history(&mut report, &history);
-        let html = page::render(&report);
-        let json = serde_json::to_string_pretty(&report)? + "\n";
-        let summary = text(&report);
-        if self.dry_run {
-            out!("{summary}");
-            outln!(
-                "dry run: would write {PAGE_KEY} ({} bytes), {JSON_KEY} ({} bytes) and add this run to {HISTORY_KEY} in {}",
-                html.len(),
-                json.len(),
-                store.describe()
-            );
-            return Ok(());
-        }
-        for (key, bytes) in [(PAGE_KEY, html.as_bytes()), (JSON_KEY, json.as_bytes())] {
-            store::put_bytes(store.as_ref(), key, bytes, Some(store::SHORT_CACHE))?;
-        }
+            updated = with_run(recorded, run.clone());
+            Ok(Some(serde_json::to_vec_pretty(&updated)?))
+        })?;
+        updated
+    };
+    attach_history(&mut report, &history);
+    let html = page::render(&report);
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    let summary = text(&report);
+    if job.dry_run {
         out!("{summary}");
-        let at = match &self.public_url {
-            Some(url) => format!("{}/{PAGE_KEY}", url.trim_end_matches('/')),
-            None => format!("{} ({PAGE_KEY})", store.describe()),
-        };
-        outln!("wrote the report for {} cells: {at}", report.cells.len());
-        gha::append_summary(&format!(
-            "### Build report\n\n{at}\n\n```text\n{summary}```\n"
-        ))?;
-        Ok(())
+        outln!(
+            "dry run: would write {PAGE_KEY} ({} bytes), {JSON_KEY} ({} bytes) and add this run to {HISTORY_KEY} in {}",
+            html.len(),
+            json.len(),
+            store.describe()
+        );
+        return Ok(());
     }
+    for (key, bytes) in [(PAGE_KEY, html.as_bytes()), (JSON_KEY, json.as_bytes())] {
+        store::put_bytes(store.as_ref(), key, bytes, Some(store::SHORT_CACHE))?;
+    }
+    out!("{summary}");
+    let at = match &job.public_url {
+        Some(url) => format!("{}/{PAGE_KEY}", url.trim_end_matches('/')),
+        None => format!("{} ({PAGE_KEY})", store.describe()),
+    };
+    outln!("wrote the report for {} cells: {at}", report.cells.len());
+    gha::append_summary(&format!(
+        "### Build report\n\n{at}\n\n```text\n{summary}```\n"
+    ))?;
+    Ok(())
 }
 
 #[cfg(test)]

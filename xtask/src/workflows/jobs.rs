@@ -5,6 +5,10 @@
 use serde_yaml::Value;
 
 use super::*;
+use crate::matrix::entry::field;
+
+/// What the plan job hands on: the build matrix, its size, the index matrix.
+const PLAN_OUTPUTS: [&str; 3] = ["matrix", "count", "mirrors"];
 
 impl Ctx<'_> {
     /// Jobs that are not build cells run on the matrix-wide CPU runner.
@@ -55,13 +59,21 @@ impl Ctx<'_> {
 
     /// Builds the toolkit once per run; matrix jobs download it instead of compiling.
     pub(super) fn toolkit_job(&self) -> Job {
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.rust(None));
-        steps.push(Step::run(
+        Job::new(
+            "Build the toolkit",
+            self.control_runner(),
+            30,
+            &[("contents", "read")],
+        )
+        // A run started by a failed dependency run does nothing.
+        .when("github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success'")
+        .step(self.checkout())
+        .steps(self.rust(None))
+        .step(Step::run(
             "Build the toolkit",
             "cargo build --release --locked --package xtask\n",
-        ));
-        steps.push(
+        ))
+        .step(
             Step::uses(
                 "Hand the toolkit to later jobs",
                 &self.m.actions.upload_artifact,
@@ -70,25 +82,12 @@ impl Ctx<'_> {
             .with("path", "target/release/xtask")
             .with("if-no-files-found", "error")
             .with("retention-days", ARTIFACT_RETENTION_DAYS),
-        );
-        Job {
-            name: "Build the toolkit".into(),
-            needs: vec![],
-            // A run started by a failed dependency run does nothing.
-            condition: Some(
-                "github.event_name != 'workflow_run' || github.event.workflow_run.conclusion == 'success'".into(),
-            ),
-            runs_on: self.control_runner(),
-            environment: None,
-            permissions: perms(&[("contents", "read")]),
-            timeout_minutes: 30,
-            concurrency: None,
-            strategy: None,
-            outputs: IndexMap::new(),
-            steps,
-        }
+        )
     }
 
+    /// The plan: which cells to build, as the build and index jobs'
+    /// matrices, their toolkit arguments included. The dispatch inputs
+    /// become `plan`'s flags here, and only here.
     pub(super) fn plan_job(&self, stage: &str, with_versions: bool) -> Job {
         let mut script = format!("args=(--stage {stage} --github-output)\n");
         script.push_str(
@@ -102,40 +101,35 @@ impl Ctx<'_> {
         script
             .push_str("if [ -n \"$VARIANTS\" ]; then args+=(--variant \"${VARIANTS// /}\"); fi\n");
         script.push_str("if [ \"$FORCE\" = true ]; then args+=(--force); fi\n");
+        script.push_str(REHEARSE_ARG);
         script.push_str(&format!("{TOOLKIT} plan \"${{args[@]}}\"\n"));
         let mut plan = Step::run("Plan the cells", &script)
             .id("plan")
             .env("TOOLCHAINS", &expr("inputs.toolchains"))
             .env("VARIANTS", &expr("inputs.variants"))
-            .env("FORCE", &expr("inputs.force"));
+            .env("FORCE", &expr("inputs.force"))
+            .env("REHEARSE", &expr("inputs.rehearse"));
         if with_versions {
             plan = plan.env("VERSIONS", &expr("inputs.versions"));
         }
         // The plan reads what the builds recorded in the bucket.
         let plan = plan.env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.fetch_toolkit());
-        steps.push(self.aws());
-        steps.push(plan);
-        Job {
-            name: "Plan".into(),
-            needs: vec!["toolkit"],
-            condition: None,
-            runs_on: self.control_runner(),
-            environment: Some(BUILD_ENVIRONMENT),
-            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
-            timeout_minutes: 10,
-            concurrency: None,
-            strategy: None,
-            outputs: [
-                ("matrix", expr("steps.plan.outputs.matrix")),
-                ("count", expr("steps.plan.outputs.count")),
-                ("mirrors", expr("steps.plan.outputs.mirrors")),
-            ]
-            .into_iter()
-            .collect(),
-            steps,
+        let mut job = Job::new(
+            "Plan",
+            self.control_runner(),
+            10,
+            &[("contents", "read"), ("id-token", "write")],
+        )
+        .needs(&[JobId::Toolkit])
+        .environment(BUILD_ENVIRONMENT)
+        .step(self.checkout())
+        .steps(self.fetch_toolkit())
+        .step(self.aws())
+        .step(plan);
+        for output in PLAN_OUTPUTS {
+            job = job.output(output, expr(&format!("steps.plan.outputs.{output}")));
         }
+        job
     }
 
     /// The Spack source and misc caches persist between runs of a cell.
@@ -146,112 +140,100 @@ impl Ctx<'_> {
             .with("restore-keys", format!("spack-{key}-"))
     }
 
+    /// A build job: one per cell the plan selected. The Spack cache is
+    /// restored before the build step, the steps in `after` follow it.
     pub(super) fn matrix_job(
         &self,
         name: String,
-        needs: Vec<&'static str>,
+        needs: &[JobId],
+        cache: Step,
         build: Step,
         after: Vec<Step>,
     ) -> Job {
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.fetch_toolkit());
-        steps.push(self.aws());
-        steps.push(build);
-        steps.extend(after);
-        Job {
+        Job::new(
             name,
-            needs,
-            condition: Some("needs.plan.outputs.count != '0'".into()),
-            runs_on: Value::from(expr("matrix.runs-on")),
-            environment: Some(BUILD_ENVIRONMENT),
-            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
-            timeout_minutes: 360,
-            concurrency: None,
-            strategy: Some(Strategy {
-                fail_fast: false,
-                matrix: expr("fromJSON(needs.plan.outputs.matrix)"),
-            }),
-            outputs: IndexMap::new(),
-            steps,
-        }
+            Value::from(cell(field::RUNS_ON)),
+            360,
+            &[("contents", "read"), ("id-token", "write")],
+        )
+        .needs(needs)
+        .when(format!("{} != '0'", JobId::Plan.needs("outputs.count")))
+        .environment(BUILD_ENVIRONMENT)
+        .matrix(expr(&format!(
+            "fromJSON({})",
+            JobId::Plan.needs("outputs.matrix")
+        )))
+        .step(self.checkout())
+        .steps(self.fetch_toolkit())
+        .step(self.aws())
+        .step(cache)
+        .step(build)
+        .steps(after)
+    }
+
+    /// A step that runs the toolkit's `command` with the arguments the plan
+    /// computed for the job's matrix entry (`matrix.args`).
+    pub(super) fn toolkit_step(name: &str, command: &str) -> Step {
+        Step::run(
+            name,
+            &format!("read -ra args <<< \"$ARGS\"\n{TOOLKIT} {command} \"${{args[@]}}\"\n"),
+        )
+        .env("ARGS", &expr(&format!("join(matrix.{}, ' ')", field::ARGS)))
     }
 
     /// One writer per mirror: build jobs push without touching the index, this
     /// job rebuilds it once per mirror, serialized by a concurrency group.
-    pub(super) fn index_job(
-        &self,
-        needs: Vec<&'static str>,
-        mirror: &str,
-        args: &str,
-        with_version: bool,
-    ) -> Job {
-        let mut index = Step::run(
-            "Rebuild the buildcache index",
-            &format!("args=({args})\n{REHEARSE_ARG}{TOOLKIT} index \"${{args[@]}}\"\n"),
+    pub(super) fn index_job(&self, needs: &[JobId], mirror: &str) -> Job {
+        let index = Self::toolkit_step("Rebuild the buildcache index", "index")
+            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
+        Job::new(
+            format!("Index {mirror}"),
+            self.control_runner(),
+            60,
+            &[("contents", "read"), ("id-token", "write")],
         )
-        .env("TOOLCHAIN", &expr("matrix.toolchain"))
-        .env("REHEARSE", &expr("inputs.rehearse"))
-        .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
-        if with_version {
-            index = index.env("VERSION", &expr("matrix.version"));
-        }
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.fetch_toolkit());
-        steps.push(self.aws());
-        steps.push(index);
-        Job {
-            name: format!("Index {mirror}"),
-            needs,
-            condition: Some(
-                "!cancelled() && needs.plan.result == 'success' && needs.plan.outputs.count != '0'"
-                    .into(),
-            ),
-            runs_on: self.control_runner(),
-            environment: Some(BUILD_ENVIRONMENT),
-            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
-            timeout_minutes: 60,
-            concurrency: Some(Concurrency::queued(format!("slurm-factory-index-{mirror}"))),
-            strategy: Some(Strategy {
-                fail_fast: false,
-                matrix: expr("fromJSON(needs.plan.outputs.mirrors)"),
-            }),
-            outputs: IndexMap::new(),
-            steps,
-        }
+        .needs(needs)
+        .when(format!(
+            "!cancelled() && {} == 'success' && {} != '0'",
+            JobId::Plan.needs("result"),
+            JobId::Plan.needs("outputs.count")
+        ))
+        .environment(BUILD_ENVIRONMENT)
+        .concurrency(Concurrency::queued(format!("slurm-factory-index-{mirror}")))
+        .matrix(expr(&format!(
+            "fromJSON({})",
+            JobId::Plan.needs("outputs.mirrors")
+        )))
+        .step(self.checkout())
+        .steps(self.fetch_toolkit())
+        .step(self.aws())
+        .step(index)
     }
 
     /// Always runs; its table is the run's summary and it fails when any job failed.
-    pub(super) fn summary_job(&self, title: &str, jobs: &[&'static str]) -> Job {
-        let mut step =
-            Step::run("Summarise the run", "").env("COUNT", &expr("needs.plan.outputs.count"));
+    pub(super) fn summary_job(&self, title: &str, jobs: &[JobId]) -> Job {
+        let mut step = Step::run("Summarise the run", "")
+            .env("COUNT", &expr(&JobId::Plan.needs("outputs.count")));
         let mut script = String::from("{\n");
         script.push_str(&format!("  echo \"### {title}\"\n"));
         script.push_str("  echo \"Cells planned: ${COUNT:-0}\"\n  echo\n");
         script.push_str("  echo \"| job | result |\"\n  echo \"|---|---|\"\n");
         let mut failed = Vec::new();
         for job in jobs {
-            let var = format!("RESULT_{}", job.replace('-', "_").to_uppercase());
-            step = step.env(&var, &expr(&format!("needs.{job}.result")));
-            script.push_str(&format!("  echo \"| {job} | ${var} |\"\n"));
+            let name = job.as_str();
+            let var = format!("RESULT_{}", name.replace('-', "_").to_uppercase());
+            step = step.env(&var, &expr(&job.needs("result")));
+            script.push_str(&format!("  echo \"| {name} | ${var} |\"\n"));
             failed.push(format!("[ \"${var}\" != failure ]"));
         }
         script.push_str("} >> \"$GITHUB_STEP_SUMMARY\"\n");
         script.push_str(&failed.join(" && "));
         script.push('\n');
         step.run = Some(script);
-        Job {
-            name: "Summary".into(),
-            needs: jobs.to_vec(),
-            condition: Some("always()".into()),
-            runs_on: self.control_runner(),
-            environment: None,
-            permissions: perms(&[]),
-            timeout_minutes: 5,
-            concurrency: None,
-            strategy: None,
-            outputs: IndexMap::new(),
-            steps: vec![step],
-        }
+        Job::new("Summary", self.control_runner(), 5, &[])
+            .needs(jobs)
+            .when("always()")
+            .step(step)
     }
 
     pub(super) fn dispatch(&self, with_versions: bool) -> Dispatch {

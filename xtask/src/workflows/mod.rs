@@ -25,7 +25,56 @@ struct Workflow {
     concurrency: Concurrency,
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     env: IndexMap<String, String>,
-    jobs: IndexMap<String, Job>,
+    jobs: IndexMap<JobId, Job>,
+}
+
+/// Every job's id: the key it has in its workflow, and what `needs`,
+/// `if:` conditions and the summary name it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum JobId {
+    Checks,
+    Toolkit,
+    Plan,
+    BuildDeps,
+    BuildSlurm,
+    Index,
+    AdminBinary,
+    Release,
+    Report,
+    Summary,
+}
+
+impl JobId {
+    const fn as_str(self) -> &'static str {
+        match self {
+            JobId::Checks => "checks",
+            JobId::Toolkit => "toolkit",
+            JobId::Plan => "plan",
+            JobId::BuildDeps => "build-deps",
+            JobId::BuildSlurm => "build-slurm",
+            JobId::Index => "index",
+            JobId::AdminBinary => "admin-binary",
+            JobId::Release => "release",
+            JobId::Report => "report",
+            JobId::Summary => "summary",
+        }
+    }
+
+    /// `needs.<id>.<what>` in an expression, e.g. `result` or `outputs.count`.
+    fn needs(self, what: &str) -> String {
+        format!("needs.{}.{what}", self.as_str())
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A workflow's jobs, in order, by id.
+fn jobs(list: impl IntoIterator<Item = (JobId, Job)>) -> IndexMap<JobId, Job> {
+    list.into_iter().collect()
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -103,7 +152,7 @@ impl Concurrency {
 struct Job {
     name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    needs: Vec<&'static str>,
+    needs: Vec<JobId>,
     #[serde(rename = "if", skip_serializing_if = "Option::is_none")]
     condition: Option<String>,
     runs_on: Value,
@@ -118,6 +167,67 @@ struct Job {
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     outputs: IndexMap<&'static str, String>,
     steps: Vec<Step>,
+}
+
+impl Job {
+    /// A job with what every job must say: its name, runner, time limit
+    /// and permissions. The rest comes from the builder methods.
+    fn new(
+        name: impl Into<String>,
+        runs_on: Value,
+        timeout_minutes: u32,
+        permissions: &[(&'static str, &'static str)],
+    ) -> Job {
+        Job {
+            name: name.into(),
+            needs: Vec::new(),
+            condition: None,
+            runs_on,
+            environment: None,
+            permissions: perms(permissions),
+            timeout_minutes,
+            concurrency: None,
+            strategy: None,
+            outputs: IndexMap::new(),
+            steps: Vec::new(),
+        }
+    }
+    fn needs(mut self, ids: &[JobId]) -> Job {
+        self.needs = ids.to_vec();
+        self
+    }
+    fn when(mut self, condition: impl Into<String>) -> Job {
+        self.condition = Some(condition.into());
+        self
+    }
+    fn environment(mut self, name: &'static str) -> Job {
+        self.environment = Some(name);
+        self
+    }
+    fn concurrency(mut self, c: Concurrency) -> Job {
+        self.concurrency = Some(c);
+        self
+    }
+    /// A matrix job over `matrix` (an expression), every cell run whatever the others do.
+    fn matrix(mut self, matrix: String) -> Job {
+        self.strategy = Some(Strategy {
+            fail_fast: false,
+            matrix,
+        });
+        self
+    }
+    fn output(mut self, name: &'static str, value: String) -> Job {
+        self.outputs.insert(name, value);
+        self
+    }
+    fn step(mut self, step: Step) -> Job {
+        self.steps.push(step);
+        self
+    }
+    fn steps(mut self, steps: impl IntoIterator<Item = Step>) -> Job {
+        self.steps.extend(steps);
+        self
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -181,6 +291,11 @@ fn expr(s: &str) -> String {
     format!("${{{{ {s} }}}}")
 }
 
+/// `${{ matrix.<field> }}`: one of the plan's entries' fields (`matrix::entry::field`).
+fn cell(field: &str) -> String {
+    expr(&format!("matrix.{field}"))
+}
+
 fn labels(list: &[String]) -> Value {
     match list {
         [one] => Value::from(one.as_str()),
@@ -227,14 +342,8 @@ const ADMIN_BINARY_ARTIFACT: &str = "slurm-factory-admin-binary";
 /// The commit a Slurm run builds: the one its dependencies' run built when
 /// that run started it, else the run's own.
 const BUILT_COMMIT: &str = "${{ github.event.workflow_run.head_sha || github.sha }}";
-/// Where the release job gathers one Slurm version's packages.
-const DIST: &str = "dist";
-
-/// The artifact of one cell's package, `cell` being its
-/// `<version>-<toolchain>-<variant>` (or a pattern of those).
-fn package_artifact(cell: &str) -> String {
-    format!("slurm-{cell}")
-}
+/// Where build jobs leave packages and the release job gathers them.
+use crate::matrix::entry::DIST;
 
 /// The release job's list of whole-tarball digests (outside `dist/`).
 const TARBALL_DIGESTS: &str = "tarball-digests.sha256";

@@ -229,8 +229,14 @@ fn the_release_jobs_disk_holds_one_slurm_version_at_a_time() {
         versions += 1;
         let v = pattern
             .strip_prefix("slurm-")
-            .and_then(|p| p.strip_suffix("-*"))
+            .and_then(|p| p.strip_suffix("-*-*-*"))
             .unwrap();
+        // The pattern is the package name's (schema::release::stem).
+        assert_eq!(
+            pattern,
+            crate::schema::release::stem(v, "*", "*", "*"),
+            "{pattern}"
+        );
         assert_eq!(s["with"]["path"], DIST);
         // The next gather comes only after this version's dist is freed.
         let free = names

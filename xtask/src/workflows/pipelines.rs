@@ -4,6 +4,8 @@
 use serde_yaml::Value;
 
 use super::*;
+use crate::matrix::entry::field;
+use crate::schema::release;
 
 impl Ctx<'_> {
     pub(super) fn ci(&self) -> Workflow {
@@ -12,46 +14,20 @@ impl Ctx<'_> {
                 branches: vec![DEFAULT_BRANCH.into()],
             })
         };
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.rust(Some("rustfmt, clippy")));
-        steps.extend([
-            Step::run(
-                "Install the test tools (Podman, Lmod, GnuPG, actionlint)",
-                "sudo bash .ci/install\n",
-            ),
-            Step::run("Formatting", "cargo fmt --all --check\n"),
-            Step::run(
-                "Lints",
-                "cargo clippy --locked --all-targets -- -D warnings\n",
-            ),
-            Step::run("Tests", "cargo test --locked --workspace\n"),
-            Step::run(
-                "Tests in a fresh clone with nothing beside it",
-                "bash .ci/fresh-clone\n",
-            ),
-            Step::run(
-                "Generated files are up to date",
-                "cargo xtask workflows --check\n",
-            ),
-            Step::run("actionlint", "actionlint\n"),
-        ]);
-        let mut jobs = IndexMap::new();
-        jobs.insert(
-            "checks".to_string(),
-            Job {
-                name: "fmt, clippy, tests, generated files, actionlint".into(),
-                needs: vec![],
-                condition: None,
-                runs_on: self.control_runner(),
-                environment: None,
-                permissions: perms(&[("contents", "read")]),
-                timeout_minutes: 90,
-                concurrency: None,
-                strategy: None,
-                outputs: IndexMap::new(),
-                steps,
-            },
-        );
+        // The same script CI runs on a fresh machine, as root (it installs
+        // packages and runs rootful Podman), with the runner's Rust.
+        let checks = Job::new(
+            "fmt, clippy, tests, generated files, actionlint (.ci/run)",
+            self.control_runner(),
+            90,
+            &[("contents", "read")],
+        )
+        .step(self.checkout())
+        .steps(self.rust(Some("rustfmt, clippy")))
+        .step(Step::run(
+            "Everything CI checks, as on a fresh machine",
+            "sudo -E env \"PATH=$PATH\" bash .ci/run\n",
+        ));
         Workflow {
             name: "CI".into(),
             triggers: Triggers {
@@ -68,15 +44,15 @@ impl Ctx<'_> {
             env: [("CARGO_TERM_COLOR".to_string(), "always".to_string())]
                 .into_iter()
                 .collect(),
-            jobs,
+            jobs: jobs([(JobId::Checks, checks)]),
         }
     }
 
-    pub(super) fn build_env(step: Step) -> Step {
+    /// A build step: the toolkit with the plan's arguments for the cell,
+    /// the bucket, and the signing key.
+    pub(super) fn build_step(name: &str, command: &str) -> Step {
         Self::signing_env(
-            step.env("TOOLCHAIN", &expr("matrix.toolchain"))
-                .env("REHEARSE", &expr("inputs.rehearse"))
-                .env("GPU", &expr("matrix.gpu"))
+            Self::toolkit_step(name, command)
                 .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET")),
         )
     }
@@ -94,52 +70,32 @@ impl Ctx<'_> {
     }
 
     pub(super) fn deps(&self) -> Workflow {
-        let build = Self::build_env(Step::run(
-            "Build and push the dependency buildcache",
-            &format!(
-                "args=(--toolchain \"$TOOLCHAIN\")\nif [ \"$GPU\" = true ]; then args+=(--gpu); fi\n{REHEARSE_ARG}{TOOLKIT} build-deps \"${{args[@]}}\"\n"
-            ),
-        ));
-        let mut jobs = IndexMap::new();
-        jobs.insert("toolkit".to_string(), self.toolkit_job());
-        jobs.insert("plan".to_string(), self.plan_job("deps", false));
-        jobs.insert(
-            "build-deps".to_string(),
-            self.matrix_job(
-                format!(
-                    "Dependencies {} {}",
-                    expr("matrix.toolchain"),
-                    expr("matrix.variant")
-                ),
-                vec!["toolkit", "plan"],
-                build,
-                vec![],
-            ),
+        let toolchain = cell(field::TOOLCHAIN);
+        let build = self.matrix_job(
+            format!("Dependencies {toolchain} {}", cell(field::VARIANT)),
+            &[JobId::Toolkit, JobId::Plan],
+            self.spack_cache(&format!("{toolchain}-deps")),
+            Self::build_step("Build and push the dependency buildcache", "build-deps"),
+            vec![],
         );
-        jobs["build-deps"].steps.insert(
-            4,
-            self.spack_cache(&format!("{}-deps", expr("matrix.toolchain"))),
+        let index = self.index_job(
+            &[JobId::Toolkit, JobId::Plan, JobId::BuildDeps],
+            &format!("{toolchain}-deps"),
         );
-        jobs.insert(
-            "index".to_string(),
-            self.index_job(
-                vec!["toolkit", "plan", "build-deps"],
-                &format!("{}-deps", expr("matrix.toolchain")),
-                "--toolchain \"$TOOLCHAIN\"",
-                false,
-            ),
+        let report =
+            self.report_job(&[JobId::Toolkit, JobId::Plan, JobId::BuildDeps, JobId::Index]);
+        let summary = self.summary_job(
+            "Build and publish Slurm dependencies",
+            &[JobId::Plan, JobId::BuildDeps, JobId::Index, JobId::Report],
         );
-        jobs.insert(
-            "report".to_string(),
-            self.report_job(vec!["toolkit", "plan", "build-deps", "index"]),
-        );
-        jobs.insert(
-            "summary".to_string(),
-            self.summary_job(
-                "Build and publish Slurm dependencies",
-                &["plan", "build-deps", "index", "report"],
-            ),
-        );
+        let jobs = jobs([
+            (JobId::Toolkit, self.toolkit_job()),
+            (JobId::Plan, self.plan_job("deps", false)),
+            (JobId::BuildDeps, build),
+            (JobId::Index, index),
+            (JobId::Report, report),
+            (JobId::Summary, summary),
+        ]);
         Workflow {
             name: DEPS_WORKFLOW_NAME.into(),
             triggers: Triggers {
@@ -159,81 +115,59 @@ impl Ctx<'_> {
     }
 
     pub(super) fn slurm(&self) -> Workflow {
-        let cell = format!(
-            "{}-{}-{}",
-            expr("matrix.version"),
-            expr("matrix.toolchain"),
-            expr("matrix.variant")
-        );
+        let (version, toolchain) = (cell(field::VERSION), cell(field::TOOLCHAIN));
         // Verify runs inside build-slurm (the package relocated in a clean
         // container of its OS), which records its failed checks in the
         // cell's state. A failed verify ends the job here: that cell's
         // package is never handed on. A rehearsal is not verified.
-        let build = Self::build_env(Step::run(
-            "Build, package, sign and verify Slurm",
-            &format!(
-                "args=(--slurm \"$VERSION\" --toolchain \"$TOOLCHAIN\" --out dist)\nif [ \"$GPU\" = true ]; then args+=(--gpu --host-gpus); fi\n{REHEARSE_ARG}{TOOLKIT} build-slurm \"${{args[@]}}\"\n"
-            ),
-        ))
-        .env("VERSION", &expr("matrix.version"));
         let upload = Step::uses(
             "Hand the package to the release job",
             &self.m.actions.upload_artifact,
         )
-        .with("name", package_artifact(&cell))
-        .with("path", "dist/")
+        .with("name", cell(field::PACKAGE))
+        .with("path", format!("{DIST}/"))
         .with("if-no-files-found", "error")
         .with("retention-days", ARTIFACT_RETENTION_DAYS);
-        let mut jobs = IndexMap::new();
-        jobs.insert("toolkit".to_string(), self.toolkit_job());
-        jobs.insert("plan".to_string(), self.plan_job("slurm", true));
-        jobs.insert(
-            "build-slurm".to_string(),
-            self.matrix_job(
-                format!("Slurm {}", cell.replace('-', " ")),
-                vec!["toolkit", "plan"],
-                build,
-                vec![upload],
-            ),
-        );
-        jobs["build-slurm"].steps.insert(
-            4,
-            self.spack_cache(&format!("{}-slurm", expr("matrix.toolchain"))),
+        let build = self.matrix_job(
+            format!("Slurm {version} {toolchain} {}", cell(field::VARIANT)),
+            &[JobId::Toolkit, JobId::Plan],
+            self.spack_cache(&format!("{toolchain}-slurm")),
+            Self::build_step("Build, package, sign and verify Slurm", "build-slurm"),
+            vec![upload],
         );
         let index = self.index_job(
-            vec!["toolkit", "plan", "build-slurm"],
-            &format!("{}-{}", expr("matrix.toolchain"), expr("matrix.version")),
-            "--toolchain \"$TOOLCHAIN\" --slurm \"$VERSION\"",
-            true,
+            &[JobId::Toolkit, JobId::Plan, JobId::BuildSlurm],
+            &format!("{toolchain}-{version}"),
         );
-        jobs.insert("index".to_string(), index);
-        jobs.insert("admin-binary".to_string(), self.admin_binary_job());
-        jobs.insert("release".to_string(), self.release_job());
-        jobs.insert(
-            "report".to_string(),
-            self.report_job(vec![
-                "toolkit",
-                "plan",
-                "build-slurm",
-                "index",
-                "admin-binary",
-                "release",
-            ]),
+        let report = self.report_job(&[
+            JobId::Toolkit,
+            JobId::Plan,
+            JobId::BuildSlurm,
+            JobId::Index,
+            JobId::AdminBinary,
+            JobId::Release,
+        ]);
+        let summary = self.summary_job(
+            "Build and publish Slurm",
+            &[
+                JobId::Plan,
+                JobId::BuildSlurm,
+                JobId::Index,
+                JobId::AdminBinary,
+                JobId::Release,
+                JobId::Report,
+            ],
         );
-        jobs.insert(
-            "summary".to_string(),
-            self.summary_job(
-                "Build and publish Slurm",
-                &[
-                    "plan",
-                    "build-slurm",
-                    "index",
-                    "admin-binary",
-                    "release",
-                    "report",
-                ],
-            ),
-        );
+        let mut jobs = jobs([
+            (JobId::Toolkit, self.toolkit_job()),
+            (JobId::Plan, self.plan_job("slurm", true)),
+            (JobId::BuildSlurm, build),
+            (JobId::Index, index),
+            (JobId::AdminBinary, self.admin_binary_job()),
+            (JobId::Release, self.release_job()),
+            (JobId::Report, report),
+            (JobId::Summary, summary),
+        ]);
         // Started by the dependencies' run: build the commit that run built,
         // not whatever the default branch is by now.
         for job in jobs.values_mut() {
@@ -268,55 +202,67 @@ impl Ctx<'_> {
     /// 2.28 with cargo-zigbuild (pinned, from PyPI) and signed; the release
     /// job attests and publishes it with the packages.
     pub(super) fn admin_binary_job(&self) -> Job {
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.fetch_toolkit());
-        steps.extend(self.rust(None));
-        steps.push(Step::run(
+        Job::new(
+            "Build the admins' binary",
+            self.control_runner(),
+            60,
+            &[("contents", "read")],
+        )
+        .needs(&[JobId::Toolkit, JobId::Plan])
+        // Released with the packages: only when there are some.
+        .when(format!(
+            "{} != '0' && inputs.rehearse != true",
+            JobId::Plan.needs("outputs.count")
+        ))
+        // The signing key's secrets live in this environment.
+        .environment(BUILD_ENVIRONMENT)
+        .step(self.checkout())
+        .steps(self.fetch_toolkit())
+        .steps(self.rust(None))
+        .step(Step::run(
             "Install cargo-zigbuild and zig",
             &format!(
                 "python3 -m venv \"$RUNNER_TEMP/zigbuild\"\n\"$RUNNER_TEMP/zigbuild/bin/pip\" install --quiet {}\necho \"$RUNNER_TEMP/zigbuild/bin\" >> \"$GITHUB_PATH\"\n",
                 admin_binary::BUILD_TOOLS.join(" ")
             ),
-        ));
-        steps.push(Self::signing_env(Step::run(
+        ))
+        .step(Self::signing_env(Step::run(
             "Build and sign the admins' binary",
-            &format!("{TOOLKIT} admin-binary --out dist\n"),
-        )));
-        steps.push(
+            &format!("{TOOLKIT} admin-binary --out {DIST}\n"),
+        )))
+        .step(
             Step::uses(
                 "Hand the binary to the release job",
                 &self.m.actions.upload_artifact,
             )
             .with("name", ADMIN_BINARY_ARTIFACT)
-            .with("path", "dist/")
+            .with("path", format!("{DIST}/"))
             .with("if-no-files-found", "error")
             .with("retention-days", ARTIFACT_RETENTION_DAYS),
-        );
-        Job {
-            name: "Build the admins' binary".into(),
-            needs: vec!["toolkit", "plan"],
-            // Released with the packages: only when there are some.
-            condition: Some("needs.plan.outputs.count != '0' && inputs.rehearse != true".into()),
-            runs_on: self.control_runner(),
-            // The signing key's secrets live in this environment.
-            environment: Some(BUILD_ENVIRONMENT),
-            permissions: perms(&[("contents", "read")]),
-            timeout_minutes: 60,
-            concurrency: None,
-            strategy: None,
-            outputs: IndexMap::new(),
-            steps,
-        }
+        )
     }
 
     /// The build report (`reports/index.html` in the store), after every other
     /// job of the run whatever their outcome, so a failed cell shows. Its
     /// step summary links the page.
-    pub(super) fn report_job(&self, needs: Vec<&'static str>) -> Job {
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.fetch_toolkit());
-        steps.push(self.aws());
-        steps.push(
+    pub(super) fn report_job(&self, needs: &[JobId]) -> Job {
+        Job::new(
+            "Report",
+            self.control_runner(),
+            15,
+            &[("contents", "read"), ("id-token", "write")],
+        )
+        .needs(needs)
+        .when(format!(
+            "!cancelled() && {} == 'success' && inputs.rehearse != true",
+            JobId::Toolkit.needs("result")
+        ))
+        .environment(BUILD_ENVIRONMENT)
+        .concurrency(Concurrency::queued("slurm-factory-report"))
+        .step(self.checkout())
+        .steps(self.fetch_toolkit())
+        .step(self.aws())
+        .step(
             Step::run(
                 "Write the build report to the store",
                 &format!("{TOOLKIT} report\n"),
@@ -326,23 +272,7 @@ impl Ctx<'_> {
                 "SLURM_FACTORY_PUBLIC_URL",
                 &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
             ),
-        );
-        Job {
-            name: "Report".into(),
-            needs,
-            condition: Some(
-                "!cancelled() && needs.toolkit.result == 'success' && inputs.rehearse != true"
-                    .into(),
-            ),
-            runs_on: self.control_runner(),
-            environment: Some(BUILD_ENVIRONMENT),
-            permissions: perms(&[("contents", "read"), ("id-token", "write")]),
-            timeout_minutes: 15,
-            concurrency: Some(Concurrency::queued("slurm-factory-report")),
-            strategy: None,
-            outputs: IndexMap::new(),
-            steps,
-        }
+        )
     }
 
     /// Gathers every cell's package, attests its provenance and publishes it.
@@ -383,7 +313,7 @@ impl Ctx<'_> {
                     &format!("Gather Slurm {v}'s packages"),
                     &self.m.actions.download_artifact,
                 )
-                .with("pattern", package_artifact(&format!("{v}-*")))
+                .with("pattern", release::stem(v, "*", "*", "*"))
                 .with("path", DIST)
                 .with("merge-multiple", true),
             );
@@ -434,28 +364,32 @@ impl Ctx<'_> {
                 )
             });
         }
-        Job {
-            name: "Release".into(),
-            needs: vec!["toolkit", "plan", "build-slurm", "index", "admin-binary"],
-            // A rehearsal publishes nothing (publish refuses its packages
-            // anyway); every release carries the admins' binary.
-            condition: Some(
-                "!cancelled() && needs.build-slurm.result != 'skipped' && inputs.rehearse != true \
-                 && needs.admin-binary.result == 'success'"
-                    .into(),
-            ),
-            runs_on: self.control_runner(),
-            environment: Some(RELEASE_ENVIRONMENT),
-            permissions: perms(&[
+        Job::new(
+            "Release",
+            self.control_runner(),
+            120,
+            &[
                 ("contents", "write"),
                 ("id-token", "write"),
                 ("attestations", "write"),
-            ]),
-            timeout_minutes: 120,
-            concurrency: Some(Concurrency::queued("slurm-factory-release")),
-            strategy: None,
-            outputs: IndexMap::new(),
-            steps,
-        }
+            ],
+        )
+        .needs(&[
+            JobId::Toolkit,
+            JobId::Plan,
+            JobId::BuildSlurm,
+            JobId::Index,
+            JobId::AdminBinary,
+        ])
+        // A rehearsal publishes nothing (publish refuses its packages
+        // anyway); every release carries the admins' binary.
+        .when(format!(
+            "!cancelled() && {} != 'skipped' && inputs.rehearse != true && {} == 'success'",
+            JobId::BuildSlurm.needs("result"),
+            JobId::AdminBinary.needs("result")
+        ))
+        .environment(RELEASE_ENVIRONMENT)
+        .concurrency(Concurrency::queued("slurm-factory-release"))
+        .steps(steps)
     }
 }

@@ -10,6 +10,8 @@ fn parsed(file: &Generated) -> serde_yaml::Value {
     serde_yaml::from_str(&file.contents).unwrap()
 }
 
+/// A rehearsal is a plan input: the plan adds `--rehearse` to every build
+/// and index job's arguments, which the steps run as they are.
 #[test]
 fn a_dispatched_rehearsal_reaches_every_build_and_index_step_and_publishes_nothing() {
     for file in rendered()
@@ -21,18 +23,36 @@ fn a_dispatched_rehearsal_reaches_every_build_and_index_step_and_publishes_nothi
         let input = &doc["on"]["workflow_dispatch"]["inputs"]["rehearse"];
         assert_eq!(input["type"], "boolean", "{at}");
         assert_eq!(input["default"], false, "{at}");
+        let plan = doc["jobs"]["plan"]["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "plan")
+            .unwrap();
+        assert!(plan["run"].as_str().unwrap().contains(REHEARSE_ARG), "{at}");
+        assert_eq!(plan["env"]["REHEARSE"], "${{ inputs.rehearse }}", "{at}");
+        let mut toolkit_steps = 0;
         for (name, job) in doc["jobs"].as_mapping().unwrap() {
             for step in job["steps"].as_sequence().unwrap() {
                 let run = step["run"].as_str().unwrap_or("");
-                let toolkit_step = ["build-deps", "build-slurm", " index "]
-                    .iter()
-                    .any(|c| run.contains(&format!("{TOOLKIT} {}", c.trim())));
-                if toolkit_step {
-                    assert!(run.contains(REHEARSE_ARG), "{at} {name:?}: {run}");
-                    assert_eq!(step["env"]["REHEARSE"], "${{ inputs.rehearse }}");
+                let command = ["build-deps", "build-slurm", "index"]
+                    .into_iter()
+                    .find(|c| run.contains(&format!("{TOOLKIT} {c} ")));
+                if let Some(command) = command {
+                    toolkit_steps += 1;
+                    assert_eq!(
+                        run,
+                        format!(
+                            "read -ra args <<< \"$ARGS\"\n{TOOLKIT} {command} \"${{args[@]}}\"\n"
+                        ),
+                        "{at} {name:?}"
+                    );
+                    assert_eq!(step["env"]["ARGS"], "${{ join(matrix.args, ' ') }}");
+                    assert!(step["env"].get("REHEARSE").is_none(), "{at} {name:?}");
                 }
             }
         }
+        assert_eq!(toolkit_steps, 2, "{at}: a build and an index step");
         if let Some(release) = doc["jobs"].get("release") {
             assert!(
                 release["if"]
@@ -41,6 +61,54 @@ fn a_dispatched_rehearsal_reaches_every_build_and_index_step_and_publishes_nothi
                     .contains("inputs.rehearse != true"),
                 "{at}: a rehearsal never reaches the release job"
             );
+        }
+    }
+}
+
+/// What a step runs is never assembled from the cell in bash: the build and
+/// index steps read the plan's precomputed arguments, and nothing reads the
+/// cell's fields into a command line.
+#[test]
+fn no_step_builds_the_toolkits_arguments_from_the_cell() {
+    for file in rendered() {
+        for line in file.contents.lines() {
+            for old in ["\"$TOOLCHAIN\"", "$GPU", "\"$VERSION\"", "args+=(--gpu"] {
+                assert!(!line.contains(old), "{}: {line}", file.path.display());
+            }
+        }
+    }
+}
+
+/// Every job a `needs`, an `if:` or the summary names exists in its workflow.
+#[test]
+fn every_job_reference_names_a_job_of_the_workflow() {
+    for file in rendered()
+        .iter()
+        .filter(|f| f.path.extension().is_some_and(|e| e == "yml"))
+    {
+        let doc = parsed(file);
+        let ids: Vec<&str> = doc["jobs"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let text = &file.contents;
+        for (at, _) in text.match_indices("needs.") {
+            let id: String = text[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            assert!(
+                ids.contains(&id.as_str()),
+                "{}: needs.{id}",
+                file.path.display()
+            );
+        }
+        for job in doc["jobs"].as_mapping().unwrap().values() {
+            for need in job["needs"].as_sequence().into_iter().flatten() {
+                assert!(ids.contains(&need.as_str().unwrap()), "{need:?}");
+            }
         }
     }
 }
