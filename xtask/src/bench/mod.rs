@@ -327,7 +327,7 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
         variant: Variant::Cpu,
         matrix,
     };
-    let stem = package::artifact_stem(&cell, &matrix.arch);
+    let stem = package::package_stem(&cell, &matrix.arch, false);
     let tarball_name = format!("{stem}.tar.gz");
     let store = work.join("store");
     let public_key = work.join("public.asc");

@@ -81,11 +81,13 @@ impl Entry {
                 if gpu {
                     args.extend(strings(&["--gpu", "--host-gpus"]));
                 }
-                let mut stem =
-                    release::stem(&r.version, tc, cell.variant.as_str(), &cell.matrix.arch);
-                if rehearse {
-                    stem.push_str(release::REHEARSAL_SUFFIX);
-                }
+                let stem = release::build_stem(
+                    &r.version,
+                    tc,
+                    cell.variant.as_str(),
+                    &cell.matrix.arch,
+                    rehearse,
+                );
                 tarball = Some(files::tarball(&stem));
                 package = Some(stem);
             }

@@ -29,25 +29,16 @@ pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// The cell's package name (`schema::release::stem`).
-pub fn artifact_stem(cell: &Cell<'_>, arch: &str) -> String {
+/// The stem of a cell's package (`schema::release::build_stem`).
+pub fn package_stem(cell: &Cell<'_>, arch: &str, rehearsal: bool) -> String {
     let release = cell.release.expect("packages exist for slurm cells");
-    crate::schema::release::stem(
+    crate::schema::release::build_stem(
         &release.version,
         &cell.toolchain.name,
-        &cell.variant.to_string(),
+        cell.variant.as_str(),
         arch,
+        rehearsal,
     )
-}
-
-/// The stem of a package: a rehearsal's carries `schema::release::REHEARSAL_SUFFIX`.
-pub fn package_stem(cell: &Cell<'_>, arch: &str, rehearsal: bool) -> String {
-    let stem = artifact_stem(cell, arch);
-    if rehearsal {
-        stem + crate::schema::release::REHEARSAL_SUFFIX
-    } else {
-        stem
-    }
 }
 
 pub struct Options<'a> {

@@ -232,6 +232,23 @@ pub fn stem(slurm: &str, toolchain: &str, variant: &str, arch: &str) -> String {
     format!("slurm-{slurm}-{toolchain}-{variant}-{arch}")
 }
 
+/// A build's package name: [`stem`], and a rehearsal's carries
+/// [`REHEARSAL_SUFFIX`] (it is never published).
+pub fn build_stem(
+    slurm: &str,
+    toolchain: &str,
+    variant: &str,
+    arch: &str,
+    rehearsal: bool,
+) -> String {
+    let stem = stem(slurm, toolchain, variant, arch);
+    if rehearsal {
+        stem + REHEARSAL_SUFFIX
+    } else {
+        stem
+    }
+}
+
 /// The package a release file belongs to: the stem
 /// `slurm-<version>-<toolchain>-<variant>-<arch>` of any
 /// `<stem>.<suffix>` (tarball, parts, checksums, signatures, manifest,
