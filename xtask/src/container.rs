@@ -89,6 +89,9 @@ pub enum EnvVar {
 #[derive(Debug, Clone)]
 pub struct Run {
     pub image: String,
+    /// Pass the host's GPUs in (devices and driver libraries, through the
+    /// engine's CDI or GPU support): a GPU runner's own check.
+    pub host_gpus: bool,
     pub user: Option<(u32, u32)>,
     pub network: String,
     pub mounts: Vec<Mount>,
@@ -107,6 +110,15 @@ pub struct Build {
 impl Run {
     pub fn argv(&self, engine: EngineKind) -> Vec<String> {
         let mut a: Vec<String> = vec![engine.program().into(), "run".into(), "--rm".into()];
+        if self.host_gpus {
+            a.push(
+                match engine {
+                    EngineKind::Podman => "--device=nvidia.com/gpu=all",
+                    EngineKind::Docker => "--gpus=all",
+                }
+                .into(),
+            );
+        }
         a.push(format!("--network={}", self.network));
         if let Some((uid, gid)) = self.user {
             a.push(format!("--user={uid}:{gid}"));
@@ -183,6 +195,39 @@ pub fn image_exists(engine: EngineKind, tag: &str) -> Result<bool> {
     Ok(status.success())
 }
 
+/// Pulls an image the engine does not have; the engine's last line of
+/// complaint when it cannot.
+pub fn pull(engine: EngineKind, image: &str) -> Result<()> {
+    let out = Command::new(engine.program())
+        .args(["pull", "--quiet", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {} pull", engine.program()))?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        bail!("{}", why.lines().last().unwrap_or("").trim());
+    }
+    Ok(())
+}
+
+/// Runs a container and captures what it prints on stdout (its stderr goes
+/// to ours): the run's exit code and its output.
+pub fn capture(run: &Run, engine: EngineKind) -> Result<(Option<i32>, String)> {
+    let argv = run.argv(engine);
+    outln!("{}", Shown(&argv));
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", argv[0]))?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
 /// Runs an argv with inherited output; returns its exit code.
 pub fn execute(argv: &[String]) -> Result<i32> {
     let status = Command::new(&argv[0])
@@ -219,6 +264,7 @@ mod tests {
     fn run_argv_passes_secrets_by_name_only() {
         let run = Run {
             image: "img:1".into(),
+            host_gpus: false,
             user: Some((1000, 1000)),
             network: "none".into(),
             mounts: vec![mount(Path::new("/h/env"), "/opt/env", true)],
@@ -235,6 +281,27 @@ mod tests {
         );
         let docker = run.argv(EngineKind::Docker);
         assert!(!docker.contains(&"--userns=keep-id".to_string()));
+    }
+
+    #[test]
+    fn the_hosts_gpus_come_in_through_each_engines_own_flag() {
+        let run = Run {
+            image: "img:1".into(),
+            host_gpus: true,
+            user: None,
+            network: "host".into(),
+            mounts: vec![],
+            env: vec![],
+            command: vec!["nvidia-smi".into()],
+        };
+        assert_eq!(
+            Shown(&run.argv(EngineKind::Podman)).to_string(),
+            "podman run --rm --device=nvidia.com/gpu=all --network=host img:1 nvidia-smi"
+        );
+        assert_eq!(
+            Shown(&run.argv(EngineKind::Docker)).to_string(),
+            "docker run --rm --gpus=all --network=host img:1 nvidia-smi"
+        );
     }
 
     #[test]

@@ -144,7 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cell = cmd.cell(matrix)?;
             build::index(&project, cell, &cmd.build.options(false)?).map(|()| ExitCode::SUCCESS)
         }
-        Command::Verify(cmd) => cmd.run(matrix).map(|()| ExitCode::SUCCESS),
+        Command::Verify(cmd) => verify::run(matrix, &cmd.job()?).map(|()| ExitCode::SUCCESS),
         Command::Publish(cmd) => publish::run(cmd.job(&root)?, &schema::ReleasePolicy::of(matrix))
             .map(|()| ExitCode::SUCCESS),
         Command::Download(cmd) => {

@@ -6,14 +6,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::container::{self, EngineKind, EnvVar, Run, Shown, mount};
+use crate::container::{self, EngineKind, EnvVar, Run, mount};
 use crate::error::UsageError;
-use crate::flags::VerifyCmd;
 use crate::gha;
 use crate::manifest::Manifest;
 use crate::matrix::{Family, Matrix, Variant};
@@ -300,22 +298,14 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
             )
         })?;
     let image = opts.image.unwrap_or(&tc.image).to_string();
-    if !container::image_exists(opts.engine, &image)? {
-        let status = Command::new(opts.engine.program())
-            .args(["pull", "--quiet", &image])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .with_context(|| format!("running {} pull", opts.engine.program()))?;
-        if !status.status.success() {
-            let why = String::from_utf8_lossy(&status.stderr);
-            bail!(
-                "the OS image {image} for {} is not available to {} (pull failed: {})",
-                tc.name,
-                opts.engine.program(),
-                why.lines().last().unwrap_or("").trim()
-            );
-        }
+    if !container::image_exists(opts.engine, &image)?
+        && let Err(why) = container::pull(opts.engine, &image)
+    {
+        bail!(
+            "the OS image {image} for {} is not available to {} (pull failed: {why})",
+            tc.name,
+            opts.engine.program(),
+        );
     }
     let name = tarball
         .file_name()
@@ -338,6 +328,8 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
     )?;
     let run = Run {
         image: image.clone(),
+        // GPU runners: the devices and driver libraries come from the host.
+        host_gpus: opts.host_gpus,
         user: None,
         network: opts.network.to_string(),
         mounts: vec![
@@ -347,27 +339,11 @@ pub fn verify(matrix: &Matrix, tarball: &Path, opts: &Options<'_>) -> Result<Rep
         env: vec![EnvVar::Set("LC_ALL".into(), "C".into())],
         command: vec!["bash".into(), "/verify/verify.sh".into()],
     };
-    let mut argv = run.argv(opts.engine);
-    if opts.host_gpus {
-        // GPU runners: the devices and driver libraries come from the host.
-        let flag = match opts.engine {
-            EngineKind::Podman => "--device=nvidia.com/gpu=all",
-            EngineKind::Docker => "--gpus=all",
-        };
-        argv.insert(3, flag.to_string());
-    }
-    outln!("{}", Shown(&argv));
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
+    let (code, stdout) = container::capture(&run, opts.engine)?;
+    if code != Some(0) {
         bail!(
-            "the verify container failed ({} exited {:?}): {}",
+            "the verify container failed ({} exited {code:?}): {}",
             opts.engine.program(),
-            out.status.code(),
             stdout.trim()
         );
     }
@@ -430,28 +406,36 @@ impl Report {
     }
 }
 
-impl VerifyCmd {
-    pub fn run(self, matrix: &Matrix) -> Result<()> {
-        let engine = container::detect(self.engine, false)?.expect("an engine");
-        if !self.tarball.is_file() && parts_of(&self.tarball)?.is_empty() {
-            return Err(UsageError::new(format!(
-                "--tarball {}: no such file (nor parts)",
-                self.tarball.display()
-            ))
-            .into());
-        }
-        let report = verify(
-            matrix,
-            &self.tarball,
-            &Options {
-                engine,
-                image: self.image.as_deref(),
-                network: &self.network,
-                host_gpus: self.host_gpus,
-            },
-        )?;
-        finish(&report, &self.tarball)
+/// `verify`: one package, in a clean container of its OS.
+pub struct Job {
+    pub tarball: PathBuf,
+    pub engine: Option<EngineKind>,
+    /// An image instead of the toolchain's OS base image.
+    pub image: Option<String>,
+    pub network: String,
+    pub host_gpus: bool,
+}
+
+pub fn run(matrix: &Matrix, job: &Job) -> Result<()> {
+    let engine = container::detect(job.engine, false)?.expect("an engine");
+    if !job.tarball.is_file() && parts_of(&job.tarball)?.is_empty() {
+        return Err(UsageError::new(format!(
+            "{}: no such package (nor its parts)",
+            job.tarball.display()
+        ))
+        .into());
     }
+    let report = verify(
+        matrix,
+        &job.tarball,
+        &Options {
+            engine,
+            image: job.image.as_deref(),
+            network: &job.network,
+            host_gpus: job.host_gpus,
+        },
+    )?;
+    finish(&report, &job.tarball)
 }
 
 /// A package failed verify: these checks, by name.

@@ -297,6 +297,7 @@ pub(super) fn plan(inp: &Inputs<'_>) -> Result<Plan> {
     }
     let run = Run {
         image: image.clone(),
+        host_gpus: false,
         user: Some(container::invoking_user()),
         network: args.network.clone(),
         mounts,

@@ -16,6 +16,7 @@ use crate::project::Project;
 use crate::publish;
 use crate::report;
 use crate::spack_env;
+use crate::verify;
 
 impl SpackEnvCmd {
     pub fn cell<'m>(&self, matrix: &'m Matrix) -> Result<Cell<'m>> {
@@ -93,7 +94,7 @@ impl ImageCmd {
         let toolchain = project.matrix.toolchain(&self.toolchain)?.name.clone();
         let show = match (self.build, self.print) {
             (true, _) => image::Show::Build {
-                engine: self.engine,
+                engine: self.engine.engine,
                 sources: self.sources.sources(),
                 state_dir: self
                     .state_dir
@@ -112,15 +113,7 @@ impl BuildArgs {
     /// The build options; `signs` when the stage signs what it pushes (the
     /// index job signs nothing).
     pub fn options(&self, signs: bool) -> Result<build::Options> {
-        const NETWORKS: [&str; 6] = ["none", "host", "bridge", "default", "slirp4netns", "pasta"];
-        if !NETWORKS.contains(&self.network.as_str()) {
-            return Err(UsageError::new(format!(
-                "--network {} is not a network mode (valid: {})",
-                self.network,
-                NETWORKS.join(", ")
-            ))
-            .into());
-        }
+        let network = self.network.checked()?;
         check_target(self.target.as_deref())?;
         let keyring = if signs {
             self.signing
@@ -129,9 +122,9 @@ impl BuildArgs {
             None
         };
         Ok(build::Options {
-            engine: self.engine,
-            image: self.image.clone(),
-            network: self.network.clone(),
+            engine: self.engine.engine,
+            image: self.image.image.clone(),
+            network,
             store: self.store.mirrors()?,
             target: self.target.clone(),
             state_dir: self.state_dir.clone(),
@@ -233,6 +226,18 @@ impl ReportCmd {
             store: self.store.open(root)?,
             public_url: self.public_url.clone(),
             dry_run: self.dry_run,
+        })
+    }
+}
+
+impl VerifyCmd {
+    pub fn job(&self) -> Result<verify::Job> {
+        Ok(verify::Job {
+            tarball: self.tarball.clone(),
+            engine: self.engine.engine,
+            image: self.image.image.clone(),
+            network: self.network.checked()?,
+            host_gpus: self.host_gpus,
         })
     }
 }

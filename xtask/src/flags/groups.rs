@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::container::EngineKind;
 use crate::error::UsageError;
 use crate::image;
 use crate::matrix::{CellFilter, Variant};
@@ -220,18 +221,54 @@ impl SourceArgs {
     }
 }
 
-// Options shared by the commands that run Spack in a container.
-#[derive(Debug, Args)]
-pub struct BuildArgs {
+// The container engine, for every command that runs one.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArg {
     /// Container engine [default: $SLURM_FACTORY_ENGINE, else podman or docker, whichever is installed]
     #[arg(long, value_enum, value_name = "ENGINE")]
-    pub engine: Option<crate::container::EngineKind>,
+    pub engine: Option<EngineKind>,
+}
+
+// The image a container runs instead of the toolchain's own.
+#[derive(Debug, Clone, Args)]
+pub struct ImageArg {
     /// Use this image instead of building the toolchain's recipe
     #[arg(long, value_name = "TAG")]
     pub image: Option<String>,
+}
+
+// The container's network, one of the modes the engines know.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArg {
     /// The container's network (`host` lets Spack fetch sources; `none` for offline runs)
     #[arg(long, value_name = "MODE", default_value = "host")]
     pub network: String,
+}
+
+impl NetworkArg {
+    pub fn checked(&self) -> Result<String> {
+        const NETWORKS: [&str; 6] = ["none", "host", "bridge", "default", "slirp4netns", "pasta"];
+        if !NETWORKS.contains(&self.network.as_str()) {
+            return Err(UsageError::new(format!(
+                "--network {} is not a network mode (valid: {})",
+                self.network,
+                NETWORKS.join(", ")
+            ))
+            .into());
+        }
+        Ok(self.network.clone())
+    }
+}
+
+// Options shared by the commands that run Spack in a container.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub engine: EngineArg,
+    #[command(flatten)]
+    pub image: ImageArg,
+    #[command(flatten)]
+    pub network: NetworkArg,
     #[command(flatten)]
     pub store: BucketArgs,
     /// Spack target microarchitecture [default: the matrix's `target`]

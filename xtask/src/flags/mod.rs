@@ -260,7 +260,8 @@ pub enum BenchWhat {
 /// Show a toolchain's build-image recipe (Containerfile) or its content-derived tag
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask image --toolchain jammy --print\n  cargo xtask image --toolchain rockylinux8   # prints the tag\n  cargo xtask image --toolchain noble --build --spack-sources /srv/spack-tarballs"
+    after_help = "Examples:\n  cargo xtask image --toolchain jammy --print\n  cargo xtask image --toolchain rockylinux8   # prints the tag\n  cargo xtask image --toolchain noble --build --spack-sources /srv/spack-tarballs",
+    mut_arg("engine", |a| a.requires("build").help("Container engine (with --build) [default: $SLURM_FACTORY_ENGINE, else podman or docker]"))
 )]
 pub struct ImageCmd {
     /// The toolchain
@@ -272,9 +273,8 @@ pub struct ImageCmd {
     /// Build the image unless the engine has its tag already
     #[arg(long)]
     pub build: bool,
-    /// Container engine (with --build) [default: $SLURM_FACTORY_ENGINE, else podman or docker]
-    #[arg(long, value_enum, value_name = "ENGINE", requires = "build")]
-    pub engine: Option<crate::container::EngineKind>,
+    #[command(flatten)]
+    pub engine: EngineArg,
     #[command(flatten)]
     pub sources: SourceArgs,
     /// Where the build context lives (with --build) [default: target/slurm-factory]
@@ -358,21 +358,20 @@ pub struct IndexCmd {
 #[command(
     after_help = "Writes <tarball>.verify.json beside the tarball; exits 1 when a check fails.\n\n\
 Examples:\n  cargo xtask verify --tarball dist/slurm-25.11-noble-cpu-x86_64.tar.gz\n  \
-cargo xtask verify --tarball dist/slurm-25.11-noble-gpu-x86_64.tar.gz --host-gpus   # on a GPU runner"
+cargo xtask verify --tarball dist/slurm-25.11-noble-gpu-x86_64.tar.gz --host-gpus   # on a GPU runner",
+    mut_arg("image", |a| a.help("Use this image instead of the toolchain's OS base image")),
+    mut_arg("network", |a| a.help("The container's network (it installs Lmod from the OS repositories)"))
 )]
 pub struct VerifyCmd {
     /// The package (or the name its .part-NNN files share)
     #[arg(long, value_name = "FILE")]
     pub tarball: PathBuf,
-    /// Container engine [default: $SLURM_FACTORY_ENGINE, else podman or docker]
-    #[arg(long, value_enum, value_name = "ENGINE")]
-    pub engine: Option<crate::container::EngineKind>,
-    /// Use this image instead of the toolchain's OS base image
-    #[arg(long, value_name = "TAG")]
-    pub image: Option<String>,
-    /// The container's network (it installs Lmod from the OS repositories)
-    #[arg(long, value_name = "MODE", default_value = "host")]
-    pub network: String,
+    #[command(flatten)]
+    pub engine: EngineArg,
+    #[command(flatten)]
+    pub image: ImageArg,
+    #[command(flatten)]
+    pub network: NetworkArg,
     /// Pass the host's GPUs in and check nvidia-smi and NVML autodetection (GPU runners)
     #[arg(long)]
     pub host_gpus: bool,
