@@ -11,10 +11,10 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::checksum::checksum_line;
-use crate::flags::AdminBinaryCmd;
 use crate::gha;
 use crate::matrix::Matrix;
 use crate::schema::admin_binary::{self, BUILD_TOOLS, TARGET, TARGET_DIR};
+use crate::sign::Keyring;
 use crate::store::local::sha256_file;
 
 /// The executable's name in the crate (its `[[bin]]`).
@@ -69,82 +69,88 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-impl AdminBinaryCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        let plan = plan(root, &matrix.arch, &self.out)?;
-        let keyring = self.signing.keyring(self.dry_run)?;
-        if self.dry_run {
-            outln!("dry run: in {}", root.display());
-            outln!("  {}", plan.argv.join(" "));
-            outln!("  copy {} -> {}", plan.built.display(), plan.out.display());
-            outln!("  write {}", sibling(&plan.out, ".sha256").display());
-            if keyring.is_some() || !self.signing.unsigned {
-                outln!("  sign  {}", sibling(&plan.out, ".asc").display());
-            }
-            return Ok(());
+/// `admin-binary`: where the executable goes, and how it is signed.
+pub struct Job {
+    pub out: PathBuf,
+    /// The release key; `None` when unsigned, or for a dry run given no key.
+    pub keyring: Option<Keyring>,
+    pub unsigned: bool,
+    pub dry_run: bool,
+}
+
+pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+    let keyring = &job.keyring;
+    let plan = plan(root, &matrix.arch, &job.out)?;
+    if job.dry_run {
+        outln!("dry run: in {}", root.display());
+        outln!("  {}", plan.argv.join(" "));
+        outln!("  copy {} -> {}", plan.built.display(), plan.out.display());
+        outln!("  write {}", sibling(&plan.out, ".sha256").display());
+        if keyring.is_some() || !job.unsigned {
+            outln!("  sign  {}", sibling(&plan.out, ".asc").display());
         }
-        if Command::new("cargo-zigbuild")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        return Ok(());
+    }
+    if Command::new("cargo-zigbuild")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!(
+            "cargo-zigbuild is not installed: pip install {} (or run .ci/install)",
+            BUILD_TOOLS.join(" ")
+        );
+    }
+    {
+        let _g = gha::Group::new(&format!("Build {BIN} for {TARGET}"));
+        let status = Command::new(&plan.argv[0])
+            .args(&plan.argv[1..])
+            .current_dir(root)
+            .status()
+            .with_context(|| format!("running {}", plan.argv.join(" ")))?;
+        if !status.success() {
+            bail!("{} failed ({status})", plan.argv.join(" "));
+        }
+    }
+    std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
+    // Into place by rename: a reader never finds half an executable.
+    let partial = sibling(&plan.out, ".partial");
+    std::fs::copy(&plan.built, &partial)
+        .with_context(|| format!("copying {}", plan.built.display()))?;
+    std::fs::rename(&partial, &plan.out)?;
+    let name = plan.out.file_name().unwrap().to_string_lossy().into_owned();
+    let sha = sha256_file(&plan.out)?;
+    std::fs::write(sibling(&plan.out, ".sha256"), checksum_line(&sha, &name))?;
+    let asc = sibling(&plan.out, ".asc");
+    let _ = std::fs::remove_file(&asc);
+    if let Some(k) = keyring {
+        let mut child = k
+            .detached_sign(&asc)
+            .spawn()
+            .context("starting gpg to sign")?;
+        let mut stdin = child.stdin.take().expect("piped");
+        std::io::copy(&mut std::fs::File::open(&plan.out)?, &mut stdin)?;
+        stdin.flush()?;
+        drop(stdin);
+        let signed = child.wait_with_output()?;
+        if !signed.status.success() {
             bail!(
-                "cargo-zigbuild is not installed: pip install {} (or run .ci/install)",
-                BUILD_TOOLS.join(" ")
+                "gpg could not sign {name}: {}",
+                String::from_utf8_lossy(&signed.stderr).trim()
             );
         }
-        {
-            let _g = gha::Group::new(&format!("Build {BIN} for {TARGET}"));
-            let status = Command::new(&plan.argv[0])
-                .args(&plan.argv[1..])
-                .current_dir(root)
-                .status()
-                .with_context(|| format!("running {}", plan.argv.join(" ")))?;
-            if !status.success() {
-                bail!("{} failed ({status})", plan.argv.join(" "));
-            }
-        }
-        std::fs::create_dir_all(&self.out)
-            .with_context(|| format!("creating {}", self.out.display()))?;
-        // Into place by rename: a reader never finds half an executable.
-        let partial = sibling(&plan.out, ".partial");
-        std::fs::copy(&plan.built, &partial)
-            .with_context(|| format!("copying {}", plan.built.display()))?;
-        std::fs::rename(&partial, &plan.out)?;
-        let name = plan.out.file_name().unwrap().to_string_lossy().into_owned();
-        let sha = sha256_file(&plan.out)?;
-        std::fs::write(sibling(&plan.out, ".sha256"), checksum_line(&sha, &name))?;
-        let asc = sibling(&plan.out, ".asc");
-        let _ = std::fs::remove_file(&asc);
-        if let Some(k) = &keyring {
-            let mut child = k
-                .detached_sign(&asc)
-                .spawn()
-                .context("starting gpg to sign")?;
-            let mut stdin = child.stdin.take().expect("piped");
-            std::io::copy(&mut std::fs::File::open(&plan.out)?, &mut stdin)?;
-            stdin.flush()?;
-            drop(stdin);
-            let signed = child.wait_with_output()?;
-            if !signed.status.success() {
-                bail!(
-                    "gpg could not sign {name}: {}",
-                    String::from_utf8_lossy(&signed.stderr).trim()
-                );
-            }
-        }
-        let size = std::fs::metadata(&plan.out)?.len();
-        outln!(
-            "{}: {:.1} MiB, sha256 {sha}{}",
-            plan.out.display(),
-            size as f64 / (1 << 20) as f64,
-            match &keyring {
-                Some(k) => format!(", signed by {}", k.fingerprint),
-                None => ", unsigned".into(),
-            }
-        );
-        Ok(())
     }
+    let size = std::fs::metadata(&plan.out)?.len();
+    outln!(
+        "{}: {:.1} MiB, sha256 {sha}{}",
+        plan.out.display(),
+        size as f64 / (1 << 20) as f64,
+        match &keyring {
+            Some(k) => format!(", signed by {}", k.fingerprint),
+            None => ", unsigned".into(),
+        }
+    );
+    Ok(())
 }
 
 #[cfg(test)]

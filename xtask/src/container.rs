@@ -13,7 +13,7 @@ use crate::error::UsageError;
 
 pub const ENGINE_VAR: &str = "SLURM_FACTORY_ENGINE";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
     Podman,
     Docker,

@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Package(cmd) => {
             package::run(&project, &cmd.job(matrix)?).map(|()| ExitCode::SUCCESS)
         }
-        Command::Bench(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(&root, matrix, &cmd.job()).map(|()| ExitCode::SUCCESS),
         Command::Image(cmd) => image::run(matrix, &cmd.job(&project)?).map(|()| ExitCode::SUCCESS),
         Command::BuildDeps(cmd) => {
             let job = cmd.job(matrix)?;
@@ -152,7 +152,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let req = cmd.request(Some(&root), &policy)?;
             download::run(req, &policy).map(|()| ExitCode::SUCCESS)
         }
-        Command::AdminBinary(cmd) => cmd.run(&root, matrix).map(|()| ExitCode::SUCCESS),
+        Command::AdminBinary(cmd) => {
+            admin_binary::run(&root, matrix, &cmd.job()?).map(|()| ExitCode::SUCCESS)
+        }
         Command::Report(cmd) => report::run(&project, cmd.job(&root)?).map(|()| ExitCode::SUCCESS),
     }
 }

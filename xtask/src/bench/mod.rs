@@ -3,13 +3,12 @@
 //! `tar -I pigz -cf` on a generated Slurm-like tree.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::flags::{BenchCmd, BenchWhat};
 use crate::matrix::{Cell, Matrix, Variant};
 use crate::package;
 
@@ -20,18 +19,32 @@ use support::{
     tree_size, verdict, warm_cache,
 };
 
-impl BenchCmd {
-    pub fn run(self, root: &Path, matrix: &Matrix) -> Result<()> {
-        if cfg!(debug_assertions) {
-            eprintln!(
-                "warning: an unoptimized build; for real figures run `cargo xtask-release bench …`"
-            );
-        }
-        match self.what {
-            BenchWhat::Package => bench_package(root, matrix, &self),
-            BenchWhat::Upload => bench_upload(root, &self),
-            BenchWhat::Download => bench_download(root, matrix, &self),
-        }
+/// What to measure against its peer tools.
+#[derive(Debug, Clone, Copy)]
+pub enum What {
+    Package,
+    Upload,
+    Download,
+}
+
+/// `bench`: one measurement, on generated input of `size_mib`, in `dir`
+/// (kept between runs: the input is reused).
+pub struct Job {
+    pub what: What,
+    pub size_mib: u64,
+    pub dir: Option<PathBuf>,
+}
+
+pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: an unoptimized build; for real figures run `cargo xtask-release bench …`"
+        );
+    }
+    match job.what {
+        What::Package => bench_package(root, matrix, job),
+        What::Upload => bench_upload(root, job),
+        What::Download => bench_download(root, matrix, job),
     }
 }
 
@@ -41,8 +54,8 @@ struct Measured {
     size: u64,
 }
 
-fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
-    let work = cmd
+fn bench_package(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+    let work = job
         .dir
         .clone()
         .unwrap_or_else(|| root.join("target/slurm-factory/bench"));
@@ -51,11 +64,11 @@ fn bench_package(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     if !view.join(".complete").exists() {
         outln!(
             "generating a {} MiB Slurm-like view in {} …",
-            cmd.size_mib,
+            job.size_mib,
             view.display()
         );
         let _ = std::fs::remove_dir_all(&tree);
-        generate_view(&view, cmd.size_mib << 20)?;
+        generate_view(&view, job.size_mib << 20)?;
         std::fs::write(view.join(".complete"), b"")?;
     }
     let lock = work.join("spack.lock");
@@ -166,24 +179,24 @@ const ROUNDS: usize = 3;
 
 /// `bench upload`: one file to a loopback S3 server (s3s-fs, SigV4) with the
 /// toolkit's S3 store and with `aws s3 cp`, same file, same server, same run.
-fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
+fn bench_upload(root: &Path, job: &Job) -> Result<()> {
     use crate::store::{Put, Store, s3::S3Store};
-    let work = cmd
+    let work = job
         .dir
         .clone()
         .unwrap_or_else(|| root.join("target/slurm-factory/bench-upload"));
     std::fs::create_dir_all(&work)?;
-    let payload = work.join(format!("payload-{}m.bin", cmd.size_mib));
+    let payload = work.join(format!("payload-{}m.bin", job.size_mib));
     // What `package` writes beside a tarball and `publish` reads: its SHA-256.
-    let sum_file = work.join(format!("payload-{}m.bin.sha256", cmd.size_mib));
-    if std::fs::metadata(&payload).map(|m| m.len()).ok() != Some(cmd.size_mib << 20)
+    let sum_file = work.join(format!("payload-{}m.bin.sha256", job.size_mib));
+    if std::fs::metadata(&payload).map(|m| m.len()).ok() != Some(job.size_mib << 20)
         || !sum_file.exists()
     {
         // Compressed tarballs do not compress further: random-like bytes.
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let mut f = std::io::BufWriter::new(std::fs::File::create(&payload)?);
         let mut block = vec![0u8; 1 << 20];
-        for _ in 0..cmd.size_mib {
+        for _ in 0..job.size_mib {
             for chunk in block.chunks_mut(8) {
                 chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
             }
@@ -315,9 +328,9 @@ fn bench_upload(root: &Path, cmd: &BenchCmd) -> Result<()> {
 /// loopback HTTP (python3's http.server), installed by `cargo xtask download`
 /// and, in the same run, by `curl -o && sha256sum -c && gpg --verify && tar
 /// -xzf`: the four passes an admin would otherwise make.
-fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
+fn bench_download(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
     // Its own subdirectory: regenerating the input removes it, and only it.
-    let work = match &cmd.dir {
+    let work = match &job.dir {
         Some(dir) => dir.join("download"),
         None => root.join("target/slurm-factory/bench-download"),
     };
@@ -332,16 +345,16 @@ fn bench_download(root: &Path, matrix: &Matrix, cmd: &BenchCmd) -> Result<()> {
     let store = work.join("store");
     let public_key = work.join("public.asc");
     // Slurm-like views compress about 3:1: three times the artifact's size.
-    let marker = work.join(format!(".complete-{}m", cmd.size_mib));
+    let marker = work.join(format!(".complete-{}m", job.size_mib));
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&work);
         let view = work.join("tree/view");
         outln!(
             "generating a {} MiB Slurm-like view and its signed package in {} …",
-            cmd.size_mib * 3,
+            job.size_mib * 3,
             work.display()
         );
-        generate_view(&view, (cmd.size_mib * 3) << 20)?;
+        generate_view(&view, (job.size_mib * 3) << 20)?;
         let lock = work.join("spack.lock");
         std::fs::write(&lock, BENCH_LOCK)?;
         let (armored, public) = throwaway_key(&work)?;

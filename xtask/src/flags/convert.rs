@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::*;
+use crate::admin_binary;
+use crate::bench;
 use crate::build;
 use crate::error::UsageError;
 use crate::image;
@@ -242,6 +244,31 @@ impl VerifyCmd {
     }
 }
 
+impl BenchCmd {
+    pub fn job(&self) -> bench::Job {
+        bench::Job {
+            what: match self.what {
+                BenchWhat::Package => bench::What::Package,
+                BenchWhat::Upload => bench::What::Upload,
+                BenchWhat::Download => bench::What::Download,
+            },
+            size_mib: self.size_mib,
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+impl AdminBinaryCmd {
+    pub fn job(&self) -> Result<admin_binary::Job> {
+        Ok(admin_binary::Job {
+            out: self.out.clone(),
+            keyring: self.signing.keyring(self.dry_run)?,
+            unsigned: self.signing.unsigned,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
@@ -295,5 +322,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Clap types stay at the edge: only `flags/` and the dispatch in
+    /// `lib.rs` (and the executables' `main`s) know the command line.
+    #[test]
+    fn only_the_edge_knows_the_command_line() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut checked = 0;
+        for entry in walkdir::WalkDir::new(&src) {
+            let path = entry.unwrap().into_path();
+            let rel = path.strip_prefix(&src).unwrap();
+            let edge = rel.starts_with("flags")
+                || rel.starts_with("bin")
+                || rel == Path::new("lib.rs")
+                || rel == Path::new("main.rs");
+            if edge || path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            checked += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines().map(str::trim_start) {
+                if line.starts_with("//") {
+                    continue;
+                }
+                for clap in ["clap::", "use clap", "crate::flags"] {
+                    assert!(!line.contains(clap), "{}: {line}", rel.display());
+                }
+            }
+        }
+        assert!(checked > 40, "{checked} files");
     }
 }

@@ -14,7 +14,7 @@ use clap::Args;
 use crate::container::EngineKind;
 use crate::error::UsageError;
 use crate::image;
-use crate::matrix::{CellFilter, Variant};
+use crate::matrix::{CellFilter, Stage, Variant};
 use crate::sign::{KEY_VAR, Keyring};
 use crate::store::{self, Store, StoreUrl, local, s3};
 
@@ -289,4 +289,35 @@ pub struct BuildArgs {
     /// Print the image build, the engine command and the in-container script; run nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+// The engine modules' enums as flag values: their spellings are the ones the
+// engine modules use (`as_str`, `program`), so a flag and a file or a matrix
+// entry never disagree.
+
+impl clap::ValueEnum for Variant {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Variant::Cpu, Variant::Gpu]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+impl clap::ValueEnum for Stage {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Stage::Deps, Stage::Slurm]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+impl clap::ValueEnum for EngineKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[EngineKind::Podman, EngineKind::Docker]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.program()))
+    }
 }
