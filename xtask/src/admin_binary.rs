@@ -6,13 +6,13 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::checksum::checksum_line;
 use crate::gha;
 use crate::matrix::Matrix;
+use crate::process;
 use crate::schema::admin_binary::{self, BUILD_TOOLS, TARGET, TARGET_DIR};
 use crate::sign::Keyring;
 use crate::store::local::sha256_file;
@@ -91,11 +91,8 @@ pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
         }
         return Ok(());
     }
-    if Command::new("cargo-zigbuild")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    let sh = process::shell()?;
+    if process::output(process::cmd(&sh, &["cargo-zigbuild", "--version"])).is_err() {
         bail!(
             "cargo-zigbuild is not installed: pip install {} (or run .ci/install)",
             BUILD_TOOLS.join(" ")
@@ -103,13 +100,10 @@ pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
     }
     {
         let _g = gha::Group::new(&format!("Build {BIN} for {TARGET}"));
-        let status = Command::new(&plan.argv[0])
-            .args(&plan.argv[1..])
-            .current_dir(root)
-            .status()
-            .with_context(|| format!("running {}", plan.argv.join(" ")))?;
-        if !status.success() {
-            bail!("{} failed ({status})", plan.argv.join(" "));
+        let _in_root = sh.push_dir(root);
+        let code = process::status(process::cmd(&sh, &plan.argv))?;
+        if code != 0 {
+            bail!("{} failed (exit {code})", plan.argv.join(" "));
         }
     }
     std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
@@ -125,7 +119,7 @@ pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
     let _ = std::fs::remove_file(&asc);
     if let Some(k) = keyring {
         let mut child = k
-            .detached_sign(&asc)
+            .detached_sign(&asc)?
             .spawn()
             .context("starting gpg to sign")?;
         let mut stdin = child.stdin.take().expect("piped");

@@ -5,11 +5,11 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::error::UsageError;
+use crate::process;
 
 pub const ENGINE_VAR: &str = "SLURM_FACTORY_ENGINE";
 
@@ -186,24 +186,22 @@ impl fmt::Display for Shown<'_> {
 }
 
 pub fn image_exists(engine: EngineKind, tag: &str) -> Result<bool> {
-    let status = Command::new(engine.program())
-        .args(["image", "inspect", tag])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("running {}", engine.program()))?;
-    Ok(status.success())
+    let sh = process::shell()?;
+    let out = process::output(process::cmd(
+        &sh,
+        &[engine.program(), "image", "inspect", tag],
+    ))?;
+    Ok(out.status.success())
 }
 
 /// Pulls an image the engine does not have; the engine's last line of
 /// complaint when it cannot.
 pub fn pull(engine: EngineKind, image: &str) -> Result<()> {
-    let out = Command::new(engine.program())
-        .args(["pull", "--quiet", image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {} pull", engine.program()))?;
+    let sh = process::shell()?;
+    let out = process::output(process::cmd(
+        &sh,
+        &[engine.program(), "pull", "--quiet", image],
+    ))?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
         bail!("{}", why.lines().last().unwrap_or("").trim());
@@ -216,26 +214,14 @@ pub fn pull(engine: EngineKind, image: &str) -> Result<()> {
 pub fn capture(run: &Run, engine: EngineKind) -> Result<(Option<i32>, String)> {
     let argv = run.argv(engine);
     outln!("{}", Shown(&argv));
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", argv[0]))?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    ))
+    let sh = process::shell()?;
+    process::capture(process::cmd(&sh, &argv))
 }
 
 /// Runs an argv with inherited output; returns its exit code.
 pub fn execute(argv: &[String]) -> Result<i32> {
-    let status = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("running {}", argv[0]))?;
-    Ok(status.code().unwrap_or(128 + 9))
+    let sh = process::shell()?;
+    process::status(process::cmd(&sh, argv))
 }
 
 /// The invoking user's uid and gid: the build runs as them, so everything it

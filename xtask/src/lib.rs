@@ -50,6 +50,7 @@ mod mirror;
 mod module;
 mod package;
 mod plan;
+mod process;
 mod project;
 mod publish;
 mod report;

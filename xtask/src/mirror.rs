@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::checksum::hex;
+use crate::process;
 
 #[derive(Debug, Deserialize)]
 struct Manifest {
@@ -122,10 +122,12 @@ pub fn verify(dir: &Path, expected_signer: Option<&str>) -> Result<Report> {
             read_blob(dir, blob).context("the index")?;
         }
     }
-    let _ = Command::new("gpgconf")
-        .env("GNUPGHOME", home.path())
-        .args(["--kill", "gpg-agent"])
-        .status();
+    let sh = process::shell()?;
+    let _ = process::output(
+        sh.cmd("gpgconf")
+            .env("GNUPGHOME", home.path())
+            .args(["--kill", "gpg-agent"]),
+    );
     Ok(Report {
         specs,
         signers,
@@ -207,25 +209,16 @@ fn read_blob(dir: &Path, blob: &Blob) -> Result<Vec<u8>> {
 }
 
 fn gpg(home: &Path, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new("gpg")
+    let sh = process::shell()?;
+    let mut gpg = sh
+        .cmd("gpg")
         .env("GNUPGHOME", home)
         .args(["--batch", "--no-tty"])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running gpg")?;
+        .args(args);
     if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data)?;
+        gpg = gpg.stdin(data);
     }
-    let out = child.wait_with_output()?;
+    let out = process::output(gpg)?;
     if !out.status.success() {
         bail!(
             "gpg {}: {}",
@@ -266,17 +259,15 @@ mod tests {
 
     fn copy() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(fixture().join("."))
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = Command::new("chmod")
-            .args(["-R", "u+w"])
-            .arg(dir.path())
-            .status();
+        let sh = process::shell().unwrap();
+        let copied = process::status(
+            sh.cmd("cp")
+                .arg("-r")
+                .arg(fixture().join("."))
+                .arg(dir.path()),
+        );
+        assert_eq!(copied.unwrap(), 0);
+        let _ = process::output(sh.cmd("chmod").args(["-R", "u+w"]).arg(dir.path()));
         dir
     }
 

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::process;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
@@ -64,11 +65,11 @@ impl Keyring {
             passphrase: passphrase.to_string(),
             fingerprint: String::new(),
         };
-        let mut import = ring.gpg();
+        let mut import = ring.gpg()?;
         import.args(["--import"]);
         run_with_stdin(import, armored).context("importing the signing key (gpg --import)")?;
         let listing = ring
-            .gpg()
+            .gpg()?
             .args(["--list-secret-keys", "--with-colons"])
             .stdout(Stdio::piped())
             .output()?;
@@ -94,41 +95,30 @@ impl Keyring {
             .prefix("slurm-factory-throwaway-")
             .tempdir()?;
         set_mode(home.path(), 0o700)?;
+        let sh = process::shell()?;
+        let _home = sh.push_env("GNUPGHOME", home.path());
+        // An empty passphrase: the key is made to be thrown away.
         let gpg = || {
-            let mut c = Command::new("gpg");
-            c.env("GNUPGHOME", home.path()).args([
-                "--batch",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ]);
-            c
+            sh.cmd("gpg")
+                .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
         };
-        let made = gpg()
-            .args([
-                "--quick-gen-key",
-                "Slurm Factory throwaway key <throwaway@slurm-factory.invalid>",
-                "ed25519",
-                "sign",
-                "1d",
-            ])
-            .output()
-            .context("running gpg to make a throwaway key")?;
+        let made = process::output(gpg().args([
+            "--quick-gen-key",
+            "Slurm Factory throwaway key <throwaway@slurm-factory.invalid>",
+            "ed25519",
+            "sign",
+            "1d",
+        ]))
+        .context("making a throwaway key")?;
         if !made.status.success() {
             bail!(
                 "gpg could not make a throwaway key: {}",
                 String::from_utf8_lossy(&made.stderr).trim()
             );
         }
-        let exported = gpg()
-            .args(["--armor", "--export-secret-keys"])
-            .output()
+        let exported = process::output(gpg().args(["--armor", "--export-secret-keys"]))
             .context("exporting the throwaway key")?;
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", home.path())
-            .args(["--kill", "gpg-agent"])
-            .status();
+        let _ = process::output(sh.cmd("gpgconf").args(["--kill", "gpg-agent"]));
         Keyring::import(&exported.stdout, "")
     }
 
@@ -142,26 +132,31 @@ impl Keyring {
     }
 
     /// gpg in batch mode on the temporary home, the passphrase from its file.
-    pub fn gpg(&self) -> Command {
-        let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase-file",
-            ])
-            .arg(&self.passphrase_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        cmd
+    ///
+    /// A `std::process::Command` from the seam: signing streams the package
+    /// through gpg's stdin as it is written (see `process`).
+    pub fn gpg(&self) -> Result<Command> {
+        let sh = process::shell()?;
+        let mut cmd = process::spawnable(
+            sh.cmd("gpg")
+                .env("GNUPGHOME", self.home.path())
+                .args([
+                    "--batch",
+                    "--no-tty",
+                    "--quiet",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase-file",
+                ])
+                .arg(&self.passphrase_file),
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        Ok(cmd)
     }
 
     /// A detached armored signature of what is written to the child's stdin.
-    pub fn detached_sign(&self, output: &Path) -> Command {
-        let mut cmd = self.gpg();
+    pub fn detached_sign(&self, output: &Path) -> Result<Command> {
+        let mut cmd = self.gpg()?;
         cmd.args([
             "--armor",
             "--detach-sign",
@@ -172,13 +167,13 @@ impl Keyring {
         .arg(output)
         .arg("-")
         .stdin(Stdio::piped());
-        cmd
+        Ok(cmd)
     }
 
     /// A detached armored signature of `bytes` into `output`.
     pub fn sign_bytes(&self, output: &Path, bytes: &[u8]) -> Result<()> {
         let mut child = self
-            .detached_sign(output)
+            .detached_sign(output)?
             .spawn()
             .context("starting gpg to sign")?;
         child.stdin.take().expect("piped").write_all(bytes)?;
@@ -195,7 +190,7 @@ impl Keyring {
     /// The public half, armored.
     pub fn export_public(&self) -> Result<String> {
         let out = self
-            .gpg()
+            .gpg()?
             .args(["--armor", "--export", &self.fingerprint])
             .stdout(Stdio::piped())
             .output()
@@ -213,12 +208,10 @@ impl Keyring {
 impl Drop for Keyring {
     fn drop(&mut self) {
         // The agent keeps the unlocked key in memory: stop it before the home goes.
-        let _ = Command::new("gpgconf")
-            .args(["--kill", "gpg-agent"])
-            .env("GNUPGHOME", self.home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        if let Ok(sh) = process::shell() {
+            let kill = sh.cmd("gpgconf").args(["--kill", "gpg-agent"]);
+            let _ = process::output(kill.env("GNUPGHOME", self.home.path()));
+        }
     }
 }
 
@@ -281,12 +274,12 @@ impl TrustedKey {
             home,
             fingerprint: String::new(),
         };
-        let mut import = key.gpg();
+        let mut import = key.gpg()?;
         import.args(["--import"]);
         run_with_stdin(import, armored)
             .with_context(|| format!("{what} is not a PGP public key"))?;
         let listing = key
-            .gpg()
+            .gpg()?
             .args(["--list-keys", "--with-colons", "--fixed-list-mode"])
             .stdout(Stdio::piped())
             .output()?;
@@ -315,26 +308,27 @@ impl TrustedKey {
     /// so it starts none (an admin's machine may have gpg without the agent,
     /// Debian's `gpg` package alone, and a public-key import would fail
     /// trying to start it).
-    fn gpg(&self) -> Command {
-        let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--quiet",
-                "--no-autostart",
-                "--trust-model",
-                "always",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        cmd
+    ///
+    /// A `std::process::Command` from the seam: a download streams through
+    /// gpg's stdin as it arrives (see `process`).
+    fn gpg(&self) -> Result<Command> {
+        let sh = process::shell()?;
+        let mut cmd = process::spawnable(sh.cmd("gpg").env("GNUPGHOME", self.home.path()).args([
+            "--batch",
+            "--no-tty",
+            "--quiet",
+            "--no-autostart",
+            "--trust-model",
+            "always",
+        ]));
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        Ok(cmd)
     }
 
     /// Starts `gpg --verify SIGNATURE -`; the signed bytes go to `stdin`.
     pub fn start_verify(&self, signature: &Path) -> Result<Verification> {
         let mut child = self
-            .gpg()
+            .gpg()?
             .args(["--status-fd", "1", "--verify"])
             .arg(signature)
             .arg("-")

@@ -4,11 +4,11 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::matrix::SpackPins;
+use crate::process;
 
 /// Where a local copy is looked up when `--spack-sources` is not given.
 pub const SOURCES_VAR: &str = "SLURM_FACTORY_SPACK_SOURCES";
@@ -199,11 +199,10 @@ fn clone(pin: &Pin, out: &Path) -> Result<()> {
         pin.clone_url()
     );
     let git = |args: &[&std::ffi::OsStr]| -> Result<()> {
-        let status = Command::new("git")
-            .args(args)
-            .status()
-            .context("running git (needed to fetch Spack when no local copy is given)")?;
-        if !status.success() {
+        let sh = process::shell()?;
+        let code = process::status(sh.cmd("git").args(args))
+            .context("git is needed to fetch Spack when no local copy is given")?;
+        if code != 0 {
             bail!(
                 "git {} failed; give a local copy of the pinned Spack with --spack-sources DIR or {SOURCES_VAR}",
                 args.first()

@@ -4,13 +4,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::matrix::{Cell, Matrix, Variant};
 use crate::package;
+use crate::process;
 
 mod support;
 
@@ -124,15 +124,16 @@ fn bench_package(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
     ] {
         let _ = std::fs::remove_file(&tar_out);
         let started = Instant::now();
-        let status = Command::new("tar")
+        let sh = process::shell()?;
+        let tar = sh
+            .cmd("tar")
             .args(&args)
             .arg(&tar_out)
             .arg("-C")
             .arg(&tree)
-            .arg("view")
-            .status()
-            .with_context(|| format!("running {name}"))?;
-        if !status.success() {
+            .arg("view");
+        let code = process::status(tar).with_context(|| format!("running {name}"))?;
+        if code != 0 {
             bail!("{name} failed (is pigz installed? `apt-get install pigz`)");
         }
         let m = Measured {
@@ -180,6 +181,7 @@ const ROUNDS: usize = 3;
 /// `bench upload`: one file to a loopback S3 server (s3s-fs, SigV4) with the
 /// toolkit's S3 store and with `aws s3 cp`, same file, same server, same run.
 fn bench_upload(root: &Path, job: &Job) -> Result<()> {
+    let sh = process::shell()?;
     use crate::store::{Put, Store, s3::S3Store};
     let work = job
         .dir
@@ -215,11 +217,10 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
     let server = LoopbackServer::start(
         "s3s-fs (install it: cargo install --locked s3s-fs@0.14.1 --features binary)",
         |port| {
-            let mut cmd = Command::new("s3s-fs");
-            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", access, "--secret-key", secret])
-                .arg(&data);
-            cmd
+            let server = sh.cmd("s3s-fs");
+            let server = server.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+            let server = server.args(["--access-key", access, "--secret-key", secret]);
+            process::spawnable(server.arg(&data))
         },
     )?;
     let endpoint = server.url();
@@ -249,7 +250,8 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
             )
         };
         let peer_run = || -> Result<()> {
-            let status = Command::new("aws")
+            let aws = sh
+                .cmd("aws")
                 .args([
                     "s3",
                     "cp",
@@ -262,10 +264,9 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
                 .env("AWS_ACCESS_KEY_ID", access)
                 .env("AWS_SECRET_ACCESS_KEY", secret)
                 .env("AWS_DEFAULT_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .status()
-                .context("running aws (install it: pip install awscli)")?;
-            if !status.success() {
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+            let code = process::status(aws).context("install it: pip install awscli")?;
+            if code != 0 {
                 bail!("aws s3 cp failed");
             }
             Ok(())
@@ -278,7 +279,7 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
             for which in [round % 2, 1 - round % 2] {
                 let _ =
                     std::fs::remove_file(data.join(bucket).join(["ours.bin", "peer.bin"][which]));
-                let _ = Command::new("sync").status();
+                let _ = process::status(sh.cmd("sync"));
                 let cpu = cpu_seconds(pid);
                 let started = Instant::now();
                 if which == 0 {
@@ -329,6 +330,7 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
 /// and, in the same run, by `curl -o && sha256sum -c && gpg --verify && tar
 /// -xzf`: the four passes an admin would otherwise make.
 fn bench_download(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+    let sh = process::shell()?;
     // Its own subdirectory: regenerating the input removes it, and only it.
     let work = match &job.dir {
         Some(dir) => dir.join("download"),
@@ -396,12 +398,10 @@ fn bench_download(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
     let tarball = cell_dir.join(&tarball_name);
     let size = std::fs::metadata(&tarball)?.len();
     let server = LoopbackServer::start("python3 -m http.server", |port| {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(&store);
-        cmd
+        let server = sh
+            .cmd("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"]);
+        process::spawnable(server.arg(port.to_string()).arg("--directory").arg(&store))
     })?;
     let url = server.url();
     let result = (|| -> Result<()> {
@@ -424,12 +424,9 @@ fn bench_download(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(gnupg.path(), std::fs::Permissions::from_mode(0o700))?;
         }
-        let status = Command::new("gpg")
-            .env("GNUPGHOME", gnupg.path())
-            .args(["--batch", "--quiet", "--import"])
-            .arg(&public_key)
-            .status()?;
-        if !status.success() {
+        let _home = sh.push_env("GNUPGHOME", gnupg.path());
+        let import = sh.cmd("gpg").args(["--batch", "--quiet", "--import"]);
+        if process::status(import.arg(&public_key))? != 0 {
             bail!("gpg --import of the bench key failed");
         }
         let rel = cell_dir.strip_prefix(&store)?.display().to_string();
@@ -447,15 +444,12 @@ tar -xzf {t} -C root
             peer = peer_dir.display(),
             t = tarball_name,
         );
-        let _ = Command::new("sync").status();
+        let _ = process::status(sh.cmd("sync"));
         let started = Instant::now();
-        let status = Command::new("bash")
-            .args(["-c", &script])
-            .env("GNUPGHOME", gnupg.path())
-            .status()
-            .context("running the curl/sha256sum/gpg/tar pipeline")?;
+        let code = process::status(sh.cmd("bash").args(["-c", &script]))
+            .context("the curl/sha256sum/gpg/tar pipeline")?;
         let peer = started.elapsed();
-        if !status.success() {
+        if code != 0 {
             bail!("curl && sha256sum -c && gpg --verify && tar -xzf failed");
         }
         outln!(
@@ -465,9 +459,10 @@ tar -xzf {t} -C root
             mib(size) / peer.as_secs_f64()
         );
 
-        let _ = Command::new("sync").status();
+        let _ = process::status(sh.cmd("sync"));
         let started = Instant::now();
-        let status = Command::new(std::env::current_exe()?)
+        let ours_run = sh
+            .cmd(std::env::current_exe()?)
             .arg("--root")
             .arg(root)
             .args(["download", "--slurm", &matrix.slurm[0].version])
@@ -477,10 +472,10 @@ tar -xzf {t} -C root
             .args(["--from", &url])
             .arg("--trusted-key")
             .arg(&public_key)
-            .stdout(std::process::Stdio::null())
-            .status()?;
+            .ignore_stdout();
+        let code = process::status(ours_run)?;
         let ours = started.elapsed();
-        if !status.success() {
+        if code != 0 {
             bail!("cargo xtask download failed");
         }
         outln!(

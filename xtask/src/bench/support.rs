@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::process;
+
 /// A passphrase-less signing key in a temporary GnuPG home: (secret, public), armored.
 pub(super) fn throwaway_key(work: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let home = tempfile::Builder::new().prefix("gnupg-").tempdir_in(work)?;
+    let sh = process::shell()?;
+    let _home = sh.push_env("GNUPGHOME", home.path());
     let gpg = |args: &[&str]| -> Result<Vec<u8>> {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", home.path())
-            .args(["--batch", "--quiet", "--passphrase", ""])
-            .args(args)
-            .output()
-            .context("running gpg")?;
+        let gpg = sh
+            .cmd("gpg")
+            .args(["--batch", "--quiet", "--passphrase", ""]);
+        let out = process::output(gpg.args(args))?;
         if !out.status.success() {
             bail!(
                 "gpg {args:?}: {}",
@@ -41,10 +43,7 @@ pub(super) fn throwaway_key(work: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
         "--export-secret-keys",
     ])?;
     let public = gpg(&["--armor", "--export"])?;
-    let _ = Command::new("gpgconf")
-        .env("GNUPGHOME", home.path())
-        .args(["--kill", "gpg-agent"])
-        .status();
+    let _ = process::output(sh.cmd("gpgconf").args(["--kill", "gpg-agent"]));
     Ok((secret, public))
 }
 

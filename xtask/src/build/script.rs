@@ -411,10 +411,10 @@ mod tests {
         ] {
             for rehearsal in [false, true] {
                 let s = script(stage, Some("F"), rehearsal);
-                let out = std::process::Command::new("bash")
-                    .args(["-n", "-c", &s])
-                    .output()
-                    .unwrap();
+                let sh = crate::process::shell().unwrap();
+                let out =
+                    crate::process::output(crate::process::cmd(&sh, &["bash", "-n", "-c", &s]))
+                        .unwrap();
                 assert!(
                     out.status.success(),
                     "{}\n{s}",

@@ -166,7 +166,7 @@ pub fn package(project: &Project, cell: &Cell<'_>, opts: &Options<'_>) -> Result
         Some(k) => {
             let asc = staged.path(opts.out, &files::signature(&tarball_name));
             Some(
-                k.detached_sign(&asc)
+                k.detached_sign(&asc)?
                     .spawn()
                     .context("starting gpg to sign")?,
             )
