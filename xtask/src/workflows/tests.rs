@@ -215,3 +215,56 @@ fn matrix_jobs_do_not_compile_the_toolkit() {
         assert_eq!(build["if"], "needs.plan.outputs.count != '0'");
     }
 }
+
+/// The build and index steps, run by bash as Actions runs them (the toolkit
+/// replaced by a printer), pass exactly the plan's arguments for every cell.
+#[test]
+fn the_steps_pass_each_entrys_arguments_exactly() {
+    use crate::matrix::entry::{Entry, MirrorEntry};
+    use crate::matrix::{CellFilter, Stage};
+    let m = Matrix::load(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()).unwrap();
+    let files = rendered();
+    let script = |file: &str, job: &str, command: &str| -> String {
+        let doc = parsed(files.iter().find(|f| f.path.ends_with(file)).unwrap());
+        let steps = doc["jobs"][job]["steps"].as_sequence().unwrap().clone();
+        let run = steps
+            .iter()
+            .filter_map(|s| s["run"].as_str())
+            .find(|r| r.contains(&format!("{TOOLKIT} {command} ")))
+            .unwrap()
+            .to_string();
+        // A printer in the toolkit's place: one argument per line.
+        format!(
+            "set -eo pipefail\nprinter() {{ printf '%s\\n' \"$@\"; }}\n{}",
+            run.replace(TOOLKIT, "printer")
+        )
+    };
+    let sh = crate::process::shell().unwrap();
+    let ran = |script: &str, args: &[String]| -> Vec<String> {
+        let run = crate::process::cmd(&sh, &["bash", "-c", script]).env("ARGS", args.join(" "));
+        let (code, out) = crate::process::capture(run).unwrap();
+        assert_eq!(code, Some(0), "{script}");
+        out.lines().map(String::from).collect()
+    };
+    for (stage, file, job, command) in [
+        (Stage::Deps, DEPS, "build-deps", "build-deps"),
+        (Stage::Slurm, SLURM, "build-slurm", "build-slurm"),
+    ] {
+        let build = script(file, job, command);
+        let index = script(file, "index", "index");
+        let cells = m.cells(stage, &CellFilter::default()).unwrap();
+        for rehearse in [false, true] {
+            for cell in &cells {
+                let args = Entry::of(cell, rehearse).args;
+                let mut want = vec![command.to_string()];
+                want.extend(args.iter().cloned());
+                assert_eq!(ran(&build, &args), want, "{}", cell.id());
+            }
+            for mirror in MirrorEntry::of(cells.iter(), rehearse) {
+                let mut want = vec!["index".to_string()];
+                want.extend(mirror.args.iter().cloned());
+                assert_eq!(ran(&index, &mirror.args), want);
+            }
+        }
+    }
+}
