@@ -4,16 +4,14 @@
 //! container with only gpg and ca-certificates lists and installs a release
 //! served over HTTP, and Lmod (installed for that check only) loads it.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::dist::Dist;
-use common::gpg::TestKey;
-use common::{Run, StaticServer, admin_at, sh, xtask};
+use crate::support::dist::Dist;
+use crate::support::gpg::TestKey;
+use crate::support::{Run, StaticServer, admin_at, sh, xtask};
 
 const NAME: &str = "slurm-factory-x86_64-linux";
 
@@ -171,7 +169,7 @@ fn a_bare_debian_container_lists_installs_and_loads_a_release() {
             std::fs::create_dir_all(view.join("lib")).unwrap();
             std::fs::write(
                 view.join("lib/libslurm.so.42"),
-                common::dist::noise(2 << 20, 3),
+                crate::support::dist::noise(2 << 20, 3),
             )
             .unwrap();
         },

@@ -1,12 +1,10 @@
 //! The shipped Lmod module, rendered by the toolkit and loaded by real Lmod
 //! (Debian's `lmod`): relocation, the missing-prefix error, unload, conflicts.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::xtask;
+use crate::support::xtask;
 
 const LMOD_INIT: &str = "/usr/share/lmod/lmod/init/bash";
 
