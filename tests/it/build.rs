@@ -1,6 +1,6 @@
 //! `build-deps`, `build-slurm`, `index` and `image` as commands: their
 //! plans (`--dry-run`), their errors, and the image step with real Podman.
-//! The stages themselves run real Spack in `tests/real_spack.rs`.
+//! The stages themselves run real Spack in `tests/it/real_spack.rs`.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The fake GitHub Releases API in `tests/common/github.rs`, over real HTTP
+//! The fake GitHub Releases API in `tests/it/support/github.rs`, over real HTTP
 //! with a small blocking client on `std::net`.
 
 use std::io::{self, Read, Write};

@@ -322,7 +322,7 @@ fn s3_without_a_bucket_is_a_usage_error() {
 }
 
 // ---------------------------------------------------------------------------
-// GitHub Releases, through octocrab, against the stateful fake in tests/common/github.rs.
+// GitHub Releases, through octocrab, against the stateful fake in tests/it/support/github.rs.
 
 use crate::support::github::GitHubServer;
 
