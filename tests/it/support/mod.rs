@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: run the toolkit binary, and make
 //! scratch copies of the project to change without touching the checkout.
 
-#![allow(dead_code)]
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
