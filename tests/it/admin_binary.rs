@@ -36,7 +36,8 @@ fn released() -> &'static Released {
                 .arg("--version")
                 .output()
                 .is_ok(),
-            "cargo-zigbuild is not installed: run `sudo bash .ci/install`"
+            "{}",
+            crate::support::missing_line("cargo-zigbuild")
         );
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("dist");
@@ -208,7 +209,7 @@ scontrol
         ))
         .args(["localbase:bookworm", "bash", "-c", &script])
         .output()
-        .expect("podman is not installed: run `sudo bash .ci/install`");
+        .unwrap_or_else(|_| crate::support::missing("podman"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

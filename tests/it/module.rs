@@ -59,7 +59,8 @@ impl Site {
     fn lmod(&self, script: &str, env: &[(&str, &str)]) -> (bool, String, String) {
         assert!(
             Path::new(LMOD_INIT).exists(),
-            "Lmod is not installed: run `sudo bash .ci/install`"
+            "{}",
+            crate::support::missing_line("Lmod")
         );
         let mut cmd = Command::new("bash");
         cmd.env_clear()
@@ -222,7 +223,7 @@ fn rendered_module_is_valid_lua() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(_) => panic!("luac5.3 is not installed (Debian lua5.3): run `sudo bash .ci/install`"),
+        Err(_) => crate::support::missing("luac5.3 (Debian lua5.3)"),
     }
     let text = std::fs::read_to_string(&file).unwrap();
     for needle in [

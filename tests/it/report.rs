@@ -158,7 +158,7 @@ fn chromium(profile: &Path, args: &[&str]) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
-        .expect("chromium is not installed: run `sudo bash .ci/install`");
+        .unwrap_or_else(|_| crate::support::missing("chromium"));
     assert!(
         out.status.success(),
         "chromium: {}",

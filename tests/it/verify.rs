@@ -124,7 +124,7 @@ fn fix_view(v: &Path) {
                     .status();
                 assert!(
                     status
-                        .expect("patchelf is not installed: run `sudo bash .ci/install`")
+                        .unwrap_or_else(|_| crate::support::missing("patchelf"))
                         .success()
                 );
             }

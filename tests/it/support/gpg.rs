@@ -145,7 +145,7 @@ fn gpg_in(home: &Path, passphrase: &str, args: &[&str]) -> std::process::Output 
         ])
         .args(args)
         .output()
-        .expect("gpg is not installed: run `sudo bash .ci/install`")
+        .unwrap_or_else(|_| super::missing("gpg"))
 }
 
 pub fn kill_agent(home: &Path) {
