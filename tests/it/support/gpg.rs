@@ -104,11 +104,6 @@ impl TestKey {
     pub fn verify(public: &Path, signature: &Path, data: &Path) -> bool {
         verify_with(public, &[signature.as_os_str(), data.as_os_str()])
     }
-
-    /// `gpg --verify` of a clear-signed file, trusting only `public`.
-    pub fn verify_clearsigned(public: &Path, file: &Path) -> bool {
-        verify_with(public, &[file.as_os_str()])
-    }
 }
 
 fn verify_with(public: &Path, files: &[&std::ffi::OsStr]) -> bool {
@@ -150,7 +145,7 @@ fn gpg_in(home: &Path, passphrase: &str, args: &[&str]) -> std::process::Output 
         ])
         .args(args)
         .output()
-        .expect("gpg is not installed: run `sudo bash .ci/install`")
+        .unwrap_or_else(|_| super::missing("gpg"))
 }
 
 pub fn kill_agent(home: &Path) {

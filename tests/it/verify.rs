@@ -3,13 +3,11 @@
 //! installed on this machine). Debian's binaries are not relocatable; verify
 //! must say so, and pass once the view is fixed the way Spack's RPATHs do.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Project, sh};
+use crate::support::{Project, sh};
 
 const DEBS: &[&str] = &[
     "slurm-client",
@@ -126,7 +124,7 @@ fn fix_view(v: &Path) {
                     .status();
                 assert!(
                     status
-                        .expect("patchelf is not installed: run `sudo bash .ci/install`")
+                        .unwrap_or_else(|_| crate::support::missing("patchelf"))
                         .success()
                 );
             }
@@ -146,7 +144,7 @@ fn package_and_verify(
     let lock = dir.join("spack.lock");
     std::fs::write(&lock, LOCK).unwrap();
     let out = dir.join("dist");
-    common::package(
+    crate::support::package(
         &project.root,
         view,
         &lock,
@@ -288,7 +286,7 @@ fn an_os_image_that_is_not_available_is_a_clear_error() {
     let lock = dir.path().join("spack.lock");
     std::fs::write(&lock, LOCK).unwrap();
     let out = dir.path().join("dist");
-    common::package(
+    crate::support::package(
         &project.root,
         &view,
         &lock,

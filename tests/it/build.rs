@@ -1,13 +1,11 @@
 //! `build-deps`, `build-slurm`, `index` and `image` as commands: their
 //! plans (`--dry-run`), their errors, and the image step with real Podman.
-//! The stages themselves run real Spack in `tests/real_spack.rs`.
-
-mod common;
+//! The stages themselves run real Spack in `tests/it/real_spack.rs`.
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{Project, sh, spack, xtask};
+use crate::support::{Project, sh, spack, xtask};
 
 struct Site {
     state: tempfile::TempDir,
@@ -325,7 +323,7 @@ fn assert_contains_all(out: &str, needles: &[&str]) {
 /// retried); a read-then-write would lose one.
 #[test]
 fn two_legs_finishing_together_both_stay_recorded_in_s3() {
-    use common::s3::{FaultProxy, Faults, S3Server};
+    use crate::support::s3::{FaultProxy, Faults, S3Server};
     let project = missing_jammy_base();
     let s3 = S3Server::start();
     // The proxy's faults are static: a leaked string, once per test.

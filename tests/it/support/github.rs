@@ -145,8 +145,6 @@
 //!   tag of an immutable release` (GitHub declines it by a repository rule;
 //!   the text is not documented) and nothing changes.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -302,11 +300,6 @@ impl GitHubServer {
         }
     }
 
-    /// `owner/repo`.
-    pub fn repo(&self) -> String {
-        format!("{OWNER}/{REPO}")
-    }
-
     /// Where anyone downloads an asset of a published release.
     pub fn download_url(&self, tag: &str, name: &str) -> String {
         format!(
@@ -448,15 +441,6 @@ impl GitHubServer {
     /// a "starter" asset, and has its connection dropped with no response.
     pub fn break_next_upload(&self) {
         self.shared.lock().faults.push(Fault::Break);
-    }
-
-    /// Every request so far: (method, path with query, status); status 0 means
-    /// the connection was dropped without a response.
-    pub fn requests(&self) -> Vec<(String, String, u16)> {
-        self.request_log()
-            .into_iter()
-            .map(|r| (r.method, r.target, r.status))
-            .collect()
     }
 
     /// Every request so far, with the host it came to.

@@ -4,13 +4,11 @@
 //! check and the changed input are named, every link resolves to a file of
 //! the store, and no request leaves the page's origin.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::dist::{Dist, noise};
-use common::{Project, StaticServer, fixtures, repo_root, xtask};
+use crate::support::dist::{Dist, noise};
+use crate::support::{Project, StaticServer, fixtures, repo_root, xtask};
 use serde_json::{Value, json};
 
 /// A store as a week of builds leaves it.
@@ -75,7 +73,7 @@ fn mixed_store() -> Store {
     let split_out = d.dir.path().join("dist-noble");
     fill(&split_view);
     std::fs::write(split_view.join("bin/sinfo"), noise(300_000, 12)).unwrap();
-    common::package(
+    crate::support::package(
         &repo_root(),
         &split_view,
         &fixtures().join("spack-concretized-slurm-env/spack.lock"),
@@ -85,7 +83,7 @@ fn mixed_store() -> Store {
     )
     .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &d.key.secret_armored)
     .success();
-    common::dist::publish_local(&Project::repo(), &split_out, &d.store(), &[]).success();
+    crate::support::dist::publish_local(&Project::repo(), &split_out, &d.store(), &[]).success();
     let store = d.store();
     let fp = |v: &str, t: &str, var: &str| {
         fingerprints(&store)
@@ -160,7 +158,7 @@ fn chromium(profile: &Path, args: &[&str]) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
-        .expect("chromium is not installed: run `sudo bash .ci/install`");
+        .unwrap_or_else(|_| crate::support::missing("chromium"));
     assert!(
         out.status.success(),
         "chromium: {}",

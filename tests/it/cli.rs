@@ -1,9 +1,7 @@
 //! The toolkit's command line, run as a user runs it: matrix listing, filters,
 //! usage errors, plan output for GitHub Actions, and generated-file drift.
 
-mod common;
-
-use common::{Project, xtask};
+use crate::support::{Project, xtask};
 use serde_json::Value;
 
 #[test]
@@ -98,7 +96,7 @@ fn plan_writes_the_github_matrix_and_summary() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("output");
     let summary = dir.path().join("summary");
-    let out = common::xtask(&[
+    let out = crate::support::xtask(&[
         "plan",
         "--stage",
         "slurm",
@@ -147,7 +145,7 @@ fn plan_writes_the_github_matrix_and_summary() {
 
 #[test]
 fn github_output_outside_actions_is_a_clear_error() {
-    let out = common::xtask(&["plan", "--stage", "deps", "--github-output"])
+    let out = crate::support::xtask(&["plan", "--stage", "deps", "--github-output"])
         .env_remove("GITHUB_OUTPUT")
         .failure();
     assert!(
@@ -254,7 +252,7 @@ fn a_closed_stdout_is_not_a_crash() {
     for args in [&["matrix"][..], &["workflows", "--check"][..]] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(args)
-            .current_dir(common::repo_root())
+            .current_dir(crate::support::repo_root())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -272,7 +270,7 @@ fn a_closed_stdout_is_not_a_crash() {
 fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
     let nowhere = tempfile::tempdir().unwrap();
     let at = nowhere.path();
-    let help = common::admin(at, &["--help"]).success();
+    let help = crate::support::admin(at, &["--help"]).success();
     assert!(help.stdout.contains("download"), "{}", help.stdout);
     assert!(!help.stdout.contains("publish"), "{}", help.stdout);
     // Every command says what it does (a flattened option group once took
@@ -282,7 +280,7 @@ fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
         "{}",
         help.stdout
     );
-    let help = common::admin(at, &["download", "--help"]).success();
+    let help = crate::support::admin(at, &["download", "--help"]).success();
     assert!(
         help.stdout
             .contains("slurm-factory download --slurm 25.11 --toolchain noble"),
@@ -290,14 +288,14 @@ fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
         help.stdout
     );
     assert!(!help.stdout.contains("cargo xtask"), "{}", help.stdout);
-    common::admin(at, &["publish"]).code(2);
-    let bad = common::admin(at, &["download", "--list", "--from", "local"]).code(2);
+    crate::support::admin(at, &["publish"]).code(2);
+    let bad = crate::support::admin(at, &["download", "--list", "--from", "local"]).code(2);
     assert!(
         bad.stderr.contains("--from local needs --store-dir DIR"),
         "{}",
         bad.stderr
     );
-    let bad = common::admin(
+    let bad = crate::support::admin(
         at,
         &[
             "download",
@@ -314,14 +312,14 @@ fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
     .code(2);
     assert!(bad.stderr.contains("40 hex digits"), "{}", bad.stderr);
     // A release is named by its tag, of the series --slurm names if given.
-    let bad = common::admin(at, &["download", "--list", "--release", "v25.11"]).code(2);
+    let bad = crate::support::admin(at, &["download", "--list", "--release", "v25.11"]).code(2);
     assert!(
         bad.stderr
             .contains("--release v25.11: expected a release tag, slurm-<version>-<YYYY.MM.DD>[.N]"),
         "{}",
         bad.stderr
     );
-    let bad = common::admin(
+    let bad = crate::support::admin(
         at,
         &[
             "download",
@@ -340,7 +338,7 @@ fn the_admins_executable_is_download_alone_and_reads_no_checkout() {
         "{}",
         bad.stderr
     );
-    let help = common::admin(at, &["download", "--help"]).success();
+    let help = crate::support::admin(at, &["download", "--help"]).success();
     assert!(
         help.stdout.contains("--release slurm-25.11.6-2026.12.01"),
         "{}",

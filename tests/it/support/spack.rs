@@ -3,8 +3,6 @@
 //! unpacked Spack with its solver for checks on the host. Also the tests'
 //! Debian 12 toolchain, whose base image `.ci/podman` makes.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,11 +2,9 @@
 //! with what Spack needs; bad input writes nothing. (Real Spack checks these
 //! files outside CI: see the README.)
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::xtask;
+use crate::support::xtask;
 use serde_yaml::Value;
 
 fn render(args: &[&str]) -> (tempfile::TempDir, Value, String) {

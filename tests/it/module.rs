@@ -1,12 +1,10 @@
 //! The shipped Lmod module, rendered by the toolkit and loaded by real Lmod
 //! (Debian's `lmod`): relocation, the missing-prefix error, unload, conflicts.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::xtask;
+use crate::support::xtask;
 
 const LMOD_INIT: &str = "/usr/share/lmod/lmod/init/bash";
 
@@ -61,7 +59,8 @@ impl Site {
     fn lmod(&self, script: &str, env: &[(&str, &str)]) -> (bool, String, String) {
         assert!(
             Path::new(LMOD_INIT).exists(),
-            "Lmod is not installed: run `sudo bash .ci/install`"
+            "{}",
+            crate::support::missing_line("Lmod")
         );
         let mut cmd = Command::new("bash");
         cmd.env_clear()
@@ -224,7 +223,7 @@ fn rendered_module_is_valid_lua() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(_) => panic!("luac5.3 is not installed (Debian lua5.3): run `sudo bash .ci/install`"),
+        Err(_) => crate::support::missing("luac5.3 (Debian lua5.3)"),
     }
     let text = std::fs::read_to_string(&file).unwrap();
     for needle in [

@@ -1,13 +1,11 @@
-//! The fake GitHub Releases API in `tests/common/github.rs`, over real HTTP
+//! The fake GitHub Releases API in `tests/it/support/github.rs`, over real HTTP
 //! with a small blocking client on `std::net`.
-
-mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::github::{GitHubServer, OWNER, REPO};
+use crate::support::github::{GitHubServer, OWNER, REPO};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------

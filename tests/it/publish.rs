@@ -1,13 +1,11 @@
 //! `cargo xtask publish`: packages made by `package` go to a store in a safe
 //! order; a rerun uploads nothing; a corrupt or unsigned package never leaves.
 
-mod common;
-
 use std::path::Path;
 
-use common::dist::{Dist, STEM, noise};
-use common::gpg::TestKey;
-use common::{Project, xtask};
+use crate::support::dist::{Dist, STEM, noise};
+use crate::support::gpg::TestKey;
+use crate::support::{Project, xtask};
 use sha2::{Digest, Sha256};
 
 /// The Slurm release the fixture's packages are built from (its manifest's
@@ -30,14 +28,14 @@ fn dist(split: Option<&str>) -> Dist {
     )
 }
 
-fn publish_local(d: &Dist, extra: &[&str]) -> common::Done {
+fn publish_local(d: &Dist, extra: &[&str]) -> crate::support::Done {
     d.publish_local(extra).success()
 }
 
 /// A publish to a store that found nothing new since release `tag`: no new
 /// release, no upload, the index left as it was; `already` files (the public
 /// key, the admins' executable) were found in the store with the same SHA-256.
-fn assert_nothing_uploaded(done: &common::Done, tag: &str, already: usize) {
+fn assert_nothing_uploaded(done: &crate::support::Done, tag: &str, already: usize) {
     assert!(
         done.stdout
             .contains(&format!("Slurm 24.11: nothing new since release {tag} (")),
@@ -126,7 +124,7 @@ fn announced(stdout: &str) -> String {
 
 /// Today in UTC, as a tag gives it: `YYYY.MM.DD`.
 fn utc_day() -> String {
-    common::sh(std::process::Command::new("date").args(["-u", "+%Y.%m.%d"]))
+    crate::support::sh(std::process::Command::new("date").args(["-u", "+%Y.%m.%d"]))
         .trim()
         .to_string()
 }
@@ -324,11 +322,11 @@ fn s3_without_a_bucket_is_a_usage_error() {
 }
 
 // ---------------------------------------------------------------------------
-// GitHub Releases, through octocrab, against the stateful fake in tests/common/github.rs.
+// GitHub Releases, through octocrab, against the stateful fake in tests/it/support/github.rs.
 
-use common::github::GitHubServer;
+use crate::support::github::GitHubServer;
 
-fn publish_github(d: &Dist, gh: &GitHubServer) -> common::Run {
+fn publish_github(d: &Dist, gh: &GitHubServer) -> crate::support::Run {
     d.publish_github(gh)
 }
 
@@ -410,7 +408,7 @@ fn github_release_is_published_once_with_every_asset() {
 }
 
 /// The only release on the fake GitHub, draft or not.
-fn only_release(gh: &GitHubServer) -> common::github::ReleaseState {
+fn only_release(gh: &GitHubServer) -> crate::support::github::ReleaseState {
     let mut releases = gh.releases();
     assert_eq!(releases.len(), 1, "{releases:?}");
     releases.remove(0)
@@ -544,7 +542,7 @@ fn github_needs_a_token() {
 // ---------------------------------------------------------------------------
 // S3, through aws-sdk-s3, against a real S3 server on loopback (s3s-fs, SigV4).
 
-use common::s3::{FaultProxy, Faults, S3Server};
+use crate::support::s3::{FaultProxy, Faults, S3Server};
 
 /// A package big enough for a multipart upload (the tarball is over 16 MiB).
 fn big_dist() -> Dist {
@@ -836,7 +834,7 @@ fn the_same_bytes_signed_by_another_key_get_the_new_signature() {
         std::fs::read(first.out().join(TARBALL)).unwrap(),
         "the same bytes"
     );
-    common::copy_tree(&first.store(), &second.store());
+    crate::support::copy_tree(&first.store(), &second.store());
     let old_dir = second.store().join("releases").join(&old_tag);
     let old_files = files_under(&old_dir);
     let out = publish_local(&second, &[]);
@@ -914,13 +912,13 @@ fn a_manifest_whose_cell_disagrees_with_its_name_is_refused() {
 /// Eight packages of one cell (one per arch name) of `d`'s view, each in its
 /// own output directory.
 fn eight_packages(d: &Dist) -> Vec<std::path::PathBuf> {
-    let lock = common::fixtures().join("spack-concretized-slurm-env/spack.lock");
+    let lock = crate::support::fixtures().join("spack-concretized-slurm-env/spack.lock");
     (0..8)
         .map(|i| {
             let out = d.dir.path().join(format!("dist-{i}"));
             let arch = format!("arch{i}");
-            common::package(
-                &common::repo_root(),
+            crate::support::package(
+                &crate::support::repo_root(),
                 &d.view(),
                 &lock,
                 ("24.11", "jammy"),
@@ -935,7 +933,7 @@ fn eight_packages(d: &Dist) -> Vec<std::path::PathBuf> {
 }
 
 /// `publish --dir OUT extra…` with `env`.
-fn publish_one(out: &Path, extra: &[&str], env: &[(&'static str, String)]) -> common::Done {
+fn publish_one(out: &Path, extra: &[&str], env: &[(&'static str, String)]) -> crate::support::Done {
     let mut args = vec!["publish", "--dir", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     let mut run = xtask(&args);
@@ -1138,7 +1136,7 @@ fn with_admin_binary(d: &Dist, sign: bool) -> Vec<u8> {
     let exe = noise(3 << 20, 42);
     let path = d.out().join(ADMIN);
     std::fs::write(&path, &exe).unwrap();
-    let sha = common::sh(
+    let sha = crate::support::sh(
         std::process::Command::new("sha256sum")
             .arg(ADMIN)
             .current_dir(d.out()),
@@ -1220,7 +1218,7 @@ fn pinning(fingerprint: &str) -> Project {
     p
 }
 
-fn publish_from(p: &Project, d: &Dist) -> common::Run {
+fn publish_from(p: &Project, d: &Dist) -> crate::support::Run {
     p.xtask(&[
         "publish",
         "--to",
@@ -1319,7 +1317,7 @@ fn github_without_asset_digests_reads_assets_back() {
     assert_eq!(gh.upload_requests().len(), uploads);
     let after = only_release(&gh);
     assert_eq!(after.id, r.id);
-    let bytes = |r: &common::github::ReleaseState| -> Vec<(String, Vec<u8>)> {
+    let bytes = |r: &crate::support::github::ReleaseState| -> Vec<(String, Vec<u8>)> {
         r.assets
             .iter()
             .map(|a| (a.name.clone(), a.bytes.clone()))
@@ -1341,7 +1339,7 @@ fn with_big_admin_binary(d: &Dist) {
     }
     file.flush().unwrap();
     drop(file);
-    let sha = common::sh(
+    let sha = crate::support::sh(
         std::process::Command::new("sha256sum")
             .arg(ADMIN)
             .current_dir(d.out()),
@@ -1354,7 +1352,7 @@ fn with_big_admin_binary(d: &Dist) {
 /// Starts `publish` with `env`, waits until `midway` says it is in the middle
 /// of the upload, and kills it with SIGKILL.
 fn kill_midway(args: &[&str], env: Vec<(&str, String)>, midway: impl Fn() -> bool) {
-    let mut child = common::xtask_command(args)
+    let mut child = crate::support::xtask_command(args)
         .envs(env)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1475,7 +1473,7 @@ fn a_one_gib_github_asset_streams_in_bounded_memory() {
     let d = dist(None);
     with_big_admin_binary(&d);
     let gh = GitHubServer::start();
-    let mut cmd = common::xtask_command(&[
+    let mut cmd = crate::support::xtask_command(&[
         "publish",
         "--to",
         "github",

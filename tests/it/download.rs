@@ -2,19 +2,17 @@
 //! `publish` come back verified and unpacked; tampered, unsigned, foreign-key,
 //! truncated and hostile artifacts are refused with the prefix untouched.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::dist::{Dist, STEM, noise};
-use common::github::GitHubServer;
-use common::gpg::TestKey;
-use common::s3::S3Server;
-use common::{Project, Run, StaticServer, admin, repo_root, xtask};
+use crate::support::dist::{Dist, STEM, noise};
+use crate::support::github::GitHubServer;
+use crate::support::gpg::TestKey;
+use crate::support::s3::S3Server;
+use crate::support::{Project, Run, StaticServer, admin, repo_root, xtask};
 
 /// The jammy cpu cell's directory in the earlier layout (`signed_store`).
 const LEGACY_CELL_DIR: &str = "releases/24.11/jammy/cpu";
@@ -887,7 +885,7 @@ fn a_full_disk_fails_in_one_line_and_leaves_nothing() {
     );
     // Root (CI) needs only a private mount namespace; others also map
     // themselves to root in a user namespace to be allowed to mount.
-    let root = common::sh(Command::new("id").arg("-u")).trim() == "0";
+    let root = crate::support::sh(Command::new("id").arg("-u")).trim() == "0";
     let namespaces: &[&str] = if root {
         &["--mount"]
     } else {
@@ -1190,10 +1188,11 @@ fn sigterm_and_ctrl_c_remove_the_unverified_staging_directory() {
     for (name, signal, code) in [("TERM", libc::SIGTERM, 143), ("INT", libc::SIGINT, 130)] {
         let prefix = site(&d, &format!("sig{name}"));
         let from = format!("{url}/");
-        let mut child = common::xtask_command(&download_args(&d.key, &prefix, &["--from", &from]))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            crate::support::xtask_command(&download_args(&d.key, &prefix, &["--from", &from]))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
         let parent = prefix.parent().unwrap().to_path_buf();
         let staging = || {
             std::fs::read_dir(&parent)
@@ -1376,7 +1375,7 @@ fn misleading_failures_are_reported_as_what_they_are() {
     let tarball = format!("{STEM}.tar.gz");
     let edited_store = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
         let store = d.dir.path().join(name);
-        common::copy_tree(&d.store(), &store);
+        crate::support::copy_tree(&d.store(), &store);
         let mut i = index.clone();
         edit(&mut i);
         std::fs::write(store.join("releases/index.json"), i.to_string()).unwrap();
@@ -1481,7 +1480,7 @@ fn names_and_paths_are_checked_before_they_are_used() {
     let index_path = d.store().join("releases/index.json");
     let text = std::fs::read_to_string(&index_path).unwrap();
     let evil = d.dir.path().join("evil-store");
-    common::copy_tree(&d.store(), &evil);
+    crate::support::copy_tree(&d.store(), &evil);
     std::fs::write(
         evil.join("releases/index.json"),
         text.replace(
@@ -1520,8 +1519,13 @@ fn names_and_paths_are_checked_before_they_are_used() {
         (not_utf8.as_os_str(), "not UTF-8"),
         (dotdot.as_os_str(), "without `.` or `..`"),
     ] {
-        let mut cmd =
-            common::xtask_command(&["download", "--slurm", "24.11", "--toolchain", "jammy"]);
+        let mut cmd = crate::support::xtask_command(&[
+            "download",
+            "--slurm",
+            "24.11",
+            "--toolchain",
+            "jammy",
+        ]);
         cmd.arg("--prefix").arg(prefix).args(strs(&from));
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1580,7 +1584,7 @@ fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
     };
     assert!(bomb.len() < signed["size"].as_u64().unwrap() as usize);
     let store = d.dir.path().join("bomb");
-    common::copy_tree(&d.store(), &store);
+    crate::support::copy_tree(&d.store(), &store);
     std::fs::write(
         store.join(cell_dir(&store)).join(format!("{STEM}.tar.gz")),
         &bomb,
@@ -1598,7 +1602,7 @@ fn unauthenticated_bytes_are_bounded_by_the_signed_statement() {
     assert_untouched(&prefix);
     // The statement itself cannot be changed without the key, nor left out.
     let store = d.dir.path().join("forged");
-    common::copy_tree(&d.store(), &store);
+    crate::support::copy_tree(&d.store(), &store);
     let sizes = store
         .join(cell_dir(&store))
         .join(format!("{STEM}.sizes.json"));
@@ -1638,17 +1642,17 @@ fn a_version_the_matrix_no_longer_lists_stays_downloadable() {
     );
     std::fs::create_dir_all(view.join("bin")).unwrap();
     std::fs::write(view.join("bin/scontrol"), "#!/bin/sh\necho 22.05\n").unwrap();
-    common::package(
+    crate::support::package(
         &then.root,
         &view,
-        &common::fixtures().join("spack-concretized-slurm-env/spack.lock"),
+        &crate::support::fixtures().join("spack-concretized-slurm-env/spack.lock"),
         ("22.05", "jammy"),
         &out,
         &[],
     )
     .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
     .success();
-    common::dist::publish_local(&then, &out, &store, &[]).success();
+    crate::support::dist::publish_local(&then, &out, &store, &[]).success();
     let server = StaticServer::start(&store);
     let from = format!("{}/", server.url);
     let prefix = dir.path().join("slurm-22.05");
@@ -1710,7 +1714,7 @@ enum Target {
 fn weekly_cycle(target: Target) {
     let key = TestKey::new("Releaser", "");
     let work = tempfile::tempdir().unwrap();
-    let lock = common::fixtures().join("spack-concretized-slurm-env/spack.lock");
+    let lock = crate::support::fixtures().join("spack-concretized-slurm-env/spack.lock");
     let gh = match target {
         Target::GitHub { immutable: true } => Some(GitHubServer::with_immutable_releases()),
         Target::GitHub { immutable: false } => Some(GitHubServer::start()),
@@ -1726,10 +1730,10 @@ fn weekly_cycle(target: Target) {
         std::fs::write(view.join("bin/scontrol"), "#!/bin/sh\necho scontrol\n").unwrap();
         std::fs::write(
             view.join("lib/libdeps.so"),
-            common::binary_like(200_000, deps * 31 + toolchain.len() as u64),
+            crate::support::binary_like(200_000, deps * 31 + toolchain.len() as u64),
         )
         .unwrap();
-        common::package(&repo_root(), &view, &lock, ("24.11", toolchain), out, &[])
+        crate::support::package(&repo_root(), &view, &lock, ("24.11", toolchain), out, &[])
             .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
             .success();
     };
@@ -1739,7 +1743,12 @@ fn weekly_cycle(target: Target) {
                 .env("GITHUB_TOKEN", &gh.token)
                 .env("GITHUB_REPOSITORY", "owner/repo")
                 .env("GITHUB_API_URL", &gh.api_url),
-            None => common::dist::publish_local(&common::Project::repo(), out, &store, &[]),
+            None => crate::support::dist::publish_local(
+                &crate::support::Project::repo(),
+                out,
+                &store,
+                &[],
+            ),
         }
     };
     // Every release, newest first: tag → file name → bytes.
@@ -1997,7 +2006,7 @@ fn weekly_cycle(target: Target) {
     );
     assert_eq!(
         std::fs::read(newest.join("view/lib/libdeps.so")).unwrap(),
-        common::binary_like(200_000, 2 * 31 + "noble".len() as u64)
+        crate::support::binary_like(200_000, 2 * 31 + "noble".len() as u64)
     );
     let pinned = work.path().join("pinned");
     admin_run(&[
@@ -2011,7 +2020,7 @@ fn weekly_cycle(target: Target) {
     .success();
     assert_eq!(
         std::fs::read(pinned.join("view/lib/libdeps.so")).unwrap(),
-        common::binary_like(200_000, 31 + "noble".len() as u64),
+        crate::support::binary_like(200_000, 31 + "noble".len() as u64),
         "the pinned release's noble, from before its deps changed"
     );
     // Release 1 never had rockylinux9: --release pins, it does not fall back.

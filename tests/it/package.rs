@@ -1,14 +1,12 @@
 //! `cargo xtask package`: the release artifact, checked with the real tools an
 //! admin uses (GNU tar, gzip, sha256sum, gpg, Lmod).
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::gpg::TestKey;
-use common::{fixtures, repo_root, sh};
+use crate::support::gpg::TestKey;
+use crate::support::{fixtures, repo_root, sh};
 
 const STEM: &str = "slurm-25.11-noble-cpu-x86_64";
 
@@ -82,7 +80,7 @@ fn package_with_passphrase(extra: &[&str], passphrase: &str) -> Packaged {
     let lock = lock();
     let mut args = vec!["--fingerprint", "abc123"];
     args.extend_from_slice(extra);
-    let done = common::package(&repo_root(), &view, &lock, ("25.11", "noble"), &out, &args)
+    let done = crate::support::package(&repo_root(), &view, &lock, ("25.11", "noble"), &out, &args)
         .env("SLURM_FACTORY_GPG_PRIVATE_KEY", &key.secret_armored)
         .env("SLURM_FACTORY_GPG_PASSPHRASE", &key.passphrase)
         .env("SOURCE_DATE_EPOCH", "1764000000")
@@ -347,7 +345,7 @@ fn refused(setup: impl FnOnce(&Path), expected: &str) {
     setup(&view);
     let out = dir.path().join("dist");
     let lock = lock();
-    let done = common::package(
+    let done = crate::support::package(
         &repo_root(),
         &view,
         &lock,
@@ -392,7 +390,7 @@ fn missing_key_says_how_to_provide_one() {
     let dir = tempfile::tempdir().unwrap();
     let view = make_view(dir.path());
     let lock = lock();
-    let done = common::package(
+    let done = crate::support::package(
         &repo_root(),
         &view,
         &lock,
@@ -420,7 +418,7 @@ fn base64_key_and_unsigned_package() {
     let lock = lock();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&key.secret_armored);
     let out = dir.path().join("signed");
-    common::package(
+    crate::support::package(
         &repo_root(),
         &view,
         &lock,
@@ -438,7 +436,7 @@ fn base64_key_and_unsigned_package() {
         &gpu
     ));
     let unsigned = dir.path().join("unsigned");
-    common::package(
+    crate::support::package(
         &repo_root(),
         &view,
         &lock,
@@ -467,7 +465,7 @@ fn big_view(dir: &Path) -> PathBuf {
         ("lib/slurm/select_cons_tres.so", 8 << 20, 2),
     ] {
         let path = view.join(rel);
-        std::fs::write(&path, common::binary_like(len, seed)).unwrap();
+        std::fs::write(&path, crate::support::binary_like(len, seed)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     view
@@ -525,9 +523,10 @@ fn pack(dir: &Path, view: &Path, name: &str, extra: &[&str], env: &[(&str, &str)
     let out = dir.join(name);
     let mut args = vec!["--unsigned", "--fingerprint", "abc123"];
     args.extend_from_slice(extra);
-    let mut run = common::package(&repo_root(), view, &lock(), ("25.11", "noble"), &out, &args)
-        .env_remove("SLURM_FACTORY_THREADS")
-        .env("SOURCE_DATE_EPOCH", "1764000000");
+    let mut run =
+        crate::support::package(&repo_root(), view, &lock(), ("25.11", "noble"), &out, &args)
+            .env_remove("SLURM_FACTORY_THREADS")
+            .env("SOURCE_DATE_EPOCH", "1764000000");
     for (k, v) in env {
         run = run.env(k, v);
     }
@@ -644,7 +643,7 @@ fn a_thread_count_of_zero_or_not_a_number_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let view = make_view(dir.path());
     let out = dir.path().join("out");
-    let zero = common::package(
+    let zero = crate::support::package(
         &repo_root(),
         &view,
         &lock(),
@@ -658,7 +657,7 @@ fn a_thread_count_of_zero_or_not_a_number_is_a_usage_error() {
         "{}",
         zero.stderr
     );
-    let word = common::package(
+    let word = crate::support::package(
         &repo_root(),
         &view,
         &lock(),

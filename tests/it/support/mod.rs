@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: run the toolkit binary, and make
 //! scratch copies of the project to change without touching the checkout.
 
-#![allow(dead_code)]
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -190,7 +188,7 @@ impl Project {
             .args(["-shellcheck", "shellcheck"])
             .args(&files)
             .output()
-            .expect("actionlint is not installed: run `sudo bash .ci/install`");
+            .unwrap_or_else(|_| missing("actionlint"));
         assert!(
             out.status.success(),
             "actionlint findings:\n{}{}",
@@ -214,6 +212,18 @@ pub fn copy_tree(src: &Path, dst: &Path) {
         let entry = entry.unwrap();
         copy_tree(&entry.path(), &dst.join(entry.file_name()));
     }
+}
+
+/// The one line a test fails with when a real component it needs (Podman,
+/// gpg, Lmod, actionlint, ...) is missing: CI installs them all and never
+/// skips a test.
+pub fn missing_line(tool: &str) -> String {
+    format!("{tool} not found on PATH: run `sudo bash .ci/install`")
+}
+
+/// Fails the test with [`missing_line`].
+pub fn missing(tool: &str) -> ! {
+    panic!("{}", missing_line(tool))
 }
 
 pub mod dist;
@@ -362,7 +372,7 @@ impl StaticServer {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("python3 is not installed: run `sudo bash .ci/install`");
+            .unwrap_or_else(|_| missing("python3"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

@@ -1,10 +1,9 @@
-//! The loopback S3 server and fault proxy of `common::s3`, driven with the
+//! The loopback S3 server and fault proxy of `support::s3`, driven with the
 //! same SDK the toolkit uses.
-
-mod common;
 
 use std::time::Duration;
 
+use crate::support::s3::{FaultProxy, Faults, S3Server};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -12,7 +11,6 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
-use common::s3::{FaultProxy, Faults, S3Server};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;

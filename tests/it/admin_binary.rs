@@ -4,16 +4,14 @@
 //! container with only gpg and ca-certificates lists and installs a release
 //! served over HTTP, and Lmod (installed for that check only) loads it.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::dist::Dist;
-use common::gpg::TestKey;
-use common::{Run, StaticServer, admin_at, sh, xtask};
+use crate::support::dist::Dist;
+use crate::support::gpg::TestKey;
+use crate::support::{Run, StaticServer, admin_at, sh, xtask};
 
 const NAME: &str = "slurm-factory-x86_64-linux";
 
@@ -38,7 +36,8 @@ fn released() -> &'static Released {
                 .arg("--version")
                 .output()
                 .is_ok(),
-            "cargo-zigbuild is not installed: run `sudo bash .ci/install`"
+            "{}",
+            crate::support::missing_line("cargo-zigbuild")
         );
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("dist");
@@ -171,7 +170,7 @@ fn a_bare_debian_container_lists_installs_and_loads_a_release() {
             std::fs::create_dir_all(view.join("lib")).unwrap();
             std::fs::write(
                 view.join("lib/libslurm.so.42"),
-                common::dist::noise(2 << 20, 3),
+                crate::support::dist::noise(2 << 20, 3),
             )
             .unwrap();
         },
@@ -210,7 +209,7 @@ scontrol
         ))
         .args(["localbase:bookworm", "bash", "-c", &script])
         .output()
-        .expect("podman is not installed: run `sudo bash .ci/install`");
+        .unwrap_or_else(|_| crate::support::missing("podman"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -2,11 +2,9 @@
 //! with Python, and the slurm recipe declares each matrix version with its
 //! upstream checksum. Python's own parser reads the recipes (no Spack needed).
 
-mod common;
-
 use std::process::Command;
 
-use common::repo_root;
+use crate::support::repo_root;
 use serde_json::Value;
 
 const REPO: &str = "spack-repo/spack_repo/slurm_factory";

@@ -1,13 +1,11 @@
 //! `cargo xtask plan`: fingerprints against the state the builds record in
 //! the store; only what changed is built, each with its reason.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::Project;
-use common::s3::S3Server;
+use crate::support::Project;
+use crate::support::s3::S3Server;
 use serde_json::{Value, json};
 
 fn plan_json(project: &Project, args: &[&str]) -> Value {

@@ -4,14 +4,12 @@
 //! environment and of one Slurm cell; a real compile of test-only recipes
 //! carried to an admin's `module load`; a real failing build.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::gpg::TestKey;
-use common::spack::{self, bookworm_project};
-use common::{Done, Project, sh};
+use crate::support::gpg::TestKey;
+use crate::support::spack::{self, bookworm_project};
+use crate::support::{Done, Project, sh};
 
 const TC: &str = "bookworm";
 
@@ -45,7 +43,7 @@ impl Site {
 
     /// The toolkit in `project` with Podman, this site's state and key, and
     /// the offline Spack sources for the image build.
-    fn run(&self, project: &Project, args: &[&str]) -> common::Run {
+    fn run(&self, project: &Project, args: &[&str]) -> crate::support::Run {
         let mut full: Vec<&str> = args.to_vec();
         full.extend_from_slice(&["--engine", "podman", "--state-dir"]);
         full.push(self.state().to_str().unwrap());
@@ -313,7 +311,7 @@ const COMPILE_ENV: &str = "deps:\n  specs: [liba]\n  gpu_specs: []\nslurm:\n  pa
 /// a `file://` tarball and that tarball's checksum written into the recipe.
 fn compile_project() -> Project {
     let project = bookworm_project();
-    let fixtures = common::repo_root().join("tests/fixtures/real-compile");
+    let fixtures = crate::support::repo_root().join("tests/fixtures/real-compile");
     let packages = project
         .root
         .join("spack-repo/spack_repo/slurm_factory/packages");
@@ -324,7 +322,7 @@ fn compile_project() -> Project {
         std::fs::create_dir_all(&dir).unwrap();
         let top = format!("{name}-{version}");
         let src = scratch.path().join(&top);
-        common::copy_tree(&fixtures.join(name), &src);
+        crate::support::copy_tree(&fixtures.join(name), &src);
         std::fs::remove_file(src.join("package.py")).unwrap();
         let tarball = dir.join(format!("{top}.tar.gz"));
         sh(std::process::Command::new("tar")
@@ -448,7 +446,7 @@ fn a_real_compile_goes_from_spack_to_an_admins_module_load() {
     );
 
     // publish to S3, download to a new prefix as an admin would.
-    let s3 = common::s3::S3Server::start();
+    let s3 = crate::support::s3::S3Server::start();
     project
         .xtask(&[
             "publish",
@@ -562,7 +560,7 @@ fn a_failing_build_exits_with_spacks_status_and_a_redacted_debug_bundle() {
     // The store is a real S3 server on loopback, which Spack (boto3) in the
     // container reaches through the host's network: the container gets the
     // AWS variables, so Spack's build environment file holds the secret.
-    let s3 = common::s3::S3Server::start();
+    let s3 = crate::support::s3::S3Server::start();
     let secret: &str = &s3.secret_key;
     let done = site
         .run(
@@ -645,8 +643,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Renders every cell's environment of the real matrix into `dir`.
 fn render_all(dir: &Path) -> Vec<PathBuf> {
-    let cells: serde_json::Value =
-        serde_json::from_str(&common::xtask(&["matrix", "--json"]).success().stdout).unwrap();
+    let cells: serde_json::Value = serde_json::from_str(
+        &crate::support::xtask(&["matrix", "--json"])
+            .success()
+            .stdout,
+    )
+    .unwrap();
     let mut out = Vec::new();
     let toolchains: Vec<String> = cells
         .as_array()
@@ -690,7 +692,7 @@ fn render_all(dir: &Path) -> Vec<PathBuf> {
         let mut full = vec!["spack-env"];
         full.extend(a.iter().map(String::as_str));
         full.extend(["--out", env.to_str().unwrap()]);
-        common::xtask(&full).success();
+        crate::support::xtask(&full).success();
         out.push(env);
     }
     out
@@ -740,7 +742,7 @@ fn every_rendered_environment_passes_spacks_schema_and_two_concretize() {
 
     // Two concretize for real on this Debian 12 host: a deps environment and
     // a GPU Slurm cell, with the container's paths mapped to scratch ones.
-    let repo = common::repo_root().join("spack-repo");
+    let repo = crate::support::repo_root().join("spack-repo");
     for (name, env) in [
         ("deps noble cpu", &envs[2]),
         ("slurm gpu", envs.last().unwrap()),

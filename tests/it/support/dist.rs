@@ -1,8 +1,6 @@
 //! Signed packages made by the real `package` command, for the publish and
 //! download tests: one cell (Slurm 24.11 on jammy, cpu) of a small view.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 use super::github::GitHubServer;
