@@ -1396,7 +1396,7 @@ fn s3_a_publish_killed_mid_multipart_upload_recovers_on_rerun() {
         dir.to_str().unwrap(),
     ];
     let big = format!("tools/{ADMIN}");
-    kill_midway(&args, s3.env(), || s3.incomplete_uploads() > 0);
+    kill_midway(&args, s3.env(), || s3.uploaded_parts() > 0);
     assert_eq!(
         s3.incomplete_uploads(),
         1,
@@ -1467,7 +1467,7 @@ fn github_a_publish_killed_mid_asset_upload_recovers_on_rerun() {
 
 /// The GitHub upload streams from the file: a 1 GiB asset goes up with the
 /// toolkit's memory far below the asset's size (peak RSS, from the kernel's
-/// accounting of the child).
+/// accounting of the child, see `peak_rss_mib`).
 #[test]
 fn a_one_gib_github_asset_streams_in_bounded_memory() {
     let d = dist(None);
@@ -1482,22 +1482,10 @@ fn a_one_gib_github_asset_streams_in_bounded_memory() {
     ]);
     cmd.env("GITHUB_TOKEN", &gh.token)
         .env("GITHUB_REPOSITORY", "owner/repo")
-        .env("GITHUB_API_URL", &gh.api_url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // wait4 below reaps it, with its resource usage.
-    let pid = cmd.spawn().unwrap().id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, reaped nowhere else.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "publish failed: {status}"
-    );
-    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+        .env("GITHUB_API_URL", &gh.api_url);
+    let (code, peak_mib) = crate::support::peak_rss_mib(cmd);
+    assert_eq!(code, 0, "publish failed");
+
     eprintln!("peak RSS of publish --to github with a 1 GiB asset: {peak_mib:.1} MiB");
     let asset = only_release(&gh);
     assert_eq!(asset.asset(ADMIN).unwrap().bytes.len(), 1 << 30);

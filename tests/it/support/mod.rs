@@ -80,6 +80,45 @@ pub fn xtask_command(args: &[&str]) -> Command {
     command(&repo_root(), args)
 }
 
+/// Runs `cmd` (its output discarded) and gives its exit code and its peak
+/// resident memory in MiB, from the kernel's accounting (`RUSAGE_CHILDREN`).
+///
+/// A small parent (python3) starts it: a process spawned straight from this
+/// test binary inherits the binary's own high-water mark, and every test
+/// shares this one process.
+pub fn peak_rss_mib(cmd: Command) -> (i32, f64) {
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n";
+    let mut measured = Command::new("python3");
+    measured
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => measured.env(key, v),
+            None => measured.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        measured.current_dir(dir);
+    }
+    let out = measured.output().unwrap_or_else(|_| missing("python3"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace();
+    let code = fields
+        .next()
+        .and_then(|c| c.parse().ok())
+        .expect("an exit code");
+    let kib: f64 = fields
+        .next()
+        .and_then(|k| k.parse().ok())
+        .expect("a peak RSS");
+    (code, kib / 1024.0)
+}
+
 pub fn xtask(args: &[&str]) -> Run {
     Run {
         cmd: command(&repo_root(), args),

@@ -172,6 +172,18 @@ impl S3Server {
         live_upload_ids(&self.root).len()
     }
 
+    /// Parts on disk of multipart uploads not yet completed or aborted. A
+    /// part means its upload's creation was answered: a client killed after
+    /// it left an upload this server lists. (The upload's file appears
+    /// earlier, while the creation is still being answered.)
+    pub fn uploaded_parts(&self) -> usize {
+        std::fs::read_dir(&self.root)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.starts_with(".upload_id-") && n.contains(".part-"))
+            .count()
+    }
+
     /// Stops the server: the port is closed and every open connection is
     /// closed when this returns.
     pub fn stop(mut self) {
