@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Package(cmd) => {
             package::run(&project, &cmd.job(matrix)?).map(|()| ExitCode::SUCCESS)
         }
-        Command::Bench(cmd) => bench::run(&root, matrix, &cmd.job()).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(&project, &cmd.job()).map(|()| ExitCode::SUCCESS),
         Command::Image(cmd) => image::run(matrix, &cmd.job(&project)?).map(|()| ExitCode::SUCCESS),
         Command::BuildDeps(cmd) => {
             let job = cmd.job(matrix)?;

@@ -12,6 +12,10 @@ use crate::matrix::Matrix;
 use crate::module;
 use crate::spack_env::EnvironmentData;
 
+/// Where caches, the local store and work directories live, under the
+/// checkout, unless a command is given another place.
+pub const STATE_DIR: &str = "target/slurm-factory";
+
 pub struct Project {
     /// The checkout's root: the recipes (`spack-repo/`) and the default
     /// state directory (`target/slurm-factory`) are found from it.
@@ -35,6 +39,6 @@ impl Project {
 
     /// Where caches, the local store and work directories live by default.
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join("target/slurm-factory")
+        self.root.join(STATE_DIR)
     }
 }

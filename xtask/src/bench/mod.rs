@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use crate::matrix::{Cell, Matrix, Variant};
 use crate::package;
 use crate::process;
+use crate::project::Project;
 
 mod support;
 
@@ -35,16 +36,37 @@ pub struct Job {
     pub dir: Option<PathBuf>,
 }
 
-pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+pub fn run(project: &Project, job: &Job) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: an unoptimized build; for real figures run `cargo xtask-release bench …`"
         );
     }
     match job.what {
-        What::Package => bench_package(root, matrix, job),
-        What::Upload => bench_upload(root, job),
-        What::Download => bench_download(root, matrix, job),
+        What::Package => bench_package(project, job),
+        What::Upload => bench_upload(&project.root, job),
+        What::Download => bench_download(project, job),
+    }
+}
+
+/// How the benchmarks package: one unsplit tarball, every core.
+fn package_options<'a>(
+    matrix: &Matrix,
+    view: &'a Path,
+    lock: &'a Path,
+    out: &'a Path,
+    keyring: Option<&'a crate::sign::Keyring>,
+) -> package::Options<'a> {
+    package::Options {
+        view,
+        lock,
+        out,
+        arch: matrix.arch.clone(),
+        fingerprint: None,
+        split_size: u64::MAX,
+        threads: package::threads(),
+        keyring,
+        rehearsal: false,
     }
 }
 
@@ -54,11 +76,12 @@ struct Measured {
     size: u64,
 }
 
-fn bench_package(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+fn bench_package(project: &Project, job: &Job) -> Result<()> {
+    let matrix = &project.matrix;
     let work = job
         .dir
         .clone()
-        .unwrap_or_else(|| root.join("target/slurm-factory/bench"));
+        .unwrap_or_else(|| project.state_dir().join("bench"));
     let tree = work.join("tree");
     let view = tree.join("view");
     if !view.join(".complete").exists() {
@@ -89,21 +112,10 @@ fn bench_package(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
         variant: Variant::Cpu,
         matrix,
     };
-    let project = crate::project::Project::load(root)?;
     let _ = std::fs::remove_dir_all(&out);
-    let opts = package::Options {
-        view: &view,
-        lock: &lock,
-        out: &out,
-        arch: matrix.arch.clone(),
-        fingerprint: None,
-        split_size: u64::MAX,
-        threads: package::threads(),
-        keyring: None,
-        rehearsal: false,
-    };
+    let opts = package_options(matrix, &view, &lock, &out, None);
     let started = Instant::now();
-    let pkg = package::package(&project, &cell, &opts)?;
+    let pkg = package::package(project, &cell, &opts)?;
     let ours = Measured {
         name: "cargo xtask package",
         time: started.elapsed(),
@@ -186,7 +198,7 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
     let work = job
         .dir
         .clone()
-        .unwrap_or_else(|| root.join("target/slurm-factory/bench-upload"));
+        .unwrap_or_else(|| root.join(crate::project::STATE_DIR).join("bench-upload"));
     std::fs::create_dir_all(&work)?;
     let payload = work.join(format!("payload-{}m.bin", job.size_mib));
     // What `package` writes beside a tarball and `publish` reads: its SHA-256.
@@ -329,12 +341,13 @@ fn bench_upload(root: &Path, job: &Job) -> Result<()> {
 /// loopback HTTP (python3's http.server), installed by `cargo xtask download`
 /// and, in the same run, by `curl -o && sha256sum -c && gpg --verify && tar
 /// -xzf`: the four passes an admin would otherwise make.
-fn bench_download(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
+fn bench_download(project: &Project, job: &Job) -> Result<()> {
+    let (root, matrix) = (project.root.as_path(), &project.matrix);
     let sh = process::shell()?;
     // Its own subdirectory: regenerating the input removes it, and only it.
     let work = match &job.dir {
         Some(dir) => dir.join("download"),
-        None => root.join("target/slurm-factory/bench-download"),
+        None => project.state_dir().join("bench-download"),
     };
     let cell = Cell {
         release: Some(&matrix.slurm[0]),
@@ -363,18 +376,8 @@ fn bench_download(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
         std::fs::write(&public_key, public)?;
         let keyring = crate::sign::Keyring::import(&armored, "")?;
         let out = work.join("out");
-        let opts = package::Options {
-            view: &view,
-            lock: &lock,
-            out: &out,
-            arch: matrix.arch.clone(),
-            fingerprint: None,
-            split_size: u64::MAX,
-            threads: package::threads(),
-            keyring: Some(&keyring),
-            rehearsal: false,
-        };
-        package::package(&crate::project::Project::load(root)?, &cell, &opts)?;
+        let opts = package_options(matrix, &view, &lock, &out, Some(&keyring));
+        package::package(project, &cell, &opts)?;
         let local = crate::store::local::LocalStore {
             root: store.clone(),
         };

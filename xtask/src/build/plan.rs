@@ -44,7 +44,7 @@ pub(super) struct Dirs {
 
 impl Dirs {
     pub(super) fn new(root: &Path, state: Option<&Path>, slug: &str) -> Dirs {
-        let state = state.map_or_else(|| root.join("target/slurm-factory"), Path::to_path_buf);
+        let state = state.map_or_else(|| root.join(crate::project::STATE_DIR), Path::to_path_buf);
         let work = state.join("work").join(slug);
         Dirs { state, work }
     }

@@ -121,7 +121,7 @@ impl StoreArgs {
             root: self
                 .store_dir
                 .clone()
-                .unwrap_or_else(|| root.join("target/slurm-factory/store")),
+                .unwrap_or_else(|| root.join(crate::project::STATE_DIR).join("store")),
         }
     }
 

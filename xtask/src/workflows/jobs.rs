@@ -135,7 +135,7 @@ impl Ctx<'_> {
     /// The Spack source and misc caches persist between runs of a cell.
     pub(super) fn spack_cache(&self, key: &str) -> Step {
         Step::uses("Spack download cache", &self.m.actions.cache)
-            .with("path", "target/slurm-factory/cache")
+            .with("path", format!("{}/cache", crate::project::STATE_DIR))
             .with("key", format!("spack-{key}-{}", expr("github.run_id")))
             .with("restore-keys", format!("spack-{key}-"))
     }
