@@ -3,7 +3,7 @@
 //! truncated and hostile artifacts are refused with the prefix untouched.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +12,7 @@ use crate::support::dist::{Dist, STEM, noise};
 use crate::support::github::GitHubServer;
 use crate::support::gpg::TestKey;
 use crate::support::s3::S3Server;
+use crate::support::server::{Body, Connections, Reply, Server, ok, status};
 use crate::support::{Project, Run, StaticServer, admin, repo_root, xtask};
 
 /// The jammy cpu cell's directory in the earlier layout (`signed_store`).
@@ -1168,20 +1169,19 @@ fn sigterm_and_ctrl_c_remove_the_unverified_staging_directory() {
     let d = dist(None);
     // Serves the store, but only the first half of a tarball, then holds on.
     let files = d.store();
-    let server = TinyServer::start_streaming(move |path, out| {
+    let server = TinyServer::start(move |path| {
         match std::fs::read(files.join(path.trim_start_matches('/'))) {
             Ok(body) if path.ends_with(".tar.gz") => {
-                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                let _ = out.write_all(head.as_bytes());
-                let _ = out.write_all(&body[..body.len() / 2]);
-                std::thread::sleep(std::time::Duration::from_secs(60));
+                let half = body.len() as u64 / 2;
+                Reply::Send(
+                    hyper::Response::builder()
+                        .header("content-length", body.len())
+                        .body(Body::stall(body, half))
+                        .unwrap(),
+                )
             }
-            Ok(body) => {
-                let _ = out.write_all(&ok(&body));
-            }
-            Err(_) => {
-                let _ = out.write_all(&not_found());
-            }
+            Ok(body) => ok(body),
+            Err(_) => not_found(),
         }
     });
     let url = server.url.clone();
@@ -1247,59 +1247,30 @@ struct Seen {
     authorization: bool,
 }
 
-/// A loopback HTTP/1.0 server answering each request with what `answer`
-/// returns for its path (raw status line, headers and body), recording
-/// every request.
+/// A loopback server answering each request with what `answer` returns for
+/// its target, recording every request.
 struct TinyServer {
     url: String,
     seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    _server: Server,
 }
 
 impl TinyServer {
-    fn start(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> TinyServer {
-        TinyServer::start_streaming(move |path, out| {
-            let _ = out.write_all(&answer(path));
-        })
-    }
-
-    /// Like `start`, but `answer` writes the response itself (and may stall).
-    fn start_streaming(
-        answer: impl Fn(&str, &mut std::net::TcpStream) + Send + Sync + 'static,
-    ) -> TinyServer {
-        use std::io::BufRead;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+    fn start(answer: impl Fn(&str) -> Reply + Send + Sync + 'static) -> TinyServer {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let answer = std::sync::Arc::new(answer);
         let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let (answer, log) = (answer.clone(), log.clone());
-                std::thread::spawn(move || {
-                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let mut authorization = false;
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap_or(0) == 0
-                            || header.trim().is_empty()
-                        {
-                            break;
-                        }
-                        authorization |= header.to_ascii_lowercase().starts_with("authorization:");
-                    }
-                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    log.lock().unwrap().push(Seen {
-                        path: path.clone(),
-                        authorization,
-                    });
-                    answer(&path, &mut stream);
-                });
-            }
+        let server = Server::start("tiny", Connections::Close, move |ex| {
+            log.lock().unwrap().push(Seen {
+                path: ex.target().to_string(),
+                authorization: ex.header("authorization").is_some(),
+            });
+            answer(ex.target())
         });
-        TinyServer { url, seen }
+        TinyServer {
+            url: server.url.clone(),
+            seen,
+            _server: server,
+        }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -1307,14 +1278,8 @@ impl TinyServer {
     }
 }
 
-fn ok(body: &[u8]) -> Vec<u8> {
-    let mut r = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-fn not_found() -> Vec<u8> {
-    b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+fn not_found() -> Reply {
+    status(404)
 }
 
 #[test]
@@ -1324,7 +1289,7 @@ fn the_token_goes_to_the_api_origin_only() {
     // The asset host: another origin, serving the package's files.
     let assets = TinyServer::start(move |path| {
         match std::fs::read(files.join(path.trim_start_matches("/a/"))) {
-            Ok(body) => ok(&body),
+            Ok(body) => ok(body),
             Err(_) => not_found(),
         }
     });
@@ -1341,9 +1306,9 @@ fn the_token_goes_to_the_api_origin_only() {
         serde_json::json!({"tag_name": "slurm-24.11", "draft": false, "assets": list}).to_string();
     let api = TinyServer::start(move |path| {
         if path == "/repos/owner/repo/releases/tags/slurm-24.11" {
-            ok(release.as_bytes())
+            ok(release.clone())
         } else if path.starts_with("/repos/owner/repo/releases?") {
-            ok(format!("[{release}]").as_bytes())
+            ok(format!("[{release}]"))
         } else {
             not_found()
         }
@@ -1434,11 +1399,16 @@ fn misleading_failures_are_reported_as_what_they_are() {
     let files = d.store().join(&dir);
     let redirect = TinyServer::start(move |path| {
         if path.ends_with(".tar.gz") {
-            return b"HTTP/1.0 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n"
-                .to_vec();
+            return Reply::Send(
+                hyper::Response::builder()
+                    .status(302)
+                    .header("location", "file:///etc/passwd")
+                    .body(Body::empty())
+                    .unwrap(),
+            );
         }
         match std::fs::read(files.join(path.rsplit('/').next().unwrap())) {
-            Ok(body) => ok(&body),
+            Ok(body) => ok(body),
             Err(_) => not_found(),
         }
     });

@@ -269,6 +269,7 @@ pub mod dist;
 pub mod github;
 pub mod gpg;
 pub mod s3;
+pub mod server;
 pub mod spack;
 
 /// Runs a command, asserting success; returns stdout.

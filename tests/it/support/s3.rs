@@ -2,32 +2,34 @@
 //! front of it that injects faults.
 //!
 //! [`S3Server`] runs `s3s` (request parsing, SigV4 checks with one access key)
-//! over `s3s-fs` (objects are files under [`S3Server::root`]) on a tokio
-//! runtime of its own, in a thread of its own: it can be started from plain
-//! and from `#[tokio::test]` tests alike. A thin layer over `s3s-fs` adds what
+//! over `s3s-fs` (objects are files under [`S3Server::root`]) on the tests'
+//! HTTP [`Server`], which has a tokio runtime and a thread of its own: it can
+//! be started from plain and from `#[tokio::test]` tests alike. A thin layer over `s3s-fs` adds what
 //! the toolkit needs and `s3s-fs` 0.14 lacks: per-part SHA-256 checksums of
 //! multipart uploads (checked, returned, and required on completion, as S3
 //! does) and `ListMultipartUploads`.
 //!
-//! [`FaultProxy`] forwards HTTP/1.1 requests byte for byte (nothing is
-//! re-signed: SigV4 covers the `Host` header, which names the proxy, and the
-//! server checks the signature against the header it receives, never against
-//! its own address) and answers every Nth request with a 500/503 or drops the
-//! connection after reading it.
+//! [`FaultProxy`], on the same [`Server`], forwards requests with their
+//! method, target, headers and body unchanged (nothing is re-signed: SigV4
+//! covers the `Host` header, which names the proxy, and the server checks the
+//! signature against the header it receives, never against its own address)
+//! and answers every Nth request with a 500/503 or drops the connection after
+//! reading it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read as _};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use sha2::{Digest, Sha256};
+
+use super::server::{Body, Connections, Exchange, Reply, Server};
 
 pub const ACCESS_KEY: &str = "AKIATEST";
 pub const SECRET_KEY: &str = "test-secret";
@@ -48,8 +50,7 @@ pub struct S3Server {
     /// file `root/B/KEY`; the server's own bookkeeping is in dot files of
     /// `root` itself.
     pub root: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: Option<Server>,
     dir: tempfile::TempDir,
 }
 
@@ -72,25 +73,16 @@ impl S3Server {
             b.build()
         };
 
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("s3-server-{}", addr.port()))
-            .spawn(move || serve(listener, service, stopped))
-            .unwrap();
-
+        let server = Server::serve("s3-server", Connections::KeepAlive, service);
         S3Server {
-            endpoint: format!("http://{addr}"),
-            addr,
+            endpoint: server.url.clone(),
+            addr: server.addr,
             access_key: ACCESS_KEY.into(),
             secret_key: SECRET_KEY.into(),
             bucket: BUCKET.into(),
             region: REGION.into(),
             root,
-            stop: Some(stop),
-            thread: Some(thread),
+            server: Some(server),
             dir,
         }
     }
@@ -191,12 +183,7 @@ impl S3Server {
     }
 
     fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        drop(self.server.take());
     }
 }
 
@@ -204,40 +191,6 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn serve(
-    listener: TcpListener,
-    service: s3s::service::S3Service,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => {
-                    let Ok((socket, _)) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    let service = service.clone();
-                    tokio::spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(socket);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, service)
-                            .await;
-                    });
-                }
-            }
-        }
-    });
-    // Dropping the runtime drops every connection task, so their sockets.
-    drop(rt);
 }
 
 /// `.upload-UUID.json` in the root: s3s-fs's record of a live upload.
@@ -578,61 +531,66 @@ pub struct Faults {
 }
 
 /// An HTTP/1.1 proxy on `127.0.0.1` (random port) in front of an
-/// [`S3Server`]: keep-alive on both sides, `Content-Length` and chunked
-/// bodies, requests and responses forwarded unchanged.
+/// [`S3Server`], on the tests' [`Server`]: keep-alive on both sides, each
+/// request read whole, then spoiled or sent on with its method, target,
+/// headers and body unchanged, and the answer passed back the same way.
 pub struct FaultProxy {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     pub addr: SocketAddr,
     env: Vec<(&'static str, String)>,
-    shared: Arc<ProxyShared>,
-    acceptor: Option<JoinHandle<()>>,
+    counts: Arc<Counts>,
+    _server: Server,
 }
 
-struct ProxyShared {
-    upstream: SocketAddr,
-    faults: Faults,
-    stop: AtomicBool,
+#[derive(Default)]
+struct Counts {
     requests: AtomicUsize,
     errors: AtomicUsize,
     drops: AtomicUsize,
-    connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// How long a connection may stay idle between requests, and how long one
-/// read in the middle of a message may take.
-const IDLE: Duration = Duration::from_secs(60);
-const READ: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
+type Upstream = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
 
 impl FaultProxy {
     pub fn start(upstream: &S3Server, faults: Faults) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let endpoint = format!("http://{addr}");
-        let shared = Arc::new(ProxyShared {
-            upstream: upstream.addr,
-            faults,
-            stop: AtomicBool::new(false),
-            requests: AtomicUsize::new(0),
-            errors: AtomicUsize::new(0),
-            drops: AtomicUsize::new(0),
-            connections: Mutex::default(),
+        let counts = Arc::new(Counts::default());
+        let client: Upstream =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let base = upstream.endpoint.clone();
+        let c = counts.clone();
+        let server = Server::start("fault-proxy", Connections::KeepAlive, move |ex| {
+            let Ok(body) = ex.read_body(u64::MAX) else {
+                return Reply::Drop;
+            };
+            let n = c.requests.fetch_add(1, Ordering::SeqCst) + 1;
+            if faults.drop_every > 0 && n.is_multiple_of(faults.drop_every) {
+                c.drops.fetch_add(1, Ordering::SeqCst);
+                return Reply::Drop;
+            }
+            let start = format!("{} {}", ex.method(), ex.target());
+            let matching = faults.fail_matching.is_some_and(|m| start.contains(m));
+            if matching || (faults.error_every > 0 && n.is_multiple_of(faults.error_every)) {
+                let k = c.errors.fetch_add(1, Ordering::SeqCst);
+                return error_response(k % 2 == 1, n);
+            }
+            if let Some((m, delay)) = faults.delay_matching
+                && start.contains(m)
+            {
+                std::thread::sleep(delay);
+            }
+            forward(&client, &base, ex, body)
         });
-        let acceptor = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("fault-proxy-{}", addr.port()))
-                .spawn(move || accept_loop(listener, shared))
-                .unwrap()
-        };
         FaultProxy {
-            env: upstream.env_with_endpoint(&endpoint),
-            endpoint,
-            addr,
-            shared,
-            acceptor: Some(acceptor),
+            env: upstream.env_with_endpoint(&server.url),
+            endpoint: server.url.clone(),
+            addr: server.addr,
+            counts,
+            _server: server,
         }
     }
 
@@ -643,188 +601,54 @@ impl FaultProxy {
 
     /// Requests read so far (forwarded or spoiled).
     pub fn requests(&self) -> usize {
-        self.shared.requests.load(Ordering::SeqCst)
+        self.counts.requests.load(Ordering::SeqCst)
     }
 
     /// Requests answered with a 500 or 503.
     pub fn errors(&self) -> usize {
-        self.shared.errors.load(Ordering::SeqCst)
+        self.counts.errors.load(Ordering::SeqCst)
     }
 
     /// Requests whose connection was closed unanswered.
     pub fn drops(&self) -> usize {
-        self.shared.drops.load(Ordering::SeqCst)
+        self.counts.drops.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        let connections = std::mem::take(&mut *self.shared.connections.lock().unwrap());
-        for connection in connections {
-            let _ = connection.join();
-        }
+/// Sends the request on to the server and passes its answer back; the
+/// connection is dropped if the server cannot be reached. Nothing is
+/// re-signed: SigV4 covers the `Host` header, which still names the proxy,
+/// and the server checks the signature against the header it receives.
+fn forward(client: &Upstream, base: &str, ex: &Exchange, body: Vec<u8>) -> Reply {
+    let mut request = hyper::Request::builder()
+        .method(ex.head.method.clone())
+        .uri(format!("{base}{}", ex.target()))
+        .body(http_body_util::Full::new(body.into()))
+        .unwrap();
+    *request.headers_mut() = ex.head.headers.clone();
+    let rt = tokio::runtime::Handle::current();
+    let answer = rt.block_on(async {
+        let response = client.request(request).await.map_err(io::Error::other)?;
+        let (head, body) = response.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map_err(io::Error::other)?
+            .to_bytes();
+        Ok::<_, io::Error>(hyper::Response::from_parts(head, Body::full(body)))
+    });
+    match answer {
+        Ok(response) => Reply::Send(response),
+        Err(_) => Reply::Drop,
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<ProxyShared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((client, _)) => {
-                let shared2 = shared.clone();
-                let handle = std::thread::spawn(move || {
-                    let _ = Connection::new(client, shared2).and_then(|mut c| c.run());
-                });
-                let mut connections = shared.connections.lock().unwrap();
-                connections.retain(|h| !h.is_finished());
-                connections.push(handle);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL / 5),
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
-
-struct Connection {
-    client: TcpStream,
-    reader: BufReader<TcpStream>,
-    upstream: Option<(TcpStream, BufReader<TcpStream>)>,
-    shared: Arc<ProxyShared>,
-}
-
-impl Connection {
-    fn new(client: TcpStream, shared: Arc<ProxyShared>) -> io::Result<Connection> {
-        client.set_nonblocking(false)?;
-        client.set_nodelay(true)?;
-        let reader = BufReader::new(client.try_clone()?);
-        Ok(Connection {
-            client,
-            reader,
-            upstream: None,
-            shared,
-        })
-    }
-
-    fn run(&mut self) -> io::Result<()> {
-        while self.wait_for_request()? {
-            let Some(head) = read_head(&mut self.reader)? else {
-                return Ok(());
-            };
-            let request = Request::parse(head)?;
-            let mut raw = request.head.raw.clone();
-            if request.expect_continue && request.framing != Framing::None {
-                // Answer it here: the body is read whole before forwarding.
-                self.client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            }
-            read_body(&mut self.reader, request.framing, &mut raw)?;
-
-            let n = self.shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
-            let faults = self.shared.faults;
-            if faults.drop_every > 0 && n.is_multiple_of(faults.drop_every) {
-                self.shared.drops.fetch_add(1, Ordering::SeqCst);
-                let _ = self.client.shutdown(Shutdown::Both);
-                return Ok(());
-            }
-            let matching = faults
-                .fail_matching
-                .is_some_and(|m| request.head.start.contains(m));
-            if matching || (faults.error_every > 0 && n.is_multiple_of(faults.error_every)) {
-                let k = self.shared.errors.fetch_add(1, Ordering::SeqCst);
-                self.client
-                    .write_all(&error_response(k % 2 == 1, n, request.close))?;
-                if request.close {
-                    return Ok(());
-                }
-                continue;
-            }
-
-            if let Some((m, delay)) = faults.delay_matching
-                && request.head.start.contains(m)
-            {
-                std::thread::sleep(delay);
-            }
-            let response = self.forward(&raw, request.method == "HEAD")?;
-            self.client.write_all(&response.raw)?;
-            if response.close {
-                self.upstream = None;
-            }
-            if response.close || request.close {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for the first byte of the next request: false on EOF, after
-    /// [`IDLE`], or when the proxy stops.
-    fn wait_for_request(&mut self) -> io::Result<bool> {
-        if !self.reader.buffer().is_empty() {
-            return Ok(true);
-        }
-        self.client.set_read_timeout(Some(POLL))?;
-        let deadline = Instant::now() + IDLE;
-        let ready = loop {
-            if self.shared.stop.load(Ordering::SeqCst) || Instant::now() > deadline {
-                break false;
-            }
-            match self.reader.fill_buf() {
-                Ok(buf) => break !buf.is_empty(),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        };
-        self.client.set_read_timeout(Some(READ))?;
-        Ok(ready)
-    }
-
-    /// Sends a request upstream and reads the response, on the kept
-    /// connection or a new one (once more on a new one if the kept one turns
-    /// out closed before answering).
-    fn forward(&mut self, raw: &[u8], head_request: bool) -> io::Result<Response> {
-        loop {
-            let fresh = self.upstream.is_none();
-            if fresh {
-                let stream = TcpStream::connect_timeout(&self.shared.upstream, READ)?;
-                stream.set_nodelay(true)?;
-                stream.set_read_timeout(Some(READ))?;
-                let reader = BufReader::new(stream.try_clone()?);
-                self.upstream = Some((stream, reader));
-            }
-            let (stream, reader) = self.upstream.as_mut().unwrap();
-            let sent = stream.write_all(raw);
-            let response = match sent {
-                Ok(()) => read_response(reader, head_request),
-                Err(e) => Err(e),
-            };
-            match response {
-                Ok(Some(response)) => return Ok(response),
-                Ok(None) if !fresh => self.upstream = None,
-                Err(e) if !fresh && e.kind() != io::ErrorKind::TimedOut => self.upstream = None,
-                Ok(None) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-fn error_response(slow_down: bool, n: usize, close: bool) -> Vec<u8> {
+/// S3's 500 InternalError, or its 503 SlowDown.
+fn error_response(slow_down: bool, n: usize) -> Reply {
     let (status, code, message) = if slow_down {
-        (
-            "503 Service Unavailable",
-            "SlowDown",
-            "Please reduce your request rate.",
-        )
+        (503, "SlowDown", "Please reduce your request rate.")
     } else {
         (
-            "500 Internal Server Error",
+            500,
             "InternalError",
             "We encountered an internal error. Please try again.",
         )
@@ -833,222 +657,12 @@ fn error_response(slow_down: bool, n: usize, close: bool) -> Vec<u8> {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
          <Message>{message}</Message><RequestId>fault-{n}</RequestId></Error>"
     );
-    let connection = if close { "Connection: close\r\n" } else { "" };
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
-         x-amz-request-id: fault-{n}\r\n{connection}\r\n{body}",
-        body.len()
+    Reply::Send(
+        hyper::Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .header("x-amz-request-id", format!("fault-{n}"))
+            .body(Body::full(body))
+            .unwrap(),
     )
-    .into_bytes()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilEof,
-}
-
-struct Head {
-    raw: Vec<u8>,
-    start: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.values(name)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    /// Body framing from `Transfer-Encoding` / `Content-Length`, if any.
-    fn body_framing(&self) -> io::Result<Option<Framing>> {
-        if self.values("transfer-encoding").next().is_some() {
-            return if self.has_token("transfer-encoding", "chunked") {
-                Ok(Some(Framing::Chunked))
-            } else {
-                Ok(Some(Framing::UntilEof))
-            };
-        }
-        match self.values("content-length").next() {
-            Some(v) => v
-                .trim()
-                .parse()
-                .map(|n| Some(Framing::Length(n)))
-                .map_err(|_| invalid(format!("bad Content-Length {v:?}"))),
-            None => Ok(None),
-        }
-    }
-
-    fn version_1_0(&self, version: &str) -> bool {
-        version == "HTTP/1.0" && !self.has_token("connection", "keep-alive")
-    }
-}
-
-struct Request {
-    head: Head,
-    method: String,
-    framing: Framing,
-    close: bool,
-    expect_continue: bool,
-}
-
-impl Request {
-    fn parse(head: Head) -> io::Result<Request> {
-        let mut words = head.start.split_whitespace();
-        let (Some(method), Some(_target), Some(version)) =
-            (words.next(), words.next(), words.next())
-        else {
-            return Err(invalid(format!("bad request line {:?}", head.start)));
-        };
-        let method = method.to_owned();
-        let framing = head.body_framing()?.unwrap_or(Framing::None);
-        if framing == Framing::UntilEof {
-            return Err(invalid("request body without length".into()));
-        }
-        let close = head.has_token("connection", "close") || head.version_1_0(version);
-        let expect_continue = head.has_token("expect", "100-continue");
-        Ok(Request {
-            head,
-            method,
-            framing,
-            close,
-            expect_continue,
-        })
-    }
-}
-
-struct Response {
-    raw: Vec<u8>,
-    close: bool,
-}
-
-/// Reads a final response (interim 1xx ones are dropped: the proxy answered
-/// `Expect: 100-continue` itself). `None`: the connection was closed first.
-fn read_response(r: &mut impl BufRead, head_request: bool) -> io::Result<Option<Response>> {
-    loop {
-        let Some(head) = read_head(r)? else {
-            return Ok(None);
-        };
-        let mut words = head.start.split_whitespace();
-        let version = words.next().unwrap_or_default().to_owned();
-        let status: u16 = words
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid(format!("bad status line {:?}", head.start)))?;
-        if (100..200).contains(&status) && status != 101 {
-            continue;
-        }
-        let framing = if head_request || status == 204 || status == 304 {
-            Framing::None
-        } else {
-            head.body_framing()?.unwrap_or(Framing::UntilEof)
-        };
-        let close = head.has_token("connection", "close")
-            || head.version_1_0(&version)
-            || framing == Framing::UntilEof;
-        let mut raw = head.raw;
-        read_body(r, framing, &mut raw)?;
-        return Ok(Some(Response { raw, close }));
-    }
-}
-
-/// Reads a message head, up to and including the empty line. `None`: EOF
-/// before its first byte.
-fn read_head(r: &mut impl BufRead) -> io::Result<Option<Head>> {
-    let mut raw = Vec::new();
-    let mut lines = Vec::new();
-    loop {
-        let before = raw.len();
-        let n = r.by_ref().take(16 * 1024).read_until(b'\n', &mut raw)?;
-        if n == 0 {
-            return if raw.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        if raw.len() > 64 * 1024 || !raw.ends_with(b"\n") {
-            return Err(invalid("message head too long".into()));
-        }
-        let line = String::from_utf8_lossy(&raw[before..])
-            .trim_end_matches(['\r', '\n'])
-            .to_owned();
-        if line.is_empty() {
-            if lines.is_empty() {
-                continue; // a stray CRLF before a message
-            }
-            break;
-        }
-        lines.push(line);
-    }
-    let start = lines.remove(0);
-    let headers = lines
-        .into_iter()
-        .map(|l| match l.split_once(':') {
-            Some((n, v)) => Ok((n.trim().to_owned(), v.trim().to_owned())),
-            None => Err(invalid(format!("bad header line {l:?}"))),
-        })
-        .collect::<io::Result<_>>()?;
-    Ok(Some(Head {
-        raw,
-        start,
-        headers,
-    }))
-}
-
-fn read_body(r: &mut impl BufRead, framing: Framing, raw: &mut Vec<u8>) -> io::Result<()> {
-    match framing {
-        Framing::None => Ok(()),
-        Framing::Length(n) => copy_exact(r, n, raw),
-        Framing::UntilEof => r.read_to_end(raw).map(drop),
-        Framing::Chunked => loop {
-            let line = read_line(r, raw)?;
-            let size = line.split(';').next().unwrap_or_default().trim();
-            let size = u64::from_str_radix(size, 16)
-                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
-            if size == 0 {
-                // Trailer fields, then the empty line.
-                while !read_line(r, raw)?.is_empty() {}
-                return Ok(());
-            }
-            copy_exact(r, size, raw)?;
-            if !read_line(r, raw)?.is_empty() {
-                return Err(invalid("chunk not followed by CRLF".into()));
-            }
-        },
-    }
-}
-
-fn read_line(r: &mut impl BufRead, raw: &mut Vec<u8>) -> io::Result<String> {
-    let before = raw.len();
-    let n = r.by_ref().take(16 * 1024).read_until(b'\n', raw)?;
-    if n == 0 || !raw.ends_with(b"\n") {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(String::from_utf8_lossy(&raw[before..])
-        .trim_end_matches(['\r', '\n'])
-        .to_owned())
-}
-
-fn copy_exact(r: &mut impl BufRead, n: u64, raw: &mut Vec<u8>) -> io::Result<()> {
-    let copied = r.by_ref().take(n).read_to_end(raw)?;
-    if copied as u64 == n {
-        Ok(())
-    } else {
-        Err(io::ErrorKind::UnexpectedEof.into())
-    }
-}
-
-fn invalid(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
 }
