@@ -12,13 +12,12 @@
 //!   release-assets.githubusercontent.com); the request log names that host
 //!   "cdn".
 //!
-//! The HTTP/1.1 server is a small one on `std::net` written here rather than a
-//! crate: the fake must be able to reject an upload before reading its body,
-//! to read part of a body and then drop the connection without any response,
-//! and to stop every thread and close both ports when it is dropped, none of
-//! which `tiny_http` 0.12 allows (a dropped `tiny_http::Request` always sends a
-//! 500, and its connection threads are not joined). Each connection carries
-//! one request and every response says `Connection: close`.
+//! Both run on the tests' one HTTP server (`support::server`), whose fault
+//! hooks the fake is made of: an upload refused before its body is read, a
+//! body read in part and the connection dropped without any response, a
+//! download cut short of its `Content-Length`. Each connection carries one
+//! request and every response says `Connection: close`. Dropping the fake
+//! closes both ports and every connection.
 //!
 //! Facts about GitHub that the fake follows (docs.github.com REST pages
 //! "Releases" and "Release assets", and the threads named where used):
@@ -145,16 +144,14 @@
 //!   tag of an immutable release` (GitHub declines it by a repository rule;
 //!   the text is not documented) and nothing changes.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use super::server::{self, Connections, Exchange, Port, Reply, Server};
 
 pub const OWNER: &str = "owner";
 pub const REPO: &str = "repo";
@@ -165,8 +162,6 @@ pub const GITHUB_ASSET_LIMIT: u64 = (2 << 30) - 1;
 const DOCS: &str = "https://docs.github.com/rest/releases";
 /// Largest JSON request body read (GitHub's own limits are far larger).
 const JSON_BODY_CAP: u64 = 1 << 20;
-/// How long a connection may sit idle in the middle of a request.
-const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running fake. Dropping it stops both listeners and joins every thread.
 pub struct GitHubServer {
@@ -177,7 +172,7 @@ pub struct GitHubServer {
     /// The token that API and upload calls must present.
     pub token: String,
     shared: Arc<Shared>,
-    listeners: Vec<(SocketAddr, JoinHandle<()>)>,
+    _servers: [Server; 2],
 }
 
 /// A release as the fake holds it, for assertions.
@@ -258,13 +253,10 @@ impl GitHubServer {
     }
 
     fn start_full(token: &str, asset_limit: u64, digests: bool, immutable: bool) -> GitHubServer {
-        let api = TcpListener::bind("127.0.0.1:0").expect("binding the fake API port");
-        let uploads = TcpListener::bind("127.0.0.1:0").expect("binding the fake uploads port");
-        let api_addr = api.local_addr().unwrap();
-        let uploads_addr = uploads.local_addr().unwrap();
+        let (api, uploads) = (Port::bind(), Port::bind());
         let shared = Arc::new(Shared {
-            api_url: format!("http://{api_addr}"),
-            uploads_url: format!("http://{uploads_addr}"),
+            api_url: api.url(),
+            uploads_url: uploads.url(),
             token: token.to_string(),
             asset_limit,
             digests,
@@ -276,27 +268,21 @@ impl GitHubServer {
                 immutable_mode: immutable,
                 ..State::default()
             }),
-            stop: AtomicBool::new(false),
-            conns: Mutex::new(Conns::default()),
         });
-        let listeners = [(api, Host::Api), (uploads, Host::Uploads)]
-            .into_iter()
-            .map(|(listener, host)| {
-                let addr = listener.local_addr().unwrap();
-                let shared = shared.clone();
-                let handle = thread::Builder::new()
-                    .name(format!("fake-github-{}", host.name()))
-                    .spawn(move || accept_loop(listener, host, shared))
-                    .unwrap();
-                (addr, handle)
+        let start = |port: Port, host: Host| {
+            let shared = shared.clone();
+            let name = format!("fake-github-{}", host.name());
+            Server::start_on(port, &name, Connections::Close, move |ex| {
+                serve(ex, host, &shared)
             })
-            .collect();
+        };
+        let servers = [start(api, Host::Api), start(uploads, Host::Uploads)];
         GitHubServer {
             api_url: shared.api_url.clone(),
             uploads_url: shared.uploads_url.clone(),
             token: token.to_string(),
             shared,
-            listeners,
+            _servers: servers,
         }
     }
 
@@ -470,28 +456,6 @@ impl GitHubServer {
     }
 }
 
-impl Drop for GitHubServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        for (addr, handle) in self.listeners.drain(..) {
-            // Wake the blocking accept() so that its loop sees `stop`.
-            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-            let _ = handle.join();
-        }
-        // No new connections now; end the live ones and wait for them.
-        let handles = {
-            let mut conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-            for stream in conns.streams.values() {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            std::mem::take(&mut conns.handles)
-        };
-        for handle in handles {
-            let _ = handle.join();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // State
 
@@ -504,21 +468,12 @@ struct Shared {
     /// Enterprise Server does not).
     digests: bool,
     state: Mutex<State>,
-    stop: AtomicBool,
-    conns: Mutex<Conns>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-#[derive(Default)]
-struct Conns {
-    next: u64,
-    streams: HashMap<u64, TcpStream>,
-    handles: Vec<JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -836,37 +791,6 @@ impl Host {
     }
 }
 
-fn accept_loop(listener: TcpListener, host: Host, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns.handles.retain(|h| !h.is_finished());
-        let id = conns.next;
-        conns.next += 1;
-        if let Ok(clone) = stream.try_clone() {
-            conns.streams.insert(id, clone);
-        }
-        let shared2 = shared.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("fake-github-{}-conn", host.name()))
-            .spawn(move || {
-                serve(stream, host, &shared2);
-                let mut conns = shared2.conns.lock().unwrap_or_else(|e| e.into_inner());
-                conns.streams.remove(&id);
-            });
-        match spawned {
-            Ok(handle) => conns.handles.push(handle),
-            Err(_) => {
-                conns.streams.remove(&id);
-            }
-        }
-    }
-    // The listener is dropped here: the port stops listening.
-}
-
 struct Request {
     method: String,
     target: String,
@@ -1009,113 +933,9 @@ enum Outcome {
     Drop,
 }
 
-/// One connection: its reader, and whether the request body was consumed.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    body_done: bool,
-    continue_sent: bool,
-}
-
-impl Conn {
-    /// Sends `100 Continue` if the client waits for it before its body.
-    fn go_ahead(&mut self, req: &Request) -> io::Result<()> {
-        let expects = req
-            .header("expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        if expects && !self.continue_sent {
-            self.continue_sent = true;
-            self.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            self.writer.flush()?;
-        }
-        Ok(())
-    }
-
-    /// The whole body (Content-Length or chunked), at most `cap` bytes.
-    fn read_body(&mut self, req: &Request, cap: u64) -> io::Result<Vec<u8>> {
-        self.go_ahead(req)?;
-        let mut body = Vec::new();
-        if req.chunked() {
-            loop {
-                let mut line = String::new();
-                self.reader.read_line(&mut line)?;
-                let size = line.trim().split(';').next().unwrap_or("");
-                let size = u64::from_str_radix(size.trim(), 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    loop {
-                        line.clear();
-                        if self.reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                if body.len() as u64 + size > cap {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
-                }
-                self.read_exact_into(&mut body, size)?;
-                line.clear();
-                self.reader.read_line(&mut line)?;
-            }
-        } else if let Some(len) = req.content_length() {
-            if len > cap {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
-            }
-            self.read_exact_into(&mut body, len)?;
-        }
-        self.body_done = true;
-        Ok(body)
-    }
-
-    /// Appends exactly `n` bytes, or fails with `UnexpectedEof` if the client
-    /// went away first.
-    fn read_exact_into(&mut self, out: &mut Vec<u8>, n: u64) -> io::Result<()> {
-        let got = (&mut self.reader).take(n).read_to_end(out)?;
-        if (got as u64) < n {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
-    }
-
-    /// Reads and discards what is left of the body, for a while at most, so
-    /// that closing the socket does not reset the connection before the
-    /// client has read the response.
-    fn linger(&mut self) {
-        let _ = self.writer.shutdown(Shutdown::Write);
-        let _ = self
-            .reader
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = io::copy(&mut (&mut self.reader).take(1 << 32), &mut io::sink());
-    }
-}
-
-fn serve(stream: TcpStream, host: Host, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let _ = stream.set_nodelay(true);
-    let Ok(writer) = stream.try_clone() else {
-        return;
-    };
-    let mut conn = Conn {
-        reader: BufReader::new(stream),
-        writer,
-        body_done: false,
-        continue_sent: false,
-    };
-    let req = match read_head(&mut conn.reader) {
-        Ok(Some(req)) => req,
-        Ok(None) => return,
-        Err(_) => {
-            let _ = write_response(&mut conn.writer, &Response::error(400, "Bad Request"));
-            conn.linger();
-            return;
-        }
-    };
-    let has_body = req.chunked() || req.content_length().is_some_and(|n| n > 0);
-    conn.body_done = !has_body;
-    let outcome = route(shared, host, &req, &mut conn);
+fn serve(ex: &mut Exchange, host: Host, shared: &Shared) -> Reply {
+    let req = request(ex);
+    let outcome = route(shared, host, &req, ex);
     let status = match &outcome {
         Outcome::Reply(resp) => resp.status,
         Outcome::Drop => 0,
@@ -1133,52 +953,14 @@ fn serve(stream: TcpStream, host: Host, shared: &Shared) {
         range: req.header("range").map(str::to_string),
     });
     match outcome {
-        Outcome::Reply(resp) => {
-            let _ = write_response(&mut conn.writer, &resp);
-            if conn.body_done {
-                let _ = conn.writer.shutdown(Shutdown::Both);
-            } else {
-                conn.linger();
-            }
-        }
-        Outcome::Drop => {
-            let _ = conn.writer.shutdown(Shutdown::Both);
-        }
+        Outcome::Reply(resp) => Reply::Send(resp.into_http()),
+        Outcome::Drop => Reply::Drop,
     }
 }
 
-/// Reads the request line and headers; `None` if the client sent nothing.
-fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("request line"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad("version"));
-    }
-    let (method, target) = (method.to_string(), target.to_string());
-    let mut headers = Vec::new();
-    let mut total = line.len();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        total += n;
-        if n == 0 || total > 64 * 1024 {
-            return Err(bad("headers"));
-        }
-        let l = line.trim_end_matches(['\r', '\n']);
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').ok_or_else(|| bad("header"))?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
+/// The request's head, its path and query decoded.
+fn request(ex: &Exchange) -> Request {
+    let target = ex.target().to_string();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let segments = path
         .split('/')
@@ -1193,63 +975,50 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
             (percent_decode(k, true), percent_decode(v, true))
         })
         .collect();
-    Ok(Some(Request {
-        method,
+    let headers = ex
+        .head
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    Request {
+        method: ex.method().to_string(),
         target,
         segments,
         query,
         headers,
-    }))
+    }
 }
 
-fn write_response(w: &mut TcpStream, resp: &Response) -> io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    if !resp.content_type.is_empty() {
-        head.push_str(&format!("Content-Type: {}\r\n", resp.content_type));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
-    head.push_str("Connection: close\r\nX-GitHub-Api-Version-Selected: 2022-11-28\r\n");
-    for (k, v) in &resp.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    w.write_all(head.as_bytes())?;
-    // The body goes out in one write of the slice, however large; a cut one
-    // stops short of its Content-Length.
-    let cap = resp
-        .cut_after
-        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    w.write_all(&resp.body[..resp.body.len().min(cap)])?;
-    w.flush()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        206 => "Partial Content",
-        302 => "Found",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        416 => "Range Not Satisfiable",
-        422 => "Unprocessable Entity",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
+impl Response {
+    fn into_http(self) -> hyper::Response<server::Body> {
+        let mut builder = hyper::Response::builder()
+            .status(self.status)
+            .header("Content-Length", self.body.len())
+            .header("X-GitHub-Api-Version-Selected", "2022-11-28");
+        if !self.content_type.is_empty() {
+            builder = builder.header("Content-Type", self.content_type);
+        }
+        for (k, v) in &self.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let body = match self.cut_after {
+            Some(after) => server::Body::cut(self.body, after),
+            None => server::Body::full(self.body),
+        };
+        builder.body(body).unwrap()
     }
 }
 
 // ---------------------------------------------------------------------------
 // Routes
 
-fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome {
+fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Exchange) -> Outcome {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let method = req.method.as_str();
 
@@ -1309,7 +1078,7 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome
     }
     let resp = match (method, rest) {
         ("GET", []) => list_releases(shared, req),
-        ("POST", []) => match json_body(req, conn) {
+        ("POST", []) => match json_body(conn) {
             Ok(body) => create_release(shared, &body),
             Err(resp) => resp,
         },
@@ -1336,7 +1105,7 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome
         }
         ("GET", ["assets", id]) => get_asset(shared, req, id),
         ("DELETE", ["assets", id]) => delete_asset(shared, id),
-        ("PATCH", ["assets", id]) => match json_body(req, conn) {
+        ("PATCH", ["assets", id]) => match json_body(conn) {
             Ok(body) => update_asset(shared, id, &body),
             Err(resp) => resp,
         },
@@ -1350,7 +1119,7 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Conn) -> Outcome
                         None => Response::not_found(),
                     }
                 }
-                "PATCH" => match json_body(req, conn) {
+                "PATCH" => match json_body(conn) {
                     Ok(body) => update_release(shared, id, &body),
                     Err(resp) => resp,
                 },
@@ -1405,9 +1174,9 @@ fn authorize(shared: &Shared, req: &Request) -> Result<(), Response> {
     }
 }
 
-fn json_body(req: &Request, conn: &mut Conn) -> Result<Value, Response> {
+fn json_body(conn: &mut Exchange) -> Result<Value, Response> {
     let bytes = conn
-        .read_body(req, JSON_BODY_CAP)
+        .read_body(JSON_BODY_CAP)
         .map_err(|_| Response::error(400, "Problems parsing JSON"))?;
     if bytes.is_empty() {
         return Ok(json!({}));
@@ -1547,10 +1316,10 @@ fn update_asset(shared: &Shared, id: &str, body: &Value) -> Response {
 
 /// `/repos/O/R/git/refs/tags/TAG`: GET, DELETE, and PATCH with `{"sha",
 /// "force"}`. Only the tags of published releases exist here.
-fn tag_ref(shared: &Shared, req: &Request, conn: &mut Conn, tag: &str) -> Response {
+fn tag_ref(shared: &Shared, req: &Request, conn: &mut Exchange, tag: &str) -> Response {
     let body = match req.method.as_str() {
         "GET" | "DELETE" => None,
-        "PATCH" => match json_body(req, conn) {
+        "PATCH" => match json_body(conn) {
             Ok(body) => Some(body),
             Err(resp) => return resp,
         },
@@ -1949,11 +1718,11 @@ fn sanitize_asset_name(name: &str) -> String {
         .collect()
 }
 
-fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> Outcome {
+fn upload(shared: &Shared, req: &Request, conn: &mut Exchange, release_id: u64) -> Outcome {
     let reply = Outcome::Reply;
     match shared.lock().release(release_id) {
         None => return reply(Response::not_found()),
-        // Refused before the body is read (see `Conn::linger`).
+        // Refused before the body is read (the server drains the rest).
         Some(r) if r.immutable => {
             return reply(Response::error(
                 422,
@@ -2003,7 +1772,7 @@ fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> O
     // Failures that store nothing: read the body (GitHub's upstream failed
     // after taking it), then answer.
     if let Some(Fault::Fail(status)) = fault {
-        let _ = conn.read_body(req, u64::MAX);
+        let _ = conn.read_body(u64::MAX);
         return reply(Response::error(status, reason(status)));
     }
 
@@ -2031,27 +1800,21 @@ fn upload(shared: &Shared, req: &Request, conn: &mut Conn, release_id: u64) -> O
         id
     };
 
-    if conn.go_ahead(req).is_err() {
-        return Outcome::Drop;
-    }
-    let mut bytes = Vec::new();
     match fault {
         Some(Fault::Break) => {
-            let _ = conn.read_exact_into(&mut bytes, len / 2);
+            let _ = conn.read_up_to(len / 2);
             return Outcome::Drop;
         }
         Some(Fault::FailLeavingStarter(status)) => {
-            let _ = conn.read_exact_into(&mut bytes, len);
-            conn.body_done = true;
+            let _ = conn.read_body(u64::MAX);
             return reply(Response::error(status, reason(status)));
         }
         _ => {}
     }
-    if conn.read_exact_into(&mut bytes, len).is_err() {
+    let Ok(bytes) = conn.read_body(len) else {
         // The client went away: the starter asset stays, holding the name.
         return Outcome::Drop;
-    }
-    conn.body_done = true;
+    };
 
     let mut state = shared.lock();
     let Some(release) = state.release_mut(release_id) else {
@@ -2164,4 +1927,12 @@ fn now_rfc3339() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The reason phrase of a status, as the error message GitHub sends with it.
+fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Status")
 }

@@ -9,7 +9,8 @@
 //! The fault hooks the fakes are made of:
 //! - [`Reply::Drop`] closes the connection without any response;
 //! - [`Body::cut`] sends the headers (with the whole `Content-Length`), part
-//!   of the body, then closes: a truncated transfer;
+//!   of the body, then closes: a truncated transfer (the connection's socket
+//!   itself stops the bytes, so none that were meant to go are lost);
 //! - [`Body::stall`] sends part of the body, then holds the connection open;
 //! - [`Exchange::read_up_to`] reads only the start of a request body;
 //! - a handler may answer before reading the body at all (a refusal): the
@@ -22,7 +23,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -61,6 +62,20 @@ pub enum Connections {
     KeepAlive,
 }
 
+/// A bound port, for a server whose handler must know its own URL.
+pub struct Port(std::net::TcpListener);
+
+impl Port {
+    pub fn bind() -> Port {
+        Port(std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port"))
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.0.local_addr().unwrap())
+    }
+}
+
 impl Server {
     /// Answers each request with `handler`, run on the blocking pool.
     pub fn start(
@@ -68,44 +83,25 @@ impl Server {
         connections: Connections,
         handler: impl Fn(&mut Exchange) -> Reply + Send + Sync + 'static,
     ) -> Server {
+        Server::start_on(Port::bind(), name, connections, handler)
+    }
+
+    /// [`Server::start`] on a port bound beforehand.
+    pub fn start_on(
+        port: Port,
+        name: &str,
+        connections: Connections,
+        handler: impl Fn(&mut Exchange) -> Reply + Send + Sync + 'static,
+    ) -> Server {
         let handler = Arc::new(handler);
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let make = move |wire: Arc<Mutex<Option<Cut>>>| {
             let handler = handler.clone();
-            async move {
-                let (head, body) = req.into_parts();
-                let waits_for_continue = head
-                    .headers
-                    .get(hyper::header::EXPECT)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-                let mut exchange = Exchange {
-                    head,
-                    body: Some(body),
-                    touched: false,
-                };
-                let answered = tokio::task::spawn_blocking(move || {
-                    let reply = handler(&mut exchange);
-                    (reply, exchange)
-                })
-                .await;
-                let Ok((reply, exchange)) = answered else {
-                    return Err(io::Error::other("the handler panicked"));
-                };
-                match reply {
-                    Reply::Send(response) => {
-                        if let Some(body) = exchange.body
-                            && (exchange.touched || !waits_for_continue)
-                        {
-                            tokio::spawn(async move {
-                                let _ = tokio::time::timeout(LINGER, body.collect()).await;
-                            });
-                        }
-                        Ok(response)
-                    }
-                    Reply::Drop => Err(io::Error::other("dropped without a response")),
-                }
-            }
-        });
-        Server::serve(name, connections, service)
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (handler, wire) = (handler.clone(), wire.clone());
+                answer(req, handler, wire)
+            })
+        };
+        run_on(port, name, connections, make)
     }
 
     /// Serves any hyper service (the S3 server's).
@@ -121,21 +117,55 @@ impl Server {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("{name}-{}", addr.port()))
-            .spawn(move || run(listener, connections, service, stopped))
-            .unwrap();
-        Server {
-            url: format!("http://{addr}"),
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        run_on(Port::bind(), name, connections, move |_| service.clone())
     }
+}
+
+/// One request through a handler, on the blocking pool.
+async fn answer(
+    req: Request<Incoming>,
+    handler: Arc<dyn Fn(&mut Exchange) -> Reply + Send + Sync>,
+    wire: Arc<Mutex<Option<Cut>>>,
+) -> io::Result<Response<Body>> {
+    let (head, body) = req.into_parts();
+    let waits_for_continue = head
+        .headers
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut exchange = Exchange {
+        head,
+        body: Some(body),
+        touched: false,
+    };
+    let answered = tokio::task::spawn_blocking(move || {
+        let reply = handler(&mut exchange);
+        (reply, exchange)
+    })
+    .await;
+    let Ok((reply, exchange)) = answered else {
+        return Err(io::Error::other("the handler panicked"));
+    };
+    let mut response = match reply {
+        Reply::Send(response) => response,
+        Reply::Drop => return Err(io::Error::other("dropped without a response")),
+    };
+    if let Some(body) = exchange.body
+        && (exchange.touched || !waits_for_continue)
+    {
+        // Answered before the body was read: drain the rest for a while,
+        // so that the client reads the answer rather than a reset.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(LINGER, body.collect()).await;
+        });
+    }
+    if let Some(after) = response.body().cut {
+        *wire.lock().unwrap() = Some(Cut::after(after));
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
 }
 
 impl Drop for Server {
@@ -149,54 +179,167 @@ impl Drop for Server {
     }
 }
 
-fn run<S, B>(
-    listener: std::net::TcpListener,
+fn run_on<S, B>(
+    port: Port,
+    name: &str,
     connections: Connections,
-    service: S,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    make: impl Fn(Arc<Mutex<Option<Cut>>>) -> S + Send + 'static,
+) -> Server
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        loop {
-            tokio::select! {
-                _ = &mut stopped => break,
-                accepted = listener.accept() => {
-                    let Ok((socket, _)) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    };
-                    let _ = socket.set_nodelay(true);
-                    let service = service.clone();
-                    tokio::spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(socket);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .timer(hyper_util::rt::TokioTimer::new())
-                            .header_read_timeout(READ_TIMEOUT)
-                            .keep_alive(matches!(connections, Connections::KeepAlive))
-                            .serve_connection(io, service)
-                            .await;
-                    });
+    let listener = port.0;
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => {
+                        let Ok((socket, _)) = accepted else {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        let _ = socket.set_nodelay(true);
+                        let cut = Arc::new(Mutex::new(None));
+                        let service = make(cut.clone());
+                        tokio::spawn(async move {
+                            let io = hyper_util::rt::TokioIo::new(Wire { socket, cut });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .timer(hyper_util::rt::TokioTimer::new())
+                                .header_read_timeout(READ_TIMEOUT)
+                                .keep_alive(matches!(connections, Connections::KeepAlive))
+                                .serve_connection(io, service)
+                                .await;
+                        });
+                    }
                 }
             }
+            // The listener is dropped here: the port stops listening.
+        });
+        // Every connection task goes with the runtime, and so its socket. A
+        // handler still running (a body read waits on a connection just
+        // closed) gets an error and ends.
+        rt.shutdown_timeout(Duration::from_secs(5));
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("{name}-{}", addr.port()))
+        .spawn(serve)
+        .unwrap();
+    Server {
+        url: format!("http://{addr}"),
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+/// A connection's socket. A response whose body is [`Body::cut`] arms it:
+/// the response's head and the first bytes of its body reach the socket,
+/// and the write after them fails, which ends the connection. (Ending the
+/// body early instead would lose what hyper holds unflushed.)
+struct Wire {
+    socket: tokio::net::TcpStream,
+    cut: Arc<Mutex<Option<Cut>>>,
+}
+
+/// Where a cut response stops: after the head's empty line, `after` bytes.
+#[derive(Clone, Copy)]
+struct Cut {
+    after: u64,
+    /// How much of `\r\n\r\n` the head has ended with so far.
+    matched: u8,
+    body_sent: u64,
+}
+
+impl Cut {
+    fn after(after: u64) -> Cut {
+        Cut {
+            after,
+            matched: 0,
+            body_sent: 0,
         }
-        // The listener is dropped here: the port stops listening.
-    });
-    // Every connection task goes with the runtime, and so its socket. A
-    // handler still running (a body read waits on a connection just closed)
-    // gets an error and ends.
-    rt.shutdown_timeout(Duration::from_secs(5));
+    }
+
+    /// How many leading bytes of the head in `buf` it takes.
+    fn head(&mut self, buf: &[u8]) -> usize {
+        let mut i = 0;
+        while self.matched < 4 && i < buf.len() {
+            self.matched = match (self.matched, buf[i]) {
+                (0 | 2, b'\r') | (1 | 3, b'\n') => self.matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            i += 1;
+        }
+        i
+    }
+
+    /// How many of `buf`'s bytes may still go out.
+    fn allowed(&self, buf: &[u8]) -> usize {
+        let mut s = *self;
+        let head = s.head(buf);
+        let left = usize::try_from(s.after - s.body_sent).unwrap_or(usize::MAX);
+        head + (buf.len() - head).min(left)
+    }
+
+    fn sent(&mut self, buf: &[u8]) {
+        let head = self.head(buf);
+        self.body_sent += (buf.len() - head) as u64;
+    }
+}
+
+impl tokio::io::AsyncRead for Wire {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Wire {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let armed = *self.cut.lock().unwrap();
+        let Some(cut) = armed else {
+            return Pin::new(&mut self.socket).poll_write(cx, buf);
+        };
+        let allowed = cut.allowed(buf);
+        if allowed == 0 && !buf.is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let sent = std::task::ready!(Pin::new(&mut self.socket).poll_write(cx, &buf[..allowed]))?;
+        if let Some(cut) = self.cut.lock().unwrap().as_mut() {
+            cut.sent(&buf[..sent]);
+        }
+        Poll::Ready(Ok(sent))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
 }
 
 /// A request as a handler sees it: its head, and its body to read or not.
@@ -266,14 +409,9 @@ impl Exchange {
 /// A response body: all of it, or a fault.
 pub struct Body {
     data: Option<Bytes>,
-    end: End,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum End {
-    Complete,
-    Cut,
-    Stall,
+    /// Sends only this many bytes, and then ends the connection.
+    cut: Option<u64>,
+    stall: bool,
 }
 
 impl Body {
@@ -281,7 +419,8 @@ impl Body {
         let bytes = bytes.into();
         Body {
             data: (!bytes.is_empty()).then_some(bytes),
-            end: End::Complete,
+            cut: None,
+            stall: false,
         }
     }
 
@@ -289,24 +428,27 @@ impl Body {
         Body::full(Bytes::new())
     }
 
-    /// The first `after` bytes of `bytes`, then the connection is closed.
+    /// `bytes` as the `Content-Length`, but only their first `after` reach
+    /// the client (for a request whose body was not read); then the
+    /// connection is closed: a truncated transfer.
     pub fn cut(bytes: impl Into<Bytes>, after: u64) -> Body {
-        Body::partial(bytes.into(), after, End::Cut)
+        Body {
+            cut: Some(after),
+            ..Body::full(bytes)
+        }
     }
 
     /// The first `after` bytes of `bytes`, then nothing, for as long as the
-    /// server runs.
+    /// server runs (the response needs its own `Content-Length`).
     pub fn stall(bytes: impl Into<Bytes>, after: u64) -> Body {
-        Body::partial(bytes.into(), after, End::Stall)
-    }
-
-    fn partial(bytes: Bytes, after: u64, end: End) -> Body {
+        let bytes: Bytes = bytes.into();
         let n = usize::try_from(after)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
         Body {
             data: (n > 0).then(|| bytes.slice(..n)),
-            end,
+            cut: None,
+            stall: true,
         }
     }
 }
@@ -322,23 +464,22 @@ impl hyper::body::Body for Body {
         if let Some(data) = self.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        match self.end {
-            End::Complete => Poll::Ready(None),
-            End::Cut => Poll::Ready(Some(Err(io::Error::other("cut short")))),
+        if self.stall {
             // Never woken: the connection ends with the server.
-            End::Stall => Poll::Pending,
+            return Poll::Pending;
         }
+        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.end == End::Complete
+        self.data.is_none() && !self.stall
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (self.end, &self.data) {
-            (End::Complete, Some(data)) => SizeHint::with_exact(data.len() as u64),
-            (End::Complete, None) => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
+        match (self.stall, &self.data) {
+            (true, _) => SizeHint::default(),
+            (false, Some(data)) => SizeHint::with_exact(data.len() as u64),
+            (false, None) => SizeHint::with_exact(0),
         }
     }
 }
