@@ -108,12 +108,6 @@
 //! - Deleting an asset of an immutable release is a 422 "Validation Failed"
 //!   with `{"resource":"ReleaseAsset","code":"custom","message":"Cannot
 //!   delete asset from an immutable release"}` (uutils/coreutils#13839).
-//! - "Update a release asset" (`PATCH …/releases/assets/ID` with `name`,
-//!   `label`) renames or relabels an asset of a mutable release (200 with the
-//!   asset JSON). On an immutable release it is refused (the docs say assets
-//!   "are protected from modification or deletion"); the text of the fake's
-//!   422 `{"resource":"ReleaseAsset","code":"custom","message":"Cannot update
-//!   asset of an immutable release"}` is not documented, the refusal is.
 //! - A published immutable release keeps editable its title (`name`), notes
 //!   (`body`), `prerelease` and `make_latest` ("You can still edit the title
 //!   and release notes of a published immutable release, and change whether
@@ -133,16 +127,12 @@
 //!   `{"resource":"Release","code":"custom","field":"tag_name","message":
 //!   "tag_name was used by an immutable release"}`
 //!   (github-community-projects/ospo-reusable-workflows#83 shows it).
-//! - Git tags: `GET /repos/O/R/git/refs/tags/TAG` is 200 with `{"ref":
-//!   "refs/tags/TAG","object":{"type":"commit","sha":…}}` for the tag of a
-//!   published release (the sha is made up from its `target_commitish`, or
-//!   is that when it is 40 hex digits), else 404. `DELETE` (204) and `PATCH`
-//!   with `{"sha","force"}` (200 with the ref) work on the tag of a mutable
-//!   published release. The tag of an immutable release "is locked to a
-//!   specific commit, cannot be changed, and cannot be deleted while the
-//!   release exists": both are refused with a 422 `Cannot delete or move the
-//!   tag of an immutable release` (GitHub declines it by a repository rule;
-//!   the text is not documented) and nothing changes.
+//!
+//! Only what the toolkit calls is served (list, create, publish and delete
+//! releases; list, upload, read back and delete assets; downloads through
+//! the storage host), with the `browser_download_url` an admin's download
+//! uses and reading a release by id. GitHub's other endpoints (the latest
+//! release, Git refs, renaming assets) are a 404 here.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -521,9 +511,6 @@ struct Release {
     published_at: Option<String>,
     /// Published while the immutable-releases mode was on.
     immutable: bool,
-    /// The commit the release's Git tag points at; set when it is first
-    /// published, `None` before that or once the tag is deleted.
-    tag_sha: Option<String>,
     assets: Vec<Asset>,
 }
 
@@ -578,7 +565,6 @@ impl State {
             created_at: now_rfc3339(),
             published_at: None,
             immutable: false,
-            tag_sha: None,
             assets: Vec::new(),
         });
         if !draft {
@@ -587,8 +573,8 @@ impl State {
         id
     }
 
-    /// Publishes a release: it gets its date and its Git tag (if it has none
-    /// yet), and becomes immutable if the mode is on.
+    /// Publishes a release: it gets its date, and becomes immutable if the
+    /// mode is on.
     fn publish(&mut self, id: u64) {
         let mode = self.immutable_mode;
         let Some(r) = self.release_mut(id) else {
@@ -596,22 +582,11 @@ impl State {
         };
         r.draft = false;
         r.published_at = Some(now_rfc3339());
-        if r.tag_sha.is_none() {
-            r.tag_sha = Some(commit_sha(&r.target_commitish));
-        }
         if mode {
             r.immutable = true;
             let tag = r.tag_name.clone();
             self.immutable_tags.insert(tag);
         }
-    }
-
-    /// The published release whose Git tag is `tag`, if that tag exists.
-    fn tag_owner(&self, tag: &str) -> Option<&Release> {
-        self.releases
-            .iter()
-            .rev()
-            .find(|r| !r.draft && r.tag_name == tag && r.tag_sha.is_some())
     }
 
     fn release(&self, id: u64) -> Option<&Release> {
@@ -633,18 +608,6 @@ impl State {
         self.releases
             .iter()
             .find_map(|r| r.assets.iter().find(|a| a.id == asset_id).map(|a| (r, a)))
-    }
-
-    fn latest(&self) -> Option<&Release> {
-        let published = || self.releases.iter().filter(|r| !r.draft);
-        published()
-            .filter(|r| r.make_latest == "true" && !r.prerelease)
-            .max_by_key(|r| (r.published_at.clone(), r.id))
-            .or_else(|| {
-                published()
-                    .filter(|r| !r.prerelease && r.make_latest != "false")
-                    .max_by_key(|r| (r.created_at.clone(), r.id))
-            })
     }
 }
 
@@ -739,22 +702,6 @@ impl Shared {
     }
 
     /// A Git reference to a release's tag (which must exist).
-    fn ref_json(&self, r: &Release) -> Value {
-        let base = format!("{}/repos/{OWNER}/{REPO}/git", self.api_url);
-        let sha = r.tag_sha.clone().unwrap_or_default();
-        json!({
-            "ref": format!("refs/tags/{}", r.tag_name),
-            "node_id": format!("REF_kwDOfake{}", r.id),
-            "url": format!("{base}/refs/tags/{}", encode_path(&r.tag_name)),
-            "object": {
-                "type": "commit",
-                "sha": sha,
-                "url": format!("{base}/commits/{sha}")
-            }
-        })
-    }
-
-    /// The pre-signed storage URL that downloads of an asset redirect to.
     fn cdn_url(&self, a: &Asset) -> String {
         format!(
             "{}/cdn/{}/{}?sig={}",
@@ -1047,18 +994,6 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Exchange) -> Out
         return Outcome::Reply(resp);
     }
 
-    // Git tags: /repos/OWNER/REPO/git/refs/tags/TAG, on the API host.
-    if let ["repos", owner, repo, "git", "refs", "tags", tag @ ..] = segs.as_slice()
-        && host == Host::Api
-        && same_repo(owner, repo)
-        && !tag.is_empty()
-    {
-        if let Err(resp) = authorize(shared, req) {
-            return Outcome::Reply(resp);
-        }
-        return Outcome::Reply(tag_ref(shared, req, conn, &tag.join("/")));
-    }
-
     // Everything else is /repos/OWNER/REPO/releases/...
     let rest = match segs.as_slice() {
         ["repos", owner, repo, "releases", rest @ ..] if same_repo(owner, repo) => rest,
@@ -1082,13 +1017,6 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Exchange) -> Out
             Ok(body) => create_release(shared, &body),
             Err(resp) => resp,
         },
-        ("GET", ["latest"]) => {
-            let state = shared.lock();
-            match state.latest() {
-                Some(r) => Response::json(200, &shared.release_json(r)),
-                None => Response::not_found(),
-            }
-        }
         ("GET", ["tags", tag @ ..]) if !tag.is_empty() => {
             let tag = tag.join("/");
             let state = shared.lock();
@@ -1105,10 +1033,6 @@ fn route(shared: &Shared, host: Host, req: &Request, conn: &mut Exchange) -> Out
         }
         ("GET", ["assets", id]) => get_asset(shared, req, id),
         ("DELETE", ["assets", id]) => delete_asset(shared, id),
-        ("PATCH", ["assets", id]) => match json_body(conn) {
-            Ok(body) => update_asset(shared, id, &body),
-            Err(resp) => resp,
-        },
         (_, [id]) if id.parse::<u64>().is_ok() => {
             let id = id.parse().unwrap();
             match method {
@@ -1267,94 +1191,6 @@ fn delete_asset(shared: &Shared, id: &str) -> Response {
         r.assets.retain(|a| a.id != id);
     }
     Response::empty(204)
-}
-
-/// `PATCH …/releases/assets/ID` with `name` and `label` ("Update a release
-/// asset").
-fn update_asset(shared: &Shared, id: &str, body: &Value) -> Response {
-    let parsed =
-        (|| Ok::<_, Response>((string_field(body, "name")?, string_field(body, "label")?)))();
-    let (name, label) = match parsed {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
-    let mut state = shared.lock();
-    let id: u64 = id.parse().unwrap_or(0);
-    let Some((release, _)) = state.find_asset(id) else {
-        return Response::not_found();
-    };
-    if release.immutable {
-        return immutable_asset_error("Cannot update asset of an immutable release");
-    }
-    let release_id = release.id;
-    let name = name.map(|n| sanitize_asset_name(&n));
-    if let Some(n) = &name {
-        if n.is_empty() {
-            return Response::validation(json!([
-                {"resource": "ReleaseAsset", "code": "missing_field", "field": "name"}
-            ]));
-        }
-        if release.assets.iter().any(|a| a.id != id && a.name == *n) {
-            return Response::validation(json!([
-                {"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}
-            ]));
-        }
-    }
-    let release = state.release_mut(release_id).unwrap();
-    let asset = release.assets.iter_mut().find(|a| a.id == id).unwrap();
-    if let Some(n) = name {
-        asset.name = n;
-    }
-    if body.get("label").is_some() {
-        asset.label = label;
-    }
-    asset.updated_at = now_rfc3339();
-    let release = state.release(release_id).unwrap();
-    let asset = release.assets.iter().find(|a| a.id == id).unwrap();
-    Response::json(200, &shared.asset_json(release, asset))
-}
-
-/// `/repos/O/R/git/refs/tags/TAG`: GET, DELETE, and PATCH with `{"sha",
-/// "force"}`. Only the tags of published releases exist here.
-fn tag_ref(shared: &Shared, req: &Request, conn: &mut Exchange, tag: &str) -> Response {
-    let body = match req.method.as_str() {
-        "GET" | "DELETE" => None,
-        "PATCH" => match json_body(conn) {
-            Ok(body) => Some(body),
-            Err(resp) => return resp,
-        },
-        _ => return Response::not_found(),
-    };
-    let mut state = shared.lock();
-    let Some(owner) = state.tag_owner(tag) else {
-        return Response::not_found();
-    };
-    let id = owner.id;
-    if req.method == "GET" {
-        return Response::json(200, &shared.ref_json(owner));
-    }
-    if owner.immutable {
-        return Response::error(422, "Cannot delete or move the tag of an immutable release");
-    }
-    let Some(body) = body else {
-        // DELETE.
-        state.release_mut(id).unwrap().tag_sha = None;
-        return Response::empty(204);
-    };
-    let sha = match string_field(&body, "sha").and_then(|s| Ok((s, bool_field(&body, "force")?))) {
-        Ok((Some(sha), _force)) => sha,
-        Ok((None, _)) => {
-            return Response::error(422, "Invalid request.\n\n\"sha\" wasn't supplied.");
-        }
-        Err(resp) => return resp,
-    };
-    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Response::error(422, "Object does not exist");
-    }
-    let r = state.release_mut(id).unwrap();
-    r.tag_sha = Some(sha.to_ascii_lowercase());
-    let r = state.release(id).unwrap();
-    Response::json(200, &shared.ref_json(r))
 }
 
 fn list_releases(shared: &Shared, req: &Request) -> Response {
@@ -1524,10 +1360,6 @@ fn update_release(shared: &Shared, id: u64, body: &Value) -> Response {
     if new_draft {
         r.draft = true;
         r.published_at = None;
-    }
-    if renamed {
-        // The new tag is made at the target when the release is published.
-        r.tag_sha = (!r.draft).then(|| commit_sha(&r.target_commitish));
     }
     if publishing {
         state.publish(id);
@@ -1840,16 +1672,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The commit a `target_commitish` names: itself if it is a full SHA-1,
-/// else 40 hex digits made from it, the same each time.
-fn commit_sha(commitish: &str) -> String {
-    if commitish.len() == 40 && commitish.bytes().all(|b| b.is_ascii_hexdigit()) {
-        commitish.to_ascii_lowercase()
-    } else {
-        hex(&Sha256::digest(format!("commit {commitish}").as_bytes()))[..40].to_string()
-    }
-}
-
 /// Decodes `%XX`, and `+` as a space in query strings (form encoding).
 fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
@@ -1881,14 +1703,6 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes each `/`-separated segment of a path.
-fn encode_path(s: &str) -> String {
-    s.split('/')
-        .map(encode_segment)
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Percent-encodes everything but unreserved characters, for a path segment.
