@@ -60,7 +60,7 @@ impl Site {
         assert!(
             Path::new(LMOD_INIT).exists(),
             "{}",
-            crate::support::missing_line("Lmod")
+            crate::support::missing_from("Lmod", &format!("at {LMOD_INIT}"))
         );
         let mut cmd = Command::new("bash");
         cmd.env_clear()

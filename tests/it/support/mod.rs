@@ -257,7 +257,13 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 /// gpg, Lmod, actionlint, ...) is missing: CI installs them all and never
 /// skips a test.
 pub fn missing_line(tool: &str) -> String {
-    format!("{tool} not found on PATH: run `sudo bash .ci/install`")
+    missing_from(tool, "on PATH")
+}
+
+/// [`missing_line`] for a component found by a file rather than on PATH:
+/// `where_` says where it was looked for.
+pub fn missing_from(tool: &str, where_: &str) -> String {
+    format!("{tool} not found {where_}: run `sudo bash .ci/install`")
 }
 
 /// Fails the test with [`missing_line`].

@@ -20,6 +20,15 @@ impl Ctx<'_> {
         Step::uses("Check out", &self.m.actions.checkout).with("persist-credentials", false)
     }
 
+    /// The first steps of a job that runs the toolkit against the bucket:
+    /// check out, fetch the toolkit binary, take AWS credentials.
+    pub(super) fn toolkit_with_aws(&self) -> Vec<Step> {
+        let mut steps = vec![self.checkout()];
+        steps.extend(self.fetch_toolkit());
+        steps.push(self.aws());
+        steps
+    }
+
     pub(super) fn fetch_toolkit(&self) -> Vec<Step> {
         vec![
             Step::uses(
@@ -122,9 +131,7 @@ impl Ctx<'_> {
         )
         .needs(&[JobId::Toolkit])
         .environment(BUILD_ENVIRONMENT)
-        .step(self.checkout())
-        .steps(self.fetch_toolkit())
-        .step(self.aws())
+        .steps(self.toolkit_with_aws())
         .step(plan);
         for output in PLAN_OUTPUTS {
             job = job.output(output, expr(&format!("steps.plan.outputs.{output}")));
@@ -163,9 +170,7 @@ impl Ctx<'_> {
             "fromJSON({})",
             JobId::Plan.needs("outputs.matrix")
         )))
-        .step(self.checkout())
-        .steps(self.fetch_toolkit())
-        .step(self.aws())
+        .steps(self.toolkit_with_aws())
         .step(cache)
         .step(build)
         .steps(after)
@@ -204,9 +209,7 @@ impl Ctx<'_> {
             "fromJSON({})",
             JobId::Plan.needs("outputs.mirrors")
         )))
-        .step(self.checkout())
-        .steps(self.fetch_toolkit())
-        .step(self.aws())
+        .steps(self.toolkit_with_aws())
         .step(index)
     }
 

@@ -259,9 +259,7 @@ impl Ctx<'_> {
         ))
         .environment(BUILD_ENVIRONMENT)
         .concurrency(Concurrency::queued("slurm-factory-report"))
-        .step(self.checkout())
-        .steps(self.fetch_toolkit())
-        .step(self.aws())
+        .steps(self.toolkit_with_aws())
         .step(
             Step::run(
                 "Write the build report to the store",
