@@ -218,12 +218,18 @@ where
                         let service = make(cut.clone());
                         tokio::spawn(async move {
                             let io = hyper_util::rt::TokioIo::new(Wire { socket, cut });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .timer(hyper_util::rt::TokioTimer::new())
-                                .header_read_timeout(READ_TIMEOUT)
-                                .keep_alive(matches!(connections, Connections::KeepAlive))
-                                .serve_connection(io, service)
-                                .await;
+                            let mut http = hyper::server::conn::http1::Builder::new();
+                            match connections {
+                                // A head must arrive in time.
+                                Connections::Close => http
+                                    .keep_alive(false)
+                                    .timer(hyper_util::rt::TokioTimer::new())
+                                    .header_read_timeout(READ_TIMEOUT),
+                                // The head timer would also end idle
+                                // connections, which a client's pool keeps.
+                                Connections::KeepAlive => http.keep_alive(true),
+                            };
+                            let _ = http.serve_connection(io, service).await;
                         });
                     }
                 }
