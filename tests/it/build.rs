@@ -130,7 +130,7 @@ fn no_engine_is_a_clear_error() {
     .failure();
     assert!(
         done.stderr
-            .contains("no container engine found: install Podman or Docker"),
+            .contains("no container engine found: install Podman or Docker, or pass --engine (add --dry-run to only print the plan)"),
         "{}",
         done.stderr
     );

@@ -278,7 +278,7 @@ fn an_unsigned_package_is_refused() {
     let done = d.publish_local(&[]).failure();
     assert!(
         done.stderr
-            .contains(".tar.gz.asc is missing: unsigned packages are not published"),
+            .contains(".tar.gz.asc is missing: unsigned packages are not published (--allow-unsigned for a local test store)"),
         "{}",
         done.stderr
     );
@@ -1201,7 +1201,7 @@ fn an_unsigned_or_corrupt_admins_executable_is_refused_before_any_upload() {
     let bad = d.publish_local(&[]).failure();
     assert!(
         bad.stderr.contains(&format!(
-            "{ADMIN}.asc is missing: an unsigned executable is not published"
+            "{ADMIN}.asc is missing: an unsigned executable is not published (--allow-unsigned for a local test store)"
         )),
         "{}",
         bad.stderr

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::error::UsageError;
+use crate::error::{Remediable, Remedy, UsageError};
 use crate::process;
 
 pub const ENGINE_VAR: &str = "SLURM_FACTORY_ENGINE";
@@ -56,9 +56,11 @@ pub fn detect(explicit: Option<EngineKind>, allow_missing: bool) -> Result<Optio
             e.program()
         ),
         None if allow_missing => Ok(None),
-        None => bail!(
-            "no container engine found: install Podman or Docker, or pass --engine (add --dry-run to only print the plan)"
-        ),
+        None => Err(Remediable::new(
+            "no container engine found: install Podman or Docker",
+            Remedy::ChooseEngine,
+        )
+        .into()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The two errors that decide an exit status: a usage error (exit 2, as
-//! clap's own) and an `Exit` carrying a status (a container's). A leaf:
+//! clap's own) and an `Exit` carrying a status (a container's); and an error
+//! whose way out is a flag, which the edge spells (`Remediable`). A leaf:
 //! every stage may return them, and only the entry points read them.
 
 use std::fmt;
@@ -55,3 +56,40 @@ impl fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// A way out of an error that the user takes on the command line. An engine
+/// names it; only the edge spells it as flags (`flags::remedy`), so that a
+/// flag's name is written in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Publish unsigned packages, as a local test store may.
+    AllowUnsigned,
+    /// Name the container engine, or only print the plan.
+    ChooseEngine,
+    /// Give a local copy of the pinned Spack.
+    SpackSources,
+}
+
+/// An error whose way out is a [`Remedy`]; the edge adds how to take it.
+#[derive(Debug)]
+pub struct Remediable {
+    pub message: String,
+    pub remedy: Remedy,
+}
+
+impl Remediable {
+    pub fn new(message: impl Into<String>, remedy: Remedy) -> Remediable {
+        Remediable {
+            message: message.into(),
+            remedy,
+        }
+    }
+}
+
+impl fmt::Display for Remediable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Remediable {}

@@ -123,7 +123,7 @@ impl ImageBuild {
         }
         if let Some(ca) = &self.ca_bundle {
             std::fs::copy(ca, sources.join(CA_BUNDLE))
-                .with_context(|| format!("--ca-bundle {}", ca.display()))?;
+                .with_context(|| format!("copying the CA bundle {}", ca.display()))?;
         }
         std::fs::write(&self.build.containerfile, &self.recipe)?;
         let argv = self.build.argv(engine);

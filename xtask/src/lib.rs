@@ -110,7 +110,13 @@ fn exit_code(result: Result<ExitCode>) -> ExitCode {
         eprintln!("error: {}", exit.message);
         return ExitCode::from(u8::try_from(exit.code).unwrap_or(1).max(1));
     }
-    let message = format!("{err:#}");
+    let mut message = format!("{err:#}");
+    if let Some(r) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<error::Remediable>())
+    {
+        message.push_str(&flags::remedy(r.remedy));
+    }
     gha::error_annotation(&message);
     eprintln!("error: {message}");
     ExitCode::FAILURE

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::error::{Remediable, Remedy};
 use crate::matrix::SpackPins;
 use crate::process;
 
@@ -203,11 +204,10 @@ fn clone(pin: &Pin, out: &Path) -> Result<()> {
         let code = process::status(sh.cmd("git").args(args))
             .context("git is needed to fetch Spack when no local copy is given")?;
         if code != 0 {
-            bail!(
-                "git {} failed; give a local copy of the pinned Spack with --spack-sources DIR or {SOURCES_VAR}",
-                args.first()
-                    .map_or(String::new(), |a| a.to_string_lossy().into_owned())
-            );
+            let what = args
+                .first()
+                .map_or(String::new(), |a| a.to_string_lossy().into_owned());
+            return Err(Remediable::new(format!("git {what} failed"), Remedy::SpackSources).into());
         }
         Ok(())
     };

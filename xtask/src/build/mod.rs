@@ -277,14 +277,14 @@ fn unrecorded_because(inputs: &Inputs<'_>) -> Option<&'static str> {
     if inputs.args.rehearse {
         Some("a rehearsal builds nothing real (spack install --fake)")
     } else if inputs.deps_mirror.is_some() {
-        Some("--mirror pushes somewhere other than the store's mirror")
+        Some("it pushes to a mirror other than the store's")
     } else if inputs
         .args
         .target
         .as_ref()
         .is_some_and(|t| *t != inputs.project.matrix.target)
     {
-        Some("--target differs from the matrix's target the fingerprint names")
+        Some("its target differs from the matrix's target the fingerprint names")
     } else {
         None
     }

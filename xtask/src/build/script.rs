@@ -44,7 +44,7 @@ pub fn render(s: &Script<'_>) -> String {
         Stage::Index => "rebuild the buildcache index (the single writer)",
     };
     out.push_str(&format!(
-        "#!/bin/bash\n# Cell {}: {what}.\n# Rendered by the toolkit; `--dry-run` prints it.\n",
+        "#!/bin/bash\n# Cell {}: {what}.\n# Rendered by the toolkit; a dry run prints it.\n",
         s.cell
     ));
     if s.rehearsal {

@@ -11,6 +11,20 @@ mod download;
 mod groups;
 pub use groups::*;
 
+/// How to take a [`crate::error::Remedy`] on the command line: the words
+/// that follow the engine's message.
+pub fn remedy(remedy: crate::error::Remedy) -> String {
+    use crate::error::Remedy;
+    match remedy {
+        Remedy::AllowUnsigned => " (--allow-unsigned for a local test store)".into(),
+        Remedy::ChooseEngine => ", or pass --engine (add --dry-run to only print the plan)".into(),
+        Remedy::SpackSources => format!(
+            "; give a local copy of the pinned Spack with --spack-sources DIR or {}",
+            crate::spack_sources::SOURCES_VAR
+        ),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",

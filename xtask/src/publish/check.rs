@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::{Class, Found, Planned, Upload};
+use crate::error::{Remediable, Remedy};
 use crate::manifest::Manifest;
 use crate::schema::admin_binary;
 use crate::schema::{PUBLIC_KEY_FILE, files};
@@ -27,7 +28,7 @@ fn find_packages(dir: &Path) -> Result<Vec<Found>> {
         let stem = name.trim_end_matches(files::MANIFEST_SUFFIX);
         if crate::schema::release::is_rehearsal(stem) {
             bail!(
-                "{stem} is a rehearsal's package (`build-slurm --rehearse`: `spack install --fake` placeholders, not Slurm); it is never published"
+                "{stem} is a rehearsal's package (a rehearsal build: `spack install --fake` placeholders, not Slurm); it is never published"
             );
         }
         let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join(name))?)
@@ -90,10 +91,14 @@ fn plan_package(
     }
     let signature = dir.join(files::signature(&tarball));
     if !signature.is_file() && !allow_unsigned {
-        bail!(
-            "{stem}: {} is missing: unsigned packages are not published (--allow-unsigned for a local test store)",
-            files::signature(&tarball)
-        );
+        return Err(Remediable::new(
+            format!(
+                "{stem}: {} is missing: unsigned packages are not published",
+                files::signature(&tarball)
+            ),
+            Remedy::AllowUnsigned,
+        )
+        .into());
     }
     let mut uploads = Vec::new();
     let whole_file = dir.join(files::checksum(&tarball));
@@ -217,10 +222,14 @@ fn plan_admin_binary(dir: &Path, allow_unsigned: bool) -> Result<Vec<Upload>> {
             let sha = sha256_file(&dir.join(name))?;
             check_sum_file(&dir.join(files::checksum(name)), name, &sha)?;
             if !dir.join(files::signature(name)).is_file() && !allow_unsigned {
-                bail!(
-                    "{} is missing: an unsigned executable is not published (--allow-unsigned for a local test store)",
-                    files::signature(name)
-                );
+                return Err(Remediable::new(
+                    format!(
+                        "{} is missing: an unsigned executable is not published",
+                        files::signature(name)
+                    ),
+                    Remedy::AllowUnsigned,
+                )
+                .into());
             }
             (Class::Data, sha)
         };
