@@ -184,16 +184,7 @@ fn cells(gh: &GitHub, found: &[&Found], previous: Option<&Release>) -> Result<Ve
             same_data: same,
         });
     }
-    for stem in before.keys() {
-        if !cells.iter().any(|c| &c.stem == stem) {
-            cells.push(Cell {
-                stem: stem.clone(),
-                local: false,
-                previous: true,
-                same_data: false,
-            });
-        }
-    }
+    super::release::add_unbuilt(&mut cells, before.keys());
     Ok(cells)
 }
 

@@ -20,6 +20,20 @@ pub struct Cell {
     pub same_data: bool,
 }
 
+/// Adds the packages of the newest release that this run did not build.
+pub fn add_unbuilt<'a>(cells: &mut Vec<Cell>, newest: impl IntoIterator<Item = &'a String>) {
+    for stem in newest {
+        if !cells.iter().any(|c| &c.stem == stem) {
+            cells.push(Cell {
+                stem: stem.clone(),
+                local: false,
+                previous: true,
+                same_data: false,
+            });
+        }
+    }
+}
+
 /// What becomes of a package in the next release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {

@@ -165,16 +165,7 @@ fn cells(found: &[&Found], newest: Option<&ReleaseEntry>) -> Vec<Cell> {
             }
         })
         .collect();
-    for stem in newest.iter().flat_map(|e| e.packages.keys()) {
-        if !cells.iter().any(|c| &c.stem == stem) {
-            cells.push(Cell {
-                stem: stem.clone(),
-                local: false,
-                previous: true,
-                same_data: false,
-            });
-        }
-    }
+    super::release::add_unbuilt(&mut cells, newest.iter().flat_map(|e| e.packages.keys()));
     cells
 }
 
