@@ -126,6 +126,13 @@ pub fn plan<'m>(
     })
 }
 
+impl Decision<'_> {
+    /// What the plan does with the cell, in a word.
+    pub fn action(&self) -> &'static str {
+        if self.build { "build" } else { "skip" }
+    }
+}
+
 impl Plan<'_> {
     /// The cells to build.
     pub fn selected(&self) -> impl Iterator<Item = &Decision<'_>> {

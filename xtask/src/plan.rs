@@ -59,7 +59,7 @@ impl Plan<'_> {
             .map(|d| {
                 [
                     d.cell.id(),
-                    if d.build { "build" } else { "skip" }.to_string(),
+                    d.action().to_string(),
                     d.reason.text(),
                     d.cell.runner().join(","),
                 ]
@@ -86,10 +86,10 @@ impl Plan<'_> {
             self.stage.as_str()
         );
         for d in &self.decisions {
-            let action = if d.build { "build" } else { "skip" };
             md.push_str(&format!(
-                "| `{}` | {action} | {} |\n",
+                "| `{}` | {} | {} |\n",
                 d.cell.id(),
+                d.action(),
                 d.reason.text()
             ));
         }

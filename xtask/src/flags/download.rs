@@ -92,15 +92,13 @@ impl DownloadCmd {
             "github" | "s3" | "local" => self.from.as_str(),
             _ => "url",
         };
+        let bucket = format!("--bucket (or {})", crate::store::BUCKET_VAR);
+        let prefix = format!("--bucket-prefix (or {})", crate::store::BUCKET_PREFIX_VAR);
         let only = [
             ("--repo", self.repo.is_some(), "github"),
+            (bucket.as_str(), self.store.bucket.bucket.is_some(), "s3"),
             (
-                "--bucket (or SLURM_FACTORY_BUCKET)",
-                self.store.bucket.bucket.is_some(),
-                "s3",
-            ),
-            (
-                "--bucket-prefix (or SLURM_FACTORY_BUCKET_PREFIX)",
+                prefix.as_str(),
                 self.store.bucket.bucket_prefix.is_some(),
                 "s3",
             ),

@@ -66,10 +66,10 @@ impl ThreadsArg {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BucketArgs {
     /// S3 bucket of the store and its Spack mirrors [default: the local store]
-    #[arg(long, value_name = "NAME", env = "SLURM_FACTORY_BUCKET")]
+    #[arg(long, value_name = "NAME", env = crate::store::BUCKET_VAR)]
     pub bucket: Option<String>,
     /// Key prefix inside the bucket (every key of the store and its mirrors starts with it)
-    #[arg(long, value_name = "PREFIX", env = "SLURM_FACTORY_BUCKET_PREFIX")]
+    #[arg(long, value_name = "PREFIX", env = crate::store::BUCKET_PREFIX_VAR)]
     pub bucket_prefix: Option<String>,
 }
 

@@ -78,7 +78,7 @@ pub struct ReportCmd {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Where the store is served over HTTP(S): the log and summary link the page there
-    #[arg(long, value_name = "URL", env = "SLURM_FACTORY_PUBLIC_URL")]
+    #[arg(long, value_name = "URL", env = crate::store::PUBLIC_URL_VAR)]
     pub public_url: Option<String>,
     /// Print the report and what would be written; write nothing
     #[arg(long)]
@@ -409,7 +409,7 @@ pub struct PublishCmd {
     pub store: StoreArgs,
     /// Where the store is served over HTTP(S) (a CDN in front of the bucket): prints each
     /// package's URL and the admins' `download` command
-    #[arg(long, value_name = "URL", env = "SLURM_FACTORY_PUBLIC_URL")]
+    #[arg(long, value_name = "URL", env = crate::store::PUBLIC_URL_VAR)]
     pub public_url: Option<String>,
     /// Publish packages without a signature (local test stores only)
     #[arg(long)]

@@ -17,6 +17,13 @@ use crate::schema::{files, mirrors, paths};
 /// Objects that change in place sit behind a CDN: keep their cache short.
 pub const SHORT_CACHE: &str = "public, max-age=60";
 
+/// The environment variables the store's options are also read from (the
+/// flags declare them; the generated workflows set them).
+pub const BUCKET_VAR: &str = "SLURM_FACTORY_BUCKET";
+pub const BUCKET_PREFIX_VAR: &str = "SLURM_FACTORY_BUCKET_PREFIX";
+/// Where the store is served to admins (`publish`, `report`).
+pub const PUBLIC_URL_VAR: &str = "SLURM_FACTORY_PUBLIC_URL";
+
 /// What a store knows of an object: enough to decide whether to upload again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {

@@ -6,6 +6,7 @@ use serde_yaml::Value;
 
 use super::*;
 use crate::matrix::entry::field;
+use crate::store;
 
 /// What the plan job hands on: the build matrix, its size, the index matrix.
 const PLAN_OUTPUTS: [&str; 3] = ["matrix", "count", "mirrors"];
@@ -17,7 +18,12 @@ impl Ctx<'_> {
     }
 
     pub(super) fn checkout(&self) -> Step {
-        Step::uses("Check out", &self.m.actions.checkout).with("persist-credentials", false)
+        let step =
+            Step::uses("Check out", &self.m.actions.checkout).with("persist-credentials", false);
+        match self.checkout_ref {
+            Some(r) => step.with("ref", r),
+            None => step,
+        }
     }
 
     /// The first steps of a job that runs the toolkit against the bucket:
@@ -122,7 +128,7 @@ impl Ctx<'_> {
             plan = plan.env("VERSIONS", &expr("inputs.versions"));
         }
         // The plan reads what the builds recorded in the bucket.
-        let plan = plan.env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
+        let plan = plan.env_from_var(store::BUCKET_VAR);
         let mut job = Job::new(
             "Plan",
             self.control_runner(),
@@ -190,7 +196,7 @@ impl Ctx<'_> {
     /// job rebuilds it once per mirror, serialized by a concurrency group.
     pub(super) fn index_job(&self, needs: &[JobId], mirror: &str) -> Job {
         let index = Self::toolkit_step("Rebuild the buildcache index", "index")
-            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"));
+            .env_from_var(store::BUCKET_VAR);
         Job::new(
             format!("Index {mirror}"),
             self.control_runner(),

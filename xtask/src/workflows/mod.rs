@@ -277,6 +277,16 @@ impl Step {
         self.env.insert(key.into(), value.into());
         self
     }
+    /// The toolkit's environment variable `name`, from the repository
+    /// variable of the same name.
+    fn env_from_var(self, name: &str) -> Step {
+        self.env(name, &expr(&format!("vars.{name}")))
+    }
+    /// The toolkit's environment variable `name`, from the secret of the
+    /// same name.
+    fn env_from_secret(self, name: &str) -> Step {
+        self.env(name, &expr(&format!("secrets.{name}")))
+    }
     fn id(mut self, id: &'static str) -> Step {
         self.id = Some(id);
         self
@@ -350,7 +360,16 @@ const TARBALL_DIGESTS: &str = "tarball-digests.sha256";
 const REHEARSE_ARG: &str = "if [ \"$REHEARSE\" = true ]; then args+=(--rehearse); fi\n";
 
 pub fn render_all(matrix: &Matrix) -> Result<Vec<Generated>> {
-    let ctx = Ctx { m: matrix };
+    let ctx = Ctx {
+        m: matrix,
+        checkout_ref: None,
+    };
+    // Started by the dependencies' run, the Slurm workflow builds the commit
+    // that run built, not whatever the default branch is by now.
+    let built = Ctx {
+        m: matrix,
+        checkout_ref: Some(BUILT_COMMIT),
+    };
     Ok(vec![
         render(
             matrix,
@@ -368,7 +387,7 @@ pub fn render_all(matrix: &Matrix) -> Result<Vec<Generated>> {
             matrix,
             SLURM,
             "Stage 2: build Slurm for every version x toolchain x variant, package, sign and release it.",
-            &ctx.slurm(),
+            &built.slurm(),
         )?,
     ])
 }
@@ -407,6 +426,8 @@ fn annotate_pins(matrix: &Matrix, yaml: &str) -> String {
 
 struct Ctx<'m> {
     m: &'m Matrix,
+    /// What every job checks out; the event's commit when `None`.
+    checkout_ref: Option<&'static str>,
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! The three workflows, assembled from the shared jobs: CI, the dependency
 //! build, and the Slurm build with its admin-binary, report and release jobs.
 
-use serde_yaml::Value;
-
 use super::*;
 use crate::matrix::entry::field;
 use crate::schema::release;
+use crate::{sign, store};
 
 impl Ctx<'_> {
     pub(super) fn ci(&self) -> Workflow {
@@ -51,22 +50,13 @@ impl Ctx<'_> {
     /// A build step: the toolkit with the plan's arguments for the cell,
     /// the bucket, and the signing key.
     pub(super) fn build_step(name: &str, command: &str) -> Step {
-        Self::signing_env(
-            Self::toolkit_step(name, command)
-                .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET")),
-        )
+        Self::signing_env(Self::toolkit_step(name, command).env_from_var(store::BUCKET_VAR))
     }
 
     /// The release signing key, for the step that signs (never a whole job).
     pub(super) fn signing_env(step: Step) -> Step {
-        step.env(
-            "SLURM_FACTORY_GPG_PRIVATE_KEY",
-            &expr("secrets.SLURM_FACTORY_GPG_PRIVATE_KEY"),
-        )
-        .env(
-            "SLURM_FACTORY_GPG_PASSPHRASE",
-            &expr("secrets.SLURM_FACTORY_GPG_PASSPHRASE"),
-        )
+        step.env_from_secret(sign::KEY_VAR)
+            .env_from_secret(sign::PASSPHRASE_VAR)
     }
 
     pub(super) fn deps(&self) -> Workflow {
@@ -158,7 +148,7 @@ impl Ctx<'_> {
                 JobId::Report,
             ],
         );
-        let mut jobs = jobs([
+        let jobs = jobs([
             (JobId::Toolkit, self.toolkit_job()),
             (JobId::Plan, self.plan_job("slurm", true)),
             (JobId::BuildSlurm, build),
@@ -168,13 +158,6 @@ impl Ctx<'_> {
             (JobId::Report, report),
             (JobId::Summary, summary),
         ]);
-        // Started by the dependencies' run: build the commit that run built,
-        // not whatever the default branch is by now.
-        for job in jobs.values_mut() {
-            for step in job.steps.iter_mut().filter(|s| s.name == "Check out") {
-                step.with.insert("ref", Value::from(BUILT_COMMIT));
-            }
-        }
         Workflow {
             name: "Build and publish Slurm".into(),
             triggers: Triggers {
@@ -265,20 +248,15 @@ impl Ctx<'_> {
                 "Write the build report to the store",
                 &format!("{TOOLKIT} report\n"),
             )
-            .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
-            .env(
-                "SLURM_FACTORY_PUBLIC_URL",
-                &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
-            ),
+            .env_from_var(store::BUCKET_VAR)
+            .env_from_var(store::PUBLIC_URL_VAR),
         )
     }
 
     /// Gathers every cell's package, attests its provenance and publishes it.
     /// The only job with `contents: write`.
     pub(super) fn release_job(&self) -> Job {
-        let mut steps = vec![self.checkout()];
-        steps.extend(self.fetch_toolkit());
-        steps.push(self.aws());
+        let mut steps = self.toolkit_with_aws();
         steps.push(
             Step::uses(
                 "Gather the admins' binary",
@@ -341,11 +319,8 @@ impl Ctx<'_> {
                     &format!("Publish Slurm {v} to S3"),
                     &format!("cp tools/* {DIST}/\n{TOOLKIT} publish --to s3 --dir {DIST}\n"),
                 )
-                .env("SLURM_FACTORY_BUCKET", &expr("vars.SLURM_FACTORY_BUCKET"))
-                .env(
-                    "SLURM_FACTORY_PUBLIC_URL",
-                    &expr("vars.SLURM_FACTORY_PUBLIC_URL"),
-                ),
+                .env_from_var(store::BUCKET_VAR)
+                .env_from_var(store::PUBLIC_URL_VAR),
             ));
             steps.push(when(
                 Step::run(
