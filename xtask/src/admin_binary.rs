@@ -4,7 +4,6 @@
 //!
 //! The build is a plan first (the argv `--dry-run` prints), then executed.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -118,21 +117,8 @@ pub fn run(root: &Path, matrix: &Matrix, job: &Job) -> Result<()> {
     let asc = sibling(&plan.out, ".asc");
     let _ = std::fs::remove_file(&asc);
     if let Some(k) = keyring {
-        let mut child = k
-            .detached_sign(&asc)?
-            .spawn()
-            .context("starting gpg to sign")?;
-        let mut stdin = child.stdin.take().expect("piped");
-        std::io::copy(&mut std::fs::File::open(&plan.out)?, &mut stdin)?;
-        stdin.flush()?;
-        drop(stdin);
-        let signed = child.wait_with_output()?;
-        if !signed.status.success() {
-            bail!(
-                "gpg could not sign {name}: {}",
-                String::from_utf8_lossy(&signed.stderr).trim()
-            );
-        }
+        k.sign_reader(&asc, std::fs::File::open(&plan.out)?)
+            .with_context(|| format!("signing {name}"))?;
     }
     let size = std::fs::metadata(&plan.out)?.len();
     outln!(

@@ -118,7 +118,7 @@ impl Keyring {
         }
         let exported = process::output(gpg().args(["--armor", "--export-secret-keys"]))
             .context("exporting the throwaway key")?;
-        let _ = process::output(sh.cmd("gpgconf").args(["--kill", "gpg-agent"]));
+        stop_agent(home.path());
         Keyring::import(&exported.stdout, "")
     }
 
@@ -172,11 +172,19 @@ impl Keyring {
 
     /// A detached armored signature of `bytes` into `output`.
     pub fn sign_bytes(&self, output: &Path, bytes: &[u8]) -> Result<()> {
+        self.sign_reader(output, bytes)
+    }
+
+    /// A detached armored signature of what `input` reads into `output`,
+    /// streamed through gpg.
+    pub fn sign_reader(&self, output: &Path, mut input: impl std::io::Read) -> Result<()> {
         let mut child = self
             .detached_sign(output)?
             .spawn()
             .context("starting gpg to sign")?;
-        child.stdin.take().expect("piped").write_all(bytes)?;
+        let mut stdin = child.stdin.take().expect("piped");
+        std::io::copy(&mut input, &mut stdin)?;
+        drop(stdin);
         let out = child.wait_with_output()?;
         if !out.status.success() {
             bail!(
@@ -208,10 +216,15 @@ impl Keyring {
 impl Drop for Keyring {
     fn drop(&mut self) {
         // The agent keeps the unlocked key in memory: stop it before the home goes.
-        if let Ok(sh) = process::shell() {
-            let kill = sh.cmd("gpgconf").args(["--kill", "gpg-agent"]);
-            let _ = process::output(kill.env("GNUPGHOME", self.home.path()));
-        }
+        stop_agent(self.home.path());
+    }
+}
+
+/// Stops the gpg agent of a GnuPG home, if one runs.
+fn stop_agent(home: &Path) {
+    if let Ok(sh) = process::shell() {
+        let kill = sh.cmd("gpgconf").args(["--kill", "gpg-agent"]);
+        let _ = process::output(kill.env("GNUPGHOME", home));
     }
 }
 

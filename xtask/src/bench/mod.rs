@@ -44,7 +44,7 @@ pub fn run(project: &Project, job: &Job) -> Result<()> {
     }
     match job.what {
         What::Package => bench_package(project, job),
-        What::Upload => bench_upload(&project.root, job),
+        What::Upload => bench_upload(project, job),
         What::Download => bench_download(project, job),
     }
 }
@@ -192,13 +192,13 @@ const ROUNDS: usize = 3;
 
 /// `bench upload`: one file to a loopback S3 server (s3s-fs, SigV4) with the
 /// toolkit's S3 store and with `aws s3 cp`, same file, same server, same run.
-fn bench_upload(root: &Path, job: &Job) -> Result<()> {
+fn bench_upload(project: &Project, job: &Job) -> Result<()> {
     let sh = process::shell()?;
     use crate::store::{Put, Store, s3::S3Store};
     let work = job
         .dir
         .clone()
-        .unwrap_or_else(|| root.join(crate::project::STATE_DIR).join("bench-upload"));
+        .unwrap_or_else(|| project.state_dir().join("bench-upload"));
     std::fs::create_dir_all(&work)?;
     let payload = work.join(format!("payload-{}m.bin", job.size_mib));
     // What `package` writes beside a tarball and `publish` reads: its SHA-256.
