@@ -745,15 +745,12 @@ struct Request {
     segments: Vec<String>,
     /// Form-decoded query parameters.
     query: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
+    headers: http::HeaderMap,
 }
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name)?.to_str().ok()
     }
 
     fn param(&self, name: &str) -> Option<&str> {
@@ -922,17 +919,7 @@ fn request(ex: &Exchange) -> Request {
             (percent_decode(k, true), percent_decode(v, true))
         })
         .collect();
-    let headers = ex
-        .head
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = ex.head.headers.clone();
     Request {
         method: ex.method().to_string(),
         target,
